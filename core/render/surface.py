@@ -7,7 +7,7 @@ onto it and its platform's failures onto the `SurfaceError` family below.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +18,10 @@ class SurfaceLimits:
     min_edit_interval: seconds between two writes (send, edit or draft) that share `budget_key`.
     budget_key: answers with the same key (one chat or channel) share one write budget.
     burst: writes allowed back to back before the interval applies.
+    supports_draft: live previews go through `draft`; messages are sent once complete.
+    measure: how the platform counts length ("utf16": UTF-16 code units).
+    placeholder: text sent at once before an answer starts (None: the platform shows its own).
+    max_caption: characters of an upload's caption.
     """
 
     max_length: int
@@ -25,6 +29,9 @@ class SurfaceLimits:
     budget_key: str
     burst: int = 1
     supports_draft: bool = False
+    measure: Literal["chars", "utf16"] = "chars"
+    placeholder: str | None = None
+    max_caption: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,4 +97,8 @@ class MessageSurface(Protocol):
         self, data: bytes, *, filename: str, content_type: str, caption: str
     ) -> MessageRef:
         """Send a file (an image) with a caption."""
+        ...
+
+    async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
+        """Show that the bot is busy (a few seconds; repeat to keep it shown)."""
         ...

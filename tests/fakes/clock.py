@@ -66,3 +66,26 @@ class ManualClock:
             _, _, fut = heapq.heappop(self._sleepers)
             if not fut.done():
                 fut.set_result(None)
+
+
+class InstantClock:
+    """Implements `core.clock.Clock`; `sleep` returns at once, moves time and records the wait."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self._now
+
+    def wall(self) -> float:
+        return 1_800_000_000.0 + self._now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self._now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+    def advance(self, seconds: float) -> None:
+        """Move time on (e.g. to let a conversation go idle)."""
+        self._now += seconds

@@ -1,0 +1,180 @@
+"""The `g4f-bridge` command: one-shot ask/models/imagine/check, the terminal chat, and `run`.
+
+Exit codes: 0 success, 1 an upstream error (one line on stderr), 2 a usage or settings error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TextIO
+
+from core.api_models import ChatMessage
+from core.client import G4FClient
+from core.errors import BridgeError, UpstreamError
+from core.logs import configure_logging
+from core.settings import Settings, SettingsError, load_settings
+
+EXIT_OK, EXIT_UPSTREAM, EXIT_USAGE = 0, 1, 2
+
+ONE_SHOT = {"ask", "models", "imagine", "check"}
+Handler = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+
+
+def _fail(message: str, out: TextIO | None = None) -> None:
+    print(f"g4f-bridge: {message}", file=out or sys.stderr, flush=True)
+
+
+async def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
+    """Print one answer to stdout as it streams."""
+    system = args.system if args.system is not None else settings.bridge_system_prompt
+    messages = [ChatMessage(role="system", content=system)] if system else []
+    messages.append(ChatMessage(role="user", content=args.prompt))
+    async with G4FClient(settings) as client:
+        if args.no_stream:
+            result = await client.chat(messages, model=args.model)
+            sys.stdout.write(result.text + "\n")
+            return EXIT_OK
+        stream = client.chat_stream(messages, model=args.model)
+        wrote = False
+        try:
+            async for delta in stream:
+                if delta.content:
+                    sys.stdout.write(delta.content)
+                    sys.stdout.flush()
+                    wrote = True
+        finally:
+            if wrote:
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+    return EXIT_OK
+
+
+async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    """List the server's models: chat models, image models, and providers listed as models."""
+    async with G4FClient(settings) as client:
+        models = await client.list_models()
+    if args.json:
+        rows = [
+            {"id": m.id, "provider": m.is_provider, "image": m.draws_images} for m in models
+        ]
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for title, chosen in (
+        ("Chat models", [m for m in models if not m.is_provider and not m.draws_images]),
+        ("Image models", [m for m in models if m.draws_images]),
+        ("Providers (usable as a model name)", [m for m in models if m.is_provider]),
+    ):
+        if chosen:
+            print(f"{title}:")
+            for m in chosen:
+                mark = " (default)" if m.id in (
+                    settings.g4f_default_model, settings.g4f_image_model
+                ) else ""
+                print(f"  {m.id}{mark}")
+    return EXIT_OK
+
+
+async def cmd_imagine(settings: Settings, args: argparse.Namespace) -> int:
+    """Draw an image, write it to a file and print the file's path."""
+    async with G4FClient(settings) as client:
+        image = await client.generate_image(args.prompt, model=args.model, size=args.size)
+    out = Path(args.out) if args.out else Path(f"image-{_slug(args.prompt)}.{image.extension}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(image.data)
+    print(out)
+    return EXIT_OK
+
+
+async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    """Check settings, the API (reachable, auth, models) and which platforms are configured."""
+    problems = 0
+
+    def report(ok: bool, text: str) -> None:
+        nonlocal problems
+        problems += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {text}", flush=True)
+
+    report(True, "settings are valid")
+    async with G4FClient(settings) as client:
+        try:
+            models = await client.list_models()
+        except UpstreamError as exc:
+            report(False, f"API at {settings.g4f_base_url}: {exc.user_message}")
+            models = None
+    if models is not None:
+        auth = "with API key" if settings.g4f_api_key else "without API key"
+        report(True, f"API at {settings.g4f_base_url} answers ({auth}), {len(models)} models")
+        ids = {m.id for m in models}
+        for label, model in (
+            ("default chat model", settings.g4f_default_model),
+            ("image model", settings.g4f_image_model),
+        ):
+            report(model in ids, f"{label} {model!r} " + ("is offered" if model in ids else
+                   "is not in the server's model list"))
+    for platform, token in (("Discord", settings.discord_token), ("Telegram", settings.telegram_token)):
+        state = "token is set" if token else "token not set (platform disabled)"
+        print(f"info {platform}: {state}")
+    return EXIT_OK if problems == 0 else EXIT_UPSTREAM
+
+
+def _slug(text: str) -> str:
+    slug = "".join(c if c.isalnum() else "-" for c in text.lower())[:40].strip("-")
+    return "-".join(filter(None, slug.split("-"))) or "image"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="g4f-bridge",
+        description="Bridge Discord and Telegram to a G4F or OpenAI-compatible API.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ask = sub.add_parser("ask", help="print one answer as it streams")
+    ask.add_argument("prompt")
+    ask.add_argument("--model", help="model to use (default: G4F_DEFAULT_MODEL)")
+    ask.add_argument("--system", help="system prompt (default: BRIDGE_SYSTEM_PROMPT)")
+    ask.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
+    ask.set_defaults(handler=cmd_ask)
+
+    models = sub.add_parser("models", help="list the server's models")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+    models.set_defaults(handler=cmd_models)
+
+    imagine = sub.add_parser("imagine", help="draw an image and save it")
+    imagine.add_argument("prompt")
+    imagine.add_argument("--model", help="image model (default: G4F_IMAGE_MODEL)")
+    imagine.add_argument("--size", help="WxH, e.g. 1024x1024")
+    imagine.add_argument("--out", help="file to write (default: image-<prompt>.<ext>)")
+    imagine.set_defaults(handler=cmd_imagine)
+
+    check = sub.add_parser("check", help="check settings, the API and platform tokens")
+    check.set_defaults(handler=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `g4f-bridge` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    configure_logging(settings, quiet=args.command in ONE_SHOT)
+    handler: Handler = args.handler
+    try:
+        return asyncio.run(handler(settings, args))
+    except BridgeError as exc:
+        _fail(exc.user_message)
+        return EXIT_UPSTREAM
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,561 @@
+"""The use cases adapters call: ask, regenerate, stop, imagine, models, model, system, reset, status.
+
+`Bridge` is the application context: settings, the API client, the store, limits and write budgets.
+Each use case checks access and limits, does its work, and returns a typed result (core.results);
+failures are results too, never exceptions escaping to a handler.
+
+The in-flight rule: one answer at a time per user per chat. A second request while one is still
+streaming is refused with a message saying so (not queued): the user sees at once why nothing
+happens and can press Stop. The global concurrency cap, in contrast, queues fairly (first come,
+first served) and shows the queue position in the answer's place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from core.api_models import ChatMessage, ModelInfo, StreamDelta
+from core.client import G4FClient
+from core.clock import Clock, SystemClock
+from core.conversations import History, Where, build_history, find_parent
+from core.errors import UpstreamError
+from core.limits import (
+    AccessPolicy,
+    ConcurrencyGate,
+    LockManager,
+    MemoryLockManager,
+    MemoryRateLimiter,
+    RateLimiter,
+)
+from core.render.budget import BudgetRegistry
+from core.render.renderer import RenderOptions, StreamRenderer
+from core.render.surface import Button, MessageRef, MessageSurface, SurfaceError
+from core.results import (
+    Answered,
+    ConversationReset,
+    Imagined,
+    ModelChosen,
+    ModelPage,
+    Refusal,
+    RefusalReason,
+    Status,
+    SystemPromptSet,
+)
+from core.settings import Settings
+from core.store.base import ConversationStore, Turn, open_store
+
+log = logging.getLogger(__name__)
+
+REGENERATE_BUTTON = Button("regenerate", "🔁 Regenerate")
+ACTIVITY_REPEAT = 4.0  # chat actions fade after ~5 s
+MAX_PROMPT_CHARS = 16_000
+
+ModelKind = Literal["chat", "image", "all"]
+
+
+@dataclass(slots=True)
+class _Running:
+    renderer: StreamRenderer
+    owner: str  # user id
+
+
+class Bridge:
+    """Everything the adapters need, behind typed use cases."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: G4FClient,
+        store: ConversationStore,
+        clock: Clock | None = None,
+        limiter: RateLimiter | None = None,
+        locks: LockManager | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.limiter = limiter or MemoryRateLimiter(self.clock)
+        self.locks = locks or MemoryLockManager(self.clock)
+        self.gate = ConcurrencyGate(settings.bridge_max_concurrency)
+        self.budgets = BudgetRegistry(self.clock)
+        self.policy = AccessPolicy.from_lists(
+            settings.allowed_user_ids,
+            settings.allowed_guild_ids,
+            settings.allowed_chat_ids,
+            settings.admin_user_ids,
+        )
+        self._running: dict[tuple[str, str, str], _Running] = {}
+        self._refused: set[tuple[str, str]] = set()
+
+    @classmethod
+    async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Bridge:
+        """Open the store and the API client named by the settings."""
+        store = open_store(settings.bridge_store_url)
+        await store.open()
+        return cls(settings, client=G4FClient(settings, clock=clock), store=store, clock=clock)
+
+    async def close(self) -> None:
+        for running in list(self._running.values()):
+            running.renderer.stop()
+        await self.client.aclose()
+        await self.store.close()
+
+    # --- access -----------------------------------------------------------------------------
+    def is_admin(self, where: Where) -> bool:
+        return self.policy.is_admin(platform=where.platform, user_id=where.user_id)
+
+    def check_access(self, where: Where) -> Refusal | None:
+        """None when the user may use the bot here; else a refusal (quiet after the first)."""
+        allowed = self.policy.is_allowed(
+            platform=where.platform,
+            user_id=where.user_id,
+            chat_id=where.chat_id,
+            guild_id=where.guild_id,
+            is_private=where.is_private,
+        )
+        if allowed:
+            return None
+        key = (where.platform, where.user_id)
+        quiet = key in self._refused
+        self._refused.add(key)
+        return Refusal(
+            RefusalReason.NOT_ALLOWED,
+            "Sorry, this bot is private and not available to you here.",
+            quiet=quiet,
+        )
+
+    async def _admit(self, where: Where) -> Refusal | None:
+        """Access, then the per-user rate limit (counts one request)."""
+        refusal = self.check_access(where)
+        if refusal is not None:
+            return refusal
+        decision = await self.limiter.hit(_user_key(where), self.settings.user_rate)
+        if not decision.allowed:
+            wait = math.ceil(decision.retry_after)
+            return Refusal(
+                RefusalReason.RATE_LIMITED,
+                f"You are sending requests too fast (limit {self.settings.user_rate}). "
+                f"Try again in {wait} s.",
+                retry_after=decision.retry_after,
+            )
+        return None
+
+    # --- answers ----------------------------------------------------------------------------
+    async def ask(
+        self,
+        where: Where,
+        prompt: str,
+        surface: MessageSurface,
+        *,
+        reply_to: str | None = None,
+        model: str | None = None,
+    ) -> Answered | Refusal:
+        """Answer `prompt` on `surface`, continuing the conversation the rules pick."""
+        prompt = prompt.strip()
+        if not prompt:
+            return Refusal(RefusalReason.EMPTY, "Please write a question after the command.")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            return Refusal(
+                RefusalReason.EMPTY,
+                f"That message is too long ({len(prompt)} characters; at most {MAX_PROMPT_CHARS}).",
+            )
+        refusal = await self._admit(where)
+        if refusal is not None:
+            return refusal
+        parent = await find_parent(
+            self.store,
+            where,
+            reply_to=reply_to,
+            now=self.clock.wall(),
+            idle_seconds=self.settings.bridge_conversation_idle_minutes * 60,
+        )
+        return await self._answer(where, surface, parent, prompt, model, user_turn=None)
+
+    async def regenerate(
+        self, where: Where, message_id: str, surface: MessageSurface
+    ) -> Answered | Refusal:
+        """Answer the question behind an earlier answer again, as a new branch."""
+        refusal = await self._admit(where)
+        if refusal is not None:
+            return refusal
+        turn_id = await self.store.turn_for_message(where.message(message_id))
+        answer = await self.store.get_turn(turn_id) if turn_id is not None else None
+        question = (
+            await self.store.get_turn(answer.parent_id)
+            if answer is not None and answer.parent_id is not None
+            else None
+        )
+        if answer is None or question is None or question.role != "user":
+            return Refusal(RefusalReason.NOT_FOUND, "I no longer know what that answer replied to.")
+        return await self._answer(
+            where, surface, question.parent_id, question.content, None, user_turn=question
+        )
+
+    def stop(self, where: Where, message_id: str) -> bool:
+        """Stop the answer showing in `message_id` (its asker or an admin). True if stopped."""
+        running = self._running.get((where.platform, where.chat_id, message_id))
+        if running is None:
+            return False
+        if running.owner != where.user_id and not self.is_admin(where):
+            return False
+        running.renderer.stop()
+        return True
+
+    async def _answer(
+        self,
+        where: Where,
+        surface: MessageSurface,
+        parent: int | None,
+        prompt: str,
+        model: str | None,
+        *,
+        user_turn: Turn | None,
+    ) -> Answered | Refusal:
+        lease = await self.locks.try_acquire(
+            _inflight_key(where), ttl=self.settings.g4f_timeout_total + 60
+        )
+        if lease is None:
+            return Refusal(
+                RefusalReason.BUSY,
+                "You already have an answer coming in this chat. Wait for it to finish or press Stop.",
+            )
+        try:
+            chosen = model or await self.model_for(where)
+            history = await self._history(where, parent, prompt)
+            if user_turn is None:
+                user_turn = await self.store.add_turn(
+                    parent_id=parent, role="user", content=prompt, model=None,
+                    created_at=self.clock.wall(),
+                )
+            return await self._stream_answer(where, surface, history, chosen, user_turn)
+        finally:
+            await self.locks.release(lease)
+
+    async def _history(self, where: Where, parent: int | None, prompt: str) -> History:
+        s = self.settings
+        earlier = await self.store.chain(parent, limit=s.bridge_history_max_messages) if parent else []
+        return build_history(
+            await self.system_prompt_for(where),
+            earlier,
+            prompt,
+            max_messages=s.bridge_history_max_messages,
+            max_chars=s.bridge_history_max_chars,
+        )
+
+    async def _stream_answer(
+        self,
+        where: Where,
+        surface: MessageSurface,
+        history: History,
+        model: str,
+        user_turn: Turn,
+    ) -> Answered:
+        refs: list[MessageRef] = []
+
+        def track(ref: MessageRef) -> None:
+            refs.append(ref)
+            self._running[(where.platform, where.chat_id, ref.id)] = _Running(
+                renderer, where.user_id
+            )
+
+        notes = []
+        if history.dropped:
+            notes.append(
+                f"ℹ️ {history.dropped} earlier message(s) were left out to fit the history limit."
+            )
+        options = RenderOptions(
+            show_reasoning=self.settings.bridge_show_reasoning,
+            final_buttons=(REGENERATE_BUTTON,),
+            extra_lines=notes,
+            on_message=track,
+        )
+        answering = _Answering(model)
+        renderer = StreamRenderer(
+            self._gated_stream(history.messages, answering, lambda s: renderer.set_status(s)),
+            surface,
+            budgets=self.budgets,
+            clock=self.clock,
+            options=options,
+        )
+        try:
+            result = await renderer.run()
+        finally:
+            for ref in refs:
+                self._running.pop((where.platform, where.chat_id, ref.id), None)
+        turn_id = await self._remember(where, user_turn, result.text, answering.model, refs)
+        return Answered(
+            outcome=result.outcome,
+            text=result.text,
+            model=answering.model,
+            messages=tuple(result.messages),
+            turn_id=turn_id,
+            dropped_turns=history.dropped,
+            error=result.error.user_message if result.error else None,
+        )
+
+    async def _gated_stream(
+        self,
+        messages: list[ChatMessage],
+        answering: _Answering,
+        show_status: Callable[[str | None], None],
+    ) -> AsyncIterator[StreamDelta]:
+        """Wait for a slot under the concurrency cap (showing the position), then stream."""
+
+        async def on_position(position: int) -> None:
+            show_status(f"⏳ Waiting for a free slot: you are number {position} in line.")
+
+        async with self.gate.slot(on_position=on_position):
+            show_status(None)
+            stream = self.client.chat_stream(messages, model=answering.model)
+            try:
+                async for delta in stream:
+                    answering.model = stream.model
+                    yield delta
+            finally:
+                await stream.aclose()
+
+    async def _remember(
+        self, where: Where, user_turn: Turn, text: str, model: str, refs: list[MessageRef]
+    ) -> int | None:
+        """Store the answer (partial text included) and link its messages for replies."""
+        if not text:
+            await self.store.set_head(where.chat, user_turn.id, self.clock.wall())
+            return None
+        turn = await self.store.add_turn(
+            parent_id=user_turn.id, role="assistant", content=text, model=model,
+            created_at=self.clock.wall(),
+        )
+        for ref in refs:
+            await self.store.link_message(where.message(ref.id), turn.id)
+        await self.store.set_head(where.chat, turn.id, self.clock.wall())
+        return turn.id
+
+    # --- images -----------------------------------------------------------------------------
+    async def imagine(
+        self,
+        where: Where,
+        prompt: str,
+        surface: MessageSurface,
+        *,
+        model: str | None = None,
+        size: str | None = None,
+    ) -> Imagined | Refusal:
+        """Draw `prompt` and upload it; on failure the error is shown in the image's place."""
+        prompt = prompt.strip()
+        if not prompt:
+            return Refusal(RefusalReason.EMPTY, "Please describe the picture after the command.")
+        refusal = await self._admit(where)
+        if refusal is not None:
+            return refusal
+        chosen = model or self.settings.g4f_image_model
+        activity = asyncio.create_task(self._keep_activity(surface, "upload_photo"))
+        try:
+            async with self.gate.slot():
+                image = await self.client.generate_image(prompt, model=chosen, size=size)
+        except UpstreamError as exc:
+            activity.cancel()
+            ref = await _send_quietly(surface, f"⚠️ {exc.user_message}")
+            log.info("image failed: %s", exc)
+            return Imagined(chosen, ref, error=exc.user_message)
+        finally:
+            activity.cancel()
+        caption = _caption(prompt, image.model, surface.limits.max_caption)
+        try:
+            ref = await surface.upload(
+                image.data,
+                filename=f"image.{image.extension}",
+                content_type=image.content_type,
+                caption=caption,
+            )
+        except SurfaceError as exc:
+            log.warning("image upload failed: %r", exc)
+            ref = await _send_quietly(surface, "⚠️ The image could not be uploaded here.")
+            return Imagined(image.model, ref, error="upload failed")
+        return Imagined(image.model, ref, revised_prompt=image.revised_prompt)
+
+    async def _keep_activity(
+        self, surface: MessageSurface, kind: Literal["typing", "upload_photo"]
+    ) -> None:
+        while True:
+            try:
+                await surface.activity(kind)
+            except SurfaceError:
+                return
+            await self.clock.sleep(ACTIVITY_REPEAT)
+
+    # --- models -----------------------------------------------------------------------------
+    async def _models(self) -> list[ModelInfo] | Refusal:
+        try:
+            return await self.client.list_models()
+        except UpstreamError as exc:
+            return Refusal(RefusalReason.UPSTREAM, exc.user_message)
+
+    async def models(
+        self,
+        where: Where,
+        *,
+        query: str = "",
+        page: int = 0,
+        page_size: int = 10,
+        kind: ModelKind = "chat",
+    ) -> ModelPage | Refusal:
+        """One page of the models (chat models by default), filtered by a substring."""
+        refusal = self.check_access(where)
+        if refusal is not None:
+            return refusal
+        models = await self._models()
+        if isinstance(models, Refusal):
+            return models
+        needle = query.strip().lower()
+        chosen = [
+            m for m in models
+            if (kind == "all" or m.draws_images == (kind == "image"))
+            and (kind == "all" or not m.is_provider)
+            and needle in m.id.lower()
+        ]
+        pages = max(1, math.ceil(len(chosen) / page_size))
+        page = min(max(page, 0), pages - 1)
+        current = (
+            self.settings.g4f_image_model if kind == "image" else await self.model_for(where)
+        )
+        return ModelPage(
+            items=tuple(chosen[page * page_size : (page + 1) * page_size]),
+            page=page,
+            pages=pages,
+            total=len(chosen),
+            current=current,
+            query=query,
+        )
+
+    async def set_model(
+        self, where: Where, name: str, *, scope: Literal["user", "chat"] = "user"
+    ) -> ModelChosen | Refusal:
+        """Choose the user's model (everywhere, or only in this chat), checked against the API."""
+        refusal = self.check_access(where)
+        if refusal is not None:
+            return refusal
+        models = await self._models()
+        if isinstance(models, Refusal):
+            return models
+        usable = {m.id: m for m in models if not m.draws_images}
+        exact = usable.get(name) or next(
+            (m for m in usable.values() if m.id.lower() == name.strip().lower()), None
+        )
+        if exact is None:
+            close = tuple(difflib.get_close_matches(name.strip(), list(usable), n=3, cutoff=0.5))
+            hint = f" Did you mean {', '.join(close)}?" if close else " See /models for the list."
+            return Refusal(
+                RefusalReason.UNKNOWN_MODEL,
+                f"The server has no chat model called {name!r}.{hint}",
+                suggestions=close,
+            )
+        scope_key = _user_scope(where, per_chat=scope == "chat")
+        await self.store.set_preference(scope_key, "model", exact.id)
+        return ModelChosen(exact.id, scope)
+
+    async def model_for(self, where: Where) -> str:
+        """The model a user gets here: per-chat choice, else their choice, else the default."""
+        for scope in (_user_scope(where, per_chat=True), _user_scope(where, per_chat=False)):
+            chosen = await self.store.get_preference(scope, "model")
+            if chosen:
+                return chosen
+        return self.settings.g4f_default_model
+
+    # --- persona, reset, status -------------------------------------------------------------
+    async def system_prompt_for(self, where: Where) -> str:
+        stored = await self.store.get_preference(_chat_scope(where), "system_prompt")
+        return self.settings.bridge_system_prompt if stored is None else stored
+
+    async def set_system_prompt(self, where: Where, text: str) -> SystemPromptSet | Refusal:
+        """Set this chat's system prompt (admins only); empty text restores the default."""
+        refusal = self.check_access(where)
+        if refusal is not None:
+            return refusal
+        if not self.is_admin(where):
+            return Refusal(RefusalReason.NOT_ADMIN, "Only the bot's admins can change its persona.")
+        text = text.strip()
+        await self.store.set_preference(_chat_scope(where), "system_prompt", text or None)
+        return SystemPromptSet(text or self.settings.bridge_system_prompt)
+
+    async def reset(self, where: Where) -> ConversationReset | Refusal:
+        """Start a new conversation in this chat."""
+        refusal = self.check_access(where)
+        if refusal is not None:
+            return refusal
+        had = await self.store.get_head(where.chat) is not None
+        await self.store.clear_head(where.chat)
+        return ConversationReset(had)
+
+    async def status(self, where: Where) -> Status | Refusal:
+        """The user's model, limits left, and this chat's conversation."""
+        refusal = self.check_access(where)
+        if refusal is not None:
+            return refusal
+        rate = self.settings.user_rate
+        decision = await self.limiter.peek(_user_key(where), rate)
+        head = await self.store.get_head(where.chat)
+        idle = self.settings.bridge_conversation_idle_minutes * 60
+        turns = 0
+        if head is not None and (idle <= 0 or self.clock.wall() - head.updated_at <= idle):
+            turns = len(await self.store.chain(head.turn_id, limit=10_000))
+        busy = await self.locks.try_acquire(_inflight_key(where), ttl=0.001)
+        if busy is not None:
+            await self.locks.release(busy)
+        return Status(
+            model=await self.model_for(where),
+            image_model=self.settings.g4f_image_model,
+            requests_left=decision.remaining,
+            rate=str(rate),
+            conversation_turns=turns,
+            system_prompt=await self.system_prompt_for(where),
+            busy=busy is None,
+            queue_waiting=self.gate.waiting,
+        )
+
+
+@dataclass(slots=True)
+class _Answering:
+    model: str  # updated when a fallback model answers
+
+
+def _user_key(where: Where) -> str:
+    return f"rate:{where.platform}:{where.user_id}"
+
+
+def _inflight_key(where: Where) -> str:
+    return f"inflight:{where.platform}:{where.chat_id}:{where.user_id}"
+
+
+def _user_scope(where: Where, *, per_chat: bool) -> str:
+    scope = f"user:{where.platform}:{where.user_id}"
+    return f"{scope}@{where.platform}:{where.chat_id}" if per_chat else scope
+
+
+def _chat_scope(where: Where) -> str:
+    return f"chat:{where.platform}:{where.chat_id}"
+
+
+def _caption(prompt: str, model: str, limit: int) -> str:
+    tail = f"\n— {model}"
+    head = f"🎨 {prompt}"
+    room = limit - len(tail)
+    if len(head) > room:
+        head = head[: max(0, room - 1)] + "…"
+    return head + tail
+
+
+async def _send_quietly(surface: MessageSurface, text: str) -> MessageRef | None:
+    try:
+        return await surface.send(text)
+    except SurfaceError as exc:
+        log.warning("could not tell the user: %r", exc)
+        return None
+

@@ -1,0 +1,561 @@
+"""The G4F API client: chat, streaming chat, models, images.
+
+One `httpx.AsyncClient` per client instance (create one `G4FClient` per process) with a keep-alive
+pool. Every failure becomes an `UpstreamError` subclass (see core.errors). Before the first token,
+retryable failures are retried with jittered, bounded backoff that respects Retry-After, then the
+configured fallback models are tried in order; once text has reached the caller nothing is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+from pydantic import ValidationError
+
+from core.api_models import (
+    ChatCompletion,
+    ChatMessage,
+    ChatRequest,
+    ChatResult,
+    GeneratedImage,
+    ImagesResponse,
+    ModelInfo,
+    ModelList,
+    StreamDelta,
+)
+from core.clock import Clock, SystemClock
+from core.errors import (
+    AnswerCutOff,
+    AuthFailed,
+    BadResponse,
+    CannotConnect,
+    ImageFailed,
+    ModelUnavailable,
+    ProviderFailed,
+    ProviderNotFound,
+    RateLimited,
+    RequestRejected,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from core.images import ImageFetcher
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 8.0
+MAX_RETRY_AFTER = 30.0
+ERROR_BODY_LIMIT = 64 * 1024
+
+IMAGE_MODEL_PATTERN = re.compile(
+    r"(flux|dall-?e|sdxl|stable-?diffusion|\bsd-?\d|midjourney|imagen|gpt-image|playground-v|"
+    r"kandinsky|dreamshaper|ideogram|recraft|seedream|image-gen|img-)",
+    re.IGNORECASE,
+)
+
+
+def draws_images(model_id: str, configured: Sequence[str] = ()) -> bool:
+    """Whether a model draws images: the configured image models plus name rules.
+
+    The server's own image/vision flags are wrong (false for every model), so they are ignored.
+    """
+    return model_id in configured or bool(IMAGE_MODEL_PATTERN.search(model_id))
+
+
+@dataclass(slots=True)
+class _OpenStream:
+    """A stream whose first event has arrived: from here on nothing is retried."""
+
+    response: httpx.Response
+    events: AsyncIterator[ServerSentEvent]
+    first: ServerSentEvent | None
+    whole: ChatCompletion | None = None  # a server that ignored stream=true
+    done: bool = False  # [DONE] was received
+
+
+class ChatStream:
+    """An answer as it streams: iterate for `StreamDelta`s; `model` is the model answering.
+
+    Closing it (or cancelling the task that iterates it) closes the upstream request.
+    """
+
+    def __init__(self, client: G4FClient, request: ChatRequest, models: list[str]) -> None:
+        self.model = models[0]
+        self.provider: str | None = request.provider
+        self._client = client
+        self._request = request
+        self._models = models
+        self._gen: AsyncIterator[StreamDelta] | None = None
+
+    def __aiter__(self) -> AsyncIterator[StreamDelta]:
+        if self._gen is None:
+            self._gen = self._run()
+        return self._gen
+
+    async def aclose(self) -> None:
+        if self._gen is not None:
+            await self._gen.aclose()  # type: ignore[attr-defined]
+
+    async def _run(self) -> AsyncIterator[StreamDelta]:
+        client = self._client
+        opened = await client._with_retries(self._models, self._open)
+        text: list[str] = []
+        finished = False
+        try:
+            if opened.whole is not None:
+                delta = client._whole_as_delta(opened.whole)
+                yield delta
+                return
+            async for delta in client._read_events(opened, text):
+                if delta.finish_reason:
+                    finished = True
+                yield delta
+            if not finished and not opened.done:
+                raise AnswerCutOff(
+                    detail="stream ended without [DONE] or finish_reason",
+                    partial_text="".join(text),
+                )
+        finally:
+            await opened.response.aclose()
+
+    async def _open(self, model: str) -> _OpenStream:
+        self.model = model
+        return await self._client._open_stream(self._request.model_copy(update={"model": model}))
+
+
+class G4FClient:
+    """Talks to a G4F (or any OpenAI-compatible) server."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        s = settings
+        self._http = httpx.AsyncClient(
+            base_url=s.g4f_base_url + "/",
+            headers=s.auth_headers(),
+            timeout=httpx.Timeout(
+                connect=s.g4f_timeout_connect,
+                read=None,  # read time is governed by first-token/idle/total below
+                write=s.g4f_timeout_connect,
+                pool=None,
+            ),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+            follow_redirects=False,
+            transport=transport,
+        )
+        self._images = ImageFetcher(settings, self._http)
+        self._models_cache: tuple[float, list[ModelInfo]] | None = None
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> G4FClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- Chat -------------------------------------------------------------------------------
+    def _chat_request(
+        self,
+        messages: Sequence[ChatMessage],
+        model: str | None,
+        provider: str | None,
+        stream: bool,
+    ) -> tuple[ChatRequest, list[str]]:
+        chosen = model or self.settings.g4f_default_model
+        request = ChatRequest(
+            model=chosen,
+            messages=list(messages),
+            stream=stream,
+            provider=provider or self.settings.g4f_provider,
+        )
+        models = [chosen, *(m for m in self.settings.g4f_fallback_models if m != chosen)]
+        return request, models
+
+    def chat_stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> ChatStream:
+        """Stream an answer as `StreamDelta`s (see `ChatStream`)."""
+        request, models = self._chat_request(messages, model, provider, stream=True)
+        return ChatStream(self, request, models)
+
+    async def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> ChatResult:
+        """Ask for a whole answer at once."""
+        request, models = self._chat_request(messages, model, provider, stream=False)
+
+        async def attempt(model_id: str) -> ChatResult:
+            body = request.model_copy(update={"model": model_id}).body()
+            async with asyncio.timeout(self.settings.g4f_timeout_total):
+                try:
+                    response = await self._send("POST", "chat/completions", json=body)
+                except TimeoutError:
+                    raise UpstreamTimeout("total", self.settings.g4f_timeout_total) from None
+            completion = self._parse(ChatCompletion, response.content)
+            delta = self._whole_as_delta(completion)
+            return ChatResult(
+                text=delta.content,
+                reasoning=delta.reasoning,
+                model=completion.model or model_id,
+                provider=completion.provider,
+                finish_reason=delta.finish_reason,
+                usage=completion.usage,
+            )
+
+        return await self._with_retries(models, attempt)
+
+    async def _open_stream(self, request: ChatRequest) -> _OpenStream:
+        s = self.settings
+        url = "chat/completions"
+        http_request = self._http.build_request(
+            "POST",
+            url,
+            json=request.body(),
+            headers={"Accept": "text/event-stream", "Cache-Control": "no-store"},
+        )
+        response: httpx.Response | None = None
+        try:
+            async with asyncio.timeout(min(s.g4f_timeout_first_token, s.g4f_timeout_total)):
+                response = await self._send_request(http_request, stream=True)
+                content_type = response.headers.get("content-type", "")
+                if "text/event-stream" not in content_type:
+                    await response.aread()
+                    whole = self._parse(ChatCompletion, response.content)
+                    return _OpenStream(response, _no_events(), None, whole)
+                events = EventSource(response).aiter_sse()
+                first = await anext(events, None)
+                opened = _OpenStream(response, events, first)
+                if first is not None:
+                    self._raise_if_error_event(first, partial="")
+                return opened
+        except TimeoutError:
+            if response is not None:
+                await response.aclose()
+            raise UpstreamTimeout("first_token", s.g4f_timeout_first_token) from None
+        except (httpx.TransportError, UpstreamError) as exc:
+            if response is not None:
+                await response.aclose()
+            if isinstance(exc, UpstreamError):
+                raise
+            raise ProviderFailed(detail=f"stream broke before the first token: {exc!r}") from None
+
+    async def _read_events(self, opened: _OpenStream, text: list[str]) -> AsyncIterator[StreamDelta]:
+        """Yield deltas from an open stream, applying the idle and total timeouts."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        total_deadline = loop.time() + s.g4f_timeout_total
+        event: ServerSentEvent | None = opened.first
+        while event is not None:
+            if event.data.strip() == "[DONE]":
+                opened.done = True
+                return
+            self._raise_if_error_event(event, partial="".join(text))
+            for delta in self._event_deltas(event):
+                text.append(delta.content)
+                yield delta
+            idle_deadline = loop.time() + s.g4f_timeout_idle
+            phase = "idle" if idle_deadline < total_deadline else "total"
+            try:
+                async with asyncio.timeout_at(min(idle_deadline, total_deadline)):
+                    event = await anext(opened.events, None)
+            except TimeoutError:
+                seconds = s.g4f_timeout_idle if phase == "idle" else s.g4f_timeout_total
+                raise UpstreamTimeout(phase, seconds, partial_text="".join(text)) from None
+            except httpx.TransportError as exc:
+                raise AnswerCutOff(
+                    detail=f"connection dropped mid-answer: {exc!r}", partial_text="".join(text)
+                ) from None
+
+    def _event_deltas(self, event: ServerSentEvent) -> list[StreamDelta]:
+        try:
+            chunk = ChatCompletion.model_validate_json(event.data)
+        except ValidationError:
+            log.warning("skipping unreadable stream event: %.200s", event.data)
+            return []
+        deltas = []
+        for choice in chunk.choices[:1]:
+            d = choice.delta or choice.message
+            content = (d.content if d else None) or ""
+            reasoning = ((d.reasoning or d.reasoning_content) if d else None) or ""
+            if content or reasoning or choice.finish_reason or chunk.usage:
+                deltas.append(StreamDelta(content, reasoning, choice.finish_reason, chunk.usage))
+        if not chunk.choices and chunk.usage:
+            deltas.append(StreamDelta(usage=chunk.usage))
+        return deltas
+
+    def _raise_if_error_event(self, event: ServerSentEvent, *, partial: str) -> None:
+        if '"error"' not in event.data:
+            return
+        try:
+            data = json.loads(event.data)
+        except json.JSONDecodeError:
+            return
+        if isinstance(data, dict) and data.get("error"):
+            message = _error_message(data)
+            raise ProviderFailed(detail=f"in-stream error: {message}", partial_text=partial)
+
+    @staticmethod
+    def _whole_as_delta(completion: ChatCompletion) -> StreamDelta:
+        if not completion.choices:
+            raise BadResponse(detail="reply has no choices")
+        choice = completion.choices[0]
+        message = choice.message or choice.delta
+        content = (message.content if message else None) or ""
+        reasoning = ((message.reasoning or message.reasoning_content) if message else None) or ""
+        return StreamDelta(content, reasoning, choice.finish_reason or "stop", completion.usage)
+
+    # --- Models -----------------------------------------------------------------------------
+    async def list_models(self, *, refresh: bool = False) -> list[ModelInfo]:
+        """Models the server offers, cached for G4F_MODELS_CACHE_SECONDS."""
+        now = self._clock.now()
+        cache = self._models_cache
+        if cache and not refresh and now - cache[0] < self.settings.g4f_models_cache_seconds:
+            return cache[1]
+
+        async def attempt(_: str) -> ModelList:
+            response = await self._send("GET", "models")
+            return self._parse(ModelList, response.content)
+
+        entries = (await self._with_retries(["models"], attempt, fallback=False)).data
+        configured = (self.settings.g4f_image_model, *self.settings.g4f_image_models)
+        models = [
+            ModelInfo(
+                id=e.id,
+                is_provider=bool(e.provider),
+                draws_images=not e.provider and draws_images(e.id, configured),
+            )
+            for e in entries
+        ]
+        self._models_cache = (now, models)
+        return models
+
+    # --- Images -----------------------------------------------------------------------------
+    async def generate_image(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        size: str | None = None,
+        provider: str | None = None,
+    ) -> GeneratedImage:
+        """Draw an image and return its bytes (downloaded, size-capped, type-checked)."""
+        chosen = model or self.settings.g4f_image_model
+        body: dict[str, Any] = {"prompt": prompt, "model": chosen}
+        if size:
+            body["size"] = size
+        provider = provider or self.settings.g4f_provider
+        if provider and "://" not in provider:
+            paths = [f"{self.settings.api_root_url}/api/{provider}/images/generations"]
+        else:
+            paths = ["images/generate", "images/generations"]
+
+        async def attempt(model_id: str) -> ImagesResponse:
+            for index, path in enumerate(paths):
+                try:
+                    response = await self._send("POST", path, json=body, model=model_id)
+                except _EndpointMissing:
+                    if index + 1 < len(paths):
+                        continue
+                    raise ImageFailed(
+                        "The AI server has no image endpoint.", detail=path
+                    ) from None
+                return self._parse(ImagesResponse, response.content)
+            raise AssertionError("unreachable")
+
+        reply = await self._with_retries([chosen], attempt, fallback=False)
+        if not reply.data:
+            raise ImageFailed("The image model returned no image. Try another prompt or model.")
+        item = reply.data[0]
+        data, content_type = await self._images.fetch(item)
+        return GeneratedImage(data, content_type, item.revised_prompt, reply.model or chosen)
+
+    # --- Plumbing ---------------------------------------------------------------------------
+    async def _with_retries(
+        self,
+        models: Sequence[str],
+        attempt: Callable[[str], Awaitable[T]],
+        *,
+        fallback: bool = True,
+    ) -> T:
+        """Run `attempt` for each model in turn, retrying retryable failures with backoff."""
+        last: UpstreamError | None = None
+        for model in models:
+            for n in range(self.settings.g4f_retries + 1):
+                try:
+                    return await attempt(model)
+                except UpstreamError as exc:
+                    last = exc
+                    log.info("attempt %d with %s failed: %s", n + 1, model, exc)
+                    delay = self._retry_delay(exc, n)
+                    if delay is None:
+                        break
+                    await self._clock.sleep(delay)
+            assert last is not None
+            if not fallback or not _worth_another_model(last):
+                break
+        assert last is not None
+        raise last
+
+    def _retry_delay(self, exc: UpstreamError, attempt: int) -> float | None:
+        """Seconds to wait before retrying, or None when retrying is pointless."""
+        if not exc.retryable or attempt >= self.settings.g4f_retries:
+            return None
+        backoff = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * self._rng.uniform(0.5, 1.0)
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            if exc.retry_after > MAX_RETRY_AFTER:
+                return None
+            return max(exc.retry_after, backoff)
+        return backoff
+
+    async def _send(
+        self, method: str, url: str, *, json: Any = None, model: str | None = None
+    ) -> httpx.Response:
+        request = self._http.build_request(method, url, json=json)
+        response = await self._send_request(request, stream=False, model=model)
+        return response
+
+    async def _send_request(
+        self, request: httpx.Request, *, stream: bool, model: str | None = None
+    ) -> httpx.Response:
+        try:
+            response = await self._http.send(request, stream=stream)
+        except httpx.ConnectTimeout:
+            raise UpstreamTimeout("connect", self.settings.g4f_timeout_connect) from None
+        except httpx.ConnectError as exc:
+            raise CannotConnect(self.settings.g4f_base_url, detail=repr(exc)) from None
+        except httpx.TransportError as exc:
+            raise ProviderFailed(detail=f"transport error: {exc!r}") from None
+        if response.is_success:
+            return response
+        try:
+            body = await _read_capped(response)
+        finally:
+            await response.aclose()
+        if model is None and request.method == "POST":
+            model = _model_of(request)
+        raise _status_error(response.status_code, body, response.headers, model, str(request.url))
+
+    @staticmethod
+    def _parse(model_type: type[T], content: bytes) -> T:
+        try:
+            return model_type.model_validate_json(content)  # type: ignore[attr-defined, no-any-return]
+        except ValidationError as exc:
+            raise BadResponse(detail=f"{model_type.__name__}: {exc.errors()[:1]}") from None
+
+
+class _EndpointMissing(UpstreamError):
+    """404/405 on an endpoint path (not a model or provider error)."""
+
+
+async def _no_events() -> AsyncIterator[ServerSentEvent]:
+    return
+    yield  # pragma: no cover
+
+
+def _worth_another_model(exc: UpstreamError) -> bool:
+    return isinstance(exc, ModelUnavailable | ProviderFailed | RateLimited | UpstreamTimeout)
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= ERROR_BODY_LIMIT:
+            break
+    return b"".join(chunks)[:ERROR_BODY_LIMIT]
+
+
+def _model_of(request: httpx.Request) -> str | None:
+    try:
+        body = json.loads(request.content or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def _error_message(data: Any) -> str:
+    """The server's error text from g4f `{"error": {"message"}}`, FastAPI `{"detail"}` or text."""
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if "detail" in data:
+            return json.dumps(data["detail"])[:300]
+        if data.get("message"):
+            return str(data["message"])
+    return str(data)[:300]
+
+
+def _parse_retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _status_error(
+    status: int, body: bytes, headers: httpx.Headers, model: str | None, url: str
+) -> UpstreamError:
+    """Map an HTTP error reply to the error hierarchy."""
+    try:
+        message = _error_message(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        message = body.decode("utf-8", "replace")[:300]
+    detail = f"HTTP {status} from {url}: {message}"
+    if status in (401, 403):
+        return AuthFailed(detail=detail, provider_auth="MissingAuthError" in message)
+    if status == 404 and message.startswith("Provider not found"):
+        return ProviderNotFound(message.removeprefix("Provider not found:").strip(), detail=detail)
+    if status == 404 and "model" in message.lower():
+        return ModelUnavailable(model or "?", detail=detail)
+    if status in (404, 405):
+        return _EndpointMissing(
+            "The AI server does not offer this endpoint. Check G4F_BASE_URL (it usually ends in /v1).",
+            detail=detail,
+        )
+    if status in (400, 413, 422):
+        return RequestRejected(detail=detail)
+    if status == 429:
+        return RateLimited(_parse_retry_after(headers), detail=detail)
+    if status >= 500 and model and "Request execution failed" in message:
+        return ModelUnavailable(model, detail=detail)
+    if status >= 500:
+        return ProviderFailed(detail=detail)
+    return BadResponse(detail=detail)

@@ -1,0 +1,96 @@
+"""Conversations: where a new message continues, and the history sent with it.
+
+Rules:
+- Replying to a bot answer continues that answer's branch; replying to an older answer forks a new
+  branch from it (turns form a tree in the store).
+- In a private chat, a message that is not a reply continues the chat's latest conversation, until
+  it is reset or has been idle for the configured minutes.
+- Elsewhere, a message that is not a reply starts a new conversation.
+- History is trimmed oldest first to a message count and a character budget; the system prompt
+  and the new message are never dropped, and the result says how many turns were dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.api_models import ChatMessage
+from core.store.base import ChatKey, ConversationStore, MessageKey, Turn
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where a message was written, in platform-neutral terms."""
+
+    platform: str
+    chat_id: str
+    user_id: str
+    guild_id: str | None = None
+    is_private: bool = False
+
+    @property
+    def chat(self) -> ChatKey:
+        return ChatKey(self.platform, self.chat_id)
+
+    def message(self, message_id: str) -> MessageKey:
+        return MessageKey(self.platform, self.chat_id, message_id)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """The messages to send, and how many earlier turns did not fit."""
+
+    messages: list[ChatMessage]
+    dropped: int
+
+
+async def find_parent(
+    store: ConversationStore,
+    where: Where,
+    *,
+    reply_to: str | None,
+    now: float,
+    idle_seconds: float,
+) -> int | None:
+    """The turn a new message continues, or None for a new conversation."""
+    if reply_to is not None:
+        turn_id = await store.turn_for_message(where.message(reply_to))
+        if turn_id is not None:
+            return turn_id
+    if not where.is_private:
+        return None
+    head = await store.get_head(where.chat)
+    if head is None:
+        return None
+    if idle_seconds > 0 and now - head.updated_at > idle_seconds:
+        return None
+    return head.turn_id
+
+
+def build_history(
+    system_prompt: str,
+    earlier: list[Turn],
+    prompt: str,
+    *,
+    max_messages: int,
+    max_chars: int,
+) -> History:
+    """System prompt + as many of the newest earlier turns as fit + the new prompt."""
+    fixed: list[ChatMessage] = []
+    if system_prompt:
+        fixed.append(ChatMessage(role="system", content=system_prompt))
+    new = ChatMessage(role="user", content=prompt)
+    budget_chars = max_chars - len(system_prompt) - len(prompt)
+    budget_messages = max_messages - 1  # the new message always goes
+    kept: list[ChatMessage] = []
+    for turn in reversed([t for t in earlier if t.role != "system"]):
+        if len(kept) >= budget_messages or len(turn.content) > budget_chars:
+            break
+        budget_chars -= len(turn.content)
+        kept.append(ChatMessage(role=turn.role, content=turn.content))
+    kept.reverse()
+    # A history that starts with an assistant turn lost its question: drop it too.
+    while kept and kept[0].role == "assistant":
+        kept.pop(0)
+    dropped = len([t for t in earlier if t.role != "system"]) - len(kept)
+    return History([*fixed, *kept, new], dropped)

@@ -1,0 +1,154 @@
+"""One exception hierarchy for everything that can go wrong upstream.
+
+Each error carries `user_message`, a short sentence fit to show a chat user, and `detail`, what a log
+needs (status, URL, server text). Neither ever contains an API key or token. Errors raised after
+some text was streamed carry it in `partial_text`, so nothing the user already saw is lost.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of all g4f-bridge errors."""
+
+    user_message: str = "Something went wrong."
+
+    def __init__(self, user_message: str | None = None, *, detail: str = "", partial_text: str = ""):
+        if user_message is not None:
+            self.user_message = user_message
+        self.detail = detail
+        self.partial_text = partial_text
+        super().__init__(self.user_message)
+
+    def __str__(self) -> str:
+        return self.user_message if not self.detail else f"{self.user_message} ({self.detail})"
+
+
+class UpstreamError(BridgeError):
+    """The G4F / OpenAI-compatible API failed."""
+
+    retryable: bool = False
+
+
+class CannotConnect(UpstreamError):
+    """The API cannot be reached at all."""
+
+    retryable = True
+
+    def __init__(self, url: str, *, detail: str = "") -> None:
+        super().__init__(
+            f"Cannot reach the AI server at {url}. Start it (for example `g4f api`) or set "
+            "G4F_BASE_URL to where it runs.",
+            detail=detail,
+        )
+        self.url = url
+
+
+class AuthFailed(UpstreamError):
+    """The API refused our key (or wants one)."""
+
+    def __init__(self, *, detail: str = "", provider_auth: bool = False) -> None:
+        msg = (
+            "The AI provider needs credentials the server does not have; pick another model."
+            if provider_auth
+            else "The AI server refused the API key. Check G4F_API_KEY (and G4F_API_KEY_HEADER)."
+        )
+        super().__init__(msg, detail=detail)
+
+
+class ModelUnavailable(UpstreamError):
+    """The model is unknown, or every provider for it failed (g4f answers both with HTTP 500)."""
+
+    retryable = True
+
+    def __init__(self, model: str, *, detail: str = "") -> None:
+        super().__init__(
+            f"The model {model!r} may be unavailable right now. Try again or pick another model.",
+            detail=detail,
+        )
+        self.model = model
+
+
+class ProviderFailed(UpstreamError):
+    """The provider failed, including the in-stream error event after text began."""
+
+    retryable = True
+
+    def __init__(self, message: str = "", *, detail: str = "", partial_text: str = "") -> None:
+        super().__init__(
+            message or "The AI provider failed while answering.",
+            detail=detail,
+            partial_text=partial_text,
+        )
+
+
+class ProviderNotFound(UpstreamError):
+    """A pinned provider name the server does not know."""
+
+    def __init__(self, provider: str, *, detail: str = "") -> None:
+        super().__init__(
+            f"The server does not know the provider {provider!r}. Check G4F_PROVIDER.",
+            detail=detail,
+        )
+
+
+class RateLimited(UpstreamError):
+    """The API (or its provider) asked us to slow down."""
+
+    retryable = True
+
+    def __init__(self, retry_after: float | None, *, detail: str = "") -> None:
+        wait = f" Try again in {retry_after:.0f} s." if retry_after else " Try again shortly."
+        super().__init__("The AI server is rate limiting requests." + wait, detail=detail)
+        self.retry_after = retry_after
+
+
+class UpstreamTimeout(UpstreamError):
+    """One of the configured timeouts ran out."""
+
+    PHASES = {
+        "connect": ("connecting to the AI server", "G4F_TIMEOUT_CONNECT"),
+        "first_token": ("waiting for the first word of the answer", "G4F_TIMEOUT_FIRST_TOKEN"),
+        "idle": ("waiting for the answer to continue", "G4F_TIMEOUT_IDLE"),
+        "total": ("for the whole answer", "G4F_TIMEOUT_TOTAL"),
+    }
+
+    def __init__(self, phase: str, seconds: float, *, partial_text: str = "") -> None:
+        what, setting = self.PHASES[phase]
+        super().__init__(
+            f"Timed out after {seconds:g} s {what} ({setting}).",
+            detail=f"timeout phase={phase}",
+            partial_text=partial_text,
+        )
+        self.phase = phase
+        self.retryable = phase in ("connect", "first_token")
+
+
+class RequestRejected(UpstreamError):
+    """The API rejected the request as invalid (HTTP 422 or 400)."""
+
+    def __init__(self, *, detail: str = "") -> None:
+        super().__init__("The AI server rejected the request as invalid.", detail=detail)
+
+
+class AnswerCutOff(UpstreamError):
+    """The stream ended with neither [DONE] nor a finish reason: the answer is incomplete."""
+
+    def __init__(self, *, detail: str = "", partial_text: str = "") -> None:
+        super().__init__(
+            "The answer was cut off before it finished.", detail=detail, partial_text=partial_text
+        )
+
+
+class BadResponse(UpstreamError):
+    """The API answered something we cannot understand."""
+
+    def __init__(self, *, detail: str = "") -> None:
+        super().__init__("The AI server sent an answer that could not be read.", detail=detail)
+
+
+class ImageFailed(UpstreamError):
+    """The image could not be produced or fetched."""
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message, detail=detail)

@@ -1,0 +1,103 @@
+"""Typed results of the use cases. Adapters render these; nothing is raised at them.
+
+Every failure is a `Refusal` (the request was not carried out: not allowed, too fast, busy, bad
+input) or, for answers and images, an outcome that carries the user message of the client's error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from core.api_models import ModelInfo
+from core.render.renderer import Outcome
+from core.render.surface import MessageRef
+
+
+class RefusalReason(str, Enum):
+    NOT_ALLOWED = "not_allowed"
+    RATE_LIMITED = "rate_limited"
+    BUSY = "busy"
+    NOT_ADMIN = "not_admin"
+    EMPTY = "empty"
+    UNKNOWN_MODEL = "unknown_model"
+    NOT_FOUND = "not_found"
+    UPSTREAM = "upstream"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The request was not carried out; `message` says why, fit to show the user.
+
+    `quiet`: the user was already told (e.g. the allowlist refusal is given once); show nothing.
+    """
+
+    reason: RefusalReason
+    message: str
+    quiet: bool = False
+    suggestions: tuple[str, ...] = ()
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """An answer was streamed (or failed visibly) on the surface."""
+
+    outcome: Outcome
+    text: str
+    model: str
+    messages: tuple[MessageRef, ...]
+    turn_id: int | None
+    dropped_turns: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Imagined:
+    """An image was uploaded, or `error` was shown in its place."""
+
+    model: str
+    message: MessageRef | None
+    error: str | None = None
+    revised_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPage:
+    """One page of the model list."""
+
+    items: tuple[ModelInfo, ...]
+    page: int  # 0-based
+    pages: int
+    total: int
+    current: str
+    query: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChosen:
+    model: str
+    scope: str  # "user" | "chat"
+
+
+@dataclass(frozen=True, slots=True)
+class SystemPromptSet:
+    prompt: str  # "" when cleared
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationReset:
+    had_conversation: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    model: str
+    image_model: str
+    requests_left: int
+    rate: str
+    conversation_turns: int
+    system_prompt: str
+    busy: bool
+    queue_waiting: int
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,193 @@
+"""Settings, read from the environment and `.env`.
+
+The variable names are a contract with users (`.env.example`, the README) and with the container
+files. An invalid value stops the program at start with one line naming the variable
+(`SettingsError`), never a traceback. Tokens and keys are `SecretStr`: they never appear in reprs,
+logs or error messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.limits import Rate
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message is one line fit for a user."""
+
+
+class Settings(BaseSettings):
+    """Every setting of g4f-bridge. Field names are the environment variables, lower-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
+    )
+
+    # --- The G4F / OpenAI-compatible API ---------------------------------------------------
+    g4f_base_url: str = "http://localhost:1337/v1"
+    g4f_api_key: SecretStr | None = None
+    g4f_api_key_header: str = "g4f-api-key"
+    g4f_provider: str | None = None
+    g4f_default_model: str = "gpt-4o"
+    g4f_image_model: str = "flux"
+    g4f_image_models: CommaList = ()
+    g4f_fallback_models: CommaList = ()
+    g4f_timeout_connect: float = Field(10.0, gt=0)
+    g4f_timeout_first_token: float = Field(120.0, gt=0)
+    g4f_timeout_idle: float = Field(60.0, gt=0)
+    g4f_timeout_total: float = Field(600.0, gt=0)
+    g4f_retries: int = Field(2, ge=0, le=10)
+    g4f_image_max_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    g4f_image_timeout: float = Field(60.0, gt=0)
+    g4f_models_cache_seconds: float = Field(300.0, ge=0)
+
+    # --- Discord ---------------------------------------------------------------------------
+    discord_token: SecretStr | None = None
+    discord_api_base_url: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = "wss://gateway.discord.gg/"
+    discord_guild_ids: CommaList = ()
+
+    # --- Telegram --------------------------------------------------------------------------
+    telegram_token: SecretStr | None = None
+    telegram_base_url: str = "https://api.telegram.org/bot"
+    telegram_base_file_url: str = "https://api.telegram.org/file/bot"
+    telegram_stream_mode: Literal["auto", "draft", "edit"] = "auto"
+
+    # --- The bridge ------------------------------------------------------------------------
+    bridge_store_url: str = "sqlite:///./data/g4f-bridge.sqlite3"
+    bridge_system_prompt: str = ""
+    bridge_conversation_idle_minutes: float = Field(60.0, ge=0)
+    bridge_history_max_messages: int = Field(40, ge=1)
+    bridge_history_max_chars: int = Field(24_000, ge=100)
+    bridge_user_rate: str = "10/minute"
+    bridge_max_concurrency: int = Field(8, ge=1)
+    bridge_show_reasoning: bool = False
+    allowed_user_ids: CommaList = ()
+    allowed_guild_ids: CommaList = ()
+    allowed_chat_ids: CommaList = ()
+    admin_user_ids: CommaList = ()
+    bridge_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    bridge_log_format: Literal["text", "json"] = "text"
+
+    _split = field_validator(
+        "g4f_image_models",
+        "g4f_fallback_models",
+        "discord_guild_ids",
+        "allowed_user_ids",
+        "allowed_guild_ids",
+        "allowed_chat_ids",
+        "admin_user_ids",
+        mode="before",
+    )(_split_commas)
+
+    @field_validator("bridge_log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "g4f_base_url", "discord_api_base_url", "telegram_base_url", "telegram_base_file_url"
+    )
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("discord_gateway_url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("ws", "wss") or not parts.netloc:
+            raise ValueError("must be a ws:// or wss:// URL")
+        return value
+
+    @field_validator("g4f_api_key_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        name = value.strip().lower()
+        if not name or any(c in name for c in " :\r\n"):
+            raise ValueError("must be an HTTP header name such as g4f-api-key or authorization")
+        return name
+
+    @field_validator("bridge_user_rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        Rate.parse(value)
+        return value
+
+    @field_validator(
+        "g4f_provider", "g4f_api_key", "discord_token", "telegram_token", mode="before"
+    )
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _timeouts_consistent(self) -> Settings:
+        if self.g4f_timeout_total < self.g4f_timeout_connect:
+            raise ValueError("G4F_TIMEOUT_TOTAL must not be shorter than G4F_TIMEOUT_CONNECT")
+        return self
+
+    # --- Derived values --------------------------------------------------------------------
+    @property
+    def user_rate(self) -> Rate:
+        return Rate.parse(self.bridge_user_rate)
+
+    @property
+    def api_root_url(self) -> str:
+        """The server's root (the base URL without a trailing /v1), for /media and /api paths."""
+        base = self.g4f_base_url.rstrip("/")
+        return base[: -len("/v1")] if base.endswith("/v1") else base
+
+    def auth_headers(self) -> dict[str, str]:
+        """The header that carries the API key, as configured (empty without a key)."""
+        if self.g4f_api_key is None:
+            return {}
+        key = self.g4f_api_key.get_secret_value()
+        if self.g4f_api_key_header == "authorization":
+            return {"Authorization": f"Bearer {key}"}
+        return {self.g4f_api_key_header: key}
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Read settings; raise `SettingsError` with one line naming the first bad variable."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line: the variable (as users write it) and what is wrong with it."""
+    first = exc.errors()[0]
+    loc = [str(part) for part in first.get("loc", ()) if str(part) != "__root__"]
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not loc:
+        return f"invalid settings: {message}"
+    return f"invalid setting {loc[0].upper()}: {message}"

@@ -1,0 +1,196 @@
+"""The conversation store: what the bridge remembers between messages and across restarts.
+
+Conversations are trees of turns. Every turn points at its parent, so replying to an older
+message forks a new branch and `chain` walks one branch back to its root. Platform messages are
+linked to the turn they show, private chats remember their latest turn (the head), and users or
+chats keep small preferences (a chosen model, a system prompt).
+
+This module holds only the interface and its data types; implementations live next to it and are
+chosen by URL through `open_store`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol, get_args
+
+Role = Literal["system", "user", "assistant"]
+
+ROLES: frozenset[str] = frozenset(get_args(Role))
+
+
+class TurnNotFoundError(LookupError):
+    """A write referred to a turn id the store does not hold."""
+
+    def __init__(self, turn_id: int) -> None:
+        super().__init__(f"no turn with id {turn_id}")
+        self.turn_id = turn_id
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used (not opened, closed, or written by a newer version)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatKey:
+    """One chat on one platform."""
+
+    platform: str
+    chat_id: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.chat_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageKey:
+    """One message in one chat on one platform."""
+
+    platform: str
+    chat_id: str
+    message_id: str
+
+    @property
+    def chat(self) -> ChatKey:
+        """The chat this message belongs to."""
+        return ChatKey(self.platform, self.chat_id)
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.chat_id}:{self.message_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of a conversation; `created_at` is wall-clock seconds since the epoch."""
+
+    id: int
+    parent_id: int | None
+    role: Role
+    content: str
+    model: str | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A chat's latest turn and when it was set (wall-clock seconds)."""
+
+    turn_id: int
+    updated_at: float
+
+
+def as_role(value: str) -> Role:
+    """Return `value` as a `Role`, or raise ValueError for anything else."""
+    if value == "system":
+        return "system"
+    if value == "user":
+        return "user"
+    if value == "assistant":
+        return "assistant"
+    raise ValueError(f"unknown role {value!r}; expected one of {sorted(ROLES)}")
+
+
+class ConversationStore(Protocol):
+    """Persistent conversations, message links, chat heads and preferences.
+
+    Call `open` before anything else and `close` when done. Writes that name a turn
+    (`add_turn` with a parent, `set_turn_content`, `link_message`, `set_head`) raise
+    `TurnNotFoundError` when the turn does not exist. Safe for concurrent use by many tasks.
+    """
+
+    async def open(self) -> None:
+        """Connect and bring the storage up to date; must be called once before use."""
+        ...
+
+    async def close(self) -> None:
+        """Release the storage; calling it again does nothing."""
+        ...
+
+    async def add_turn(
+        self,
+        *,
+        parent_id: int | None,
+        role: Role,
+        content: str,
+        model: str | None,
+        created_at: float,
+    ) -> Turn:
+        """Store a new turn under `parent_id` (None starts a conversation) and return it."""
+        ...
+
+    async def set_turn_content(self, turn_id: int, content: str) -> None:
+        """Replace a turn's text (an answer's final text after streaming)."""
+        ...
+
+    async def get_turn(self, turn_id: int) -> Turn | None:
+        """The turn with this id, or None."""
+        ...
+
+    async def chain(self, turn_id: int, *, limit: int) -> list[Turn]:
+        """The branch ending at `turn_id`, oldest first, at most its `limit` newest turns.
+
+        Empty when the turn does not exist or `limit` is not positive.
+        """
+        ...
+
+    async def link_message(self, key: MessageKey, turn_id: int) -> None:
+        """Record that a platform message shows this turn; re-linking a key overwrites it.
+
+        Several messages may show one turn (a long answer split into parts).
+        """
+        ...
+
+    async def turn_for_message(self, key: MessageKey) -> int | None:
+        """The turn a platform message shows, or None."""
+        ...
+
+    async def get_head(self, chat: ChatKey) -> Head | None:
+        """The chat's latest conversation turn, or None."""
+        ...
+
+    async def set_head(self, chat: ChatKey, turn_id: int, updated_at: float) -> None:
+        """Make `turn_id` the chat's latest conversation turn."""
+        ...
+
+    async def clear_head(self, chat: ChatKey) -> None:
+        """Forget the chat's latest turn, so the next message starts a new conversation."""
+        ...
+
+    async def get_preference(self, scope: str, name: str) -> str | None:
+        """A stored preference; `scope` is an opaque string built by the caller."""
+        ...
+
+    async def set_preference(self, scope: str, name: str, value: str | None) -> None:
+        """Store a preference; None deletes it."""
+        ...
+
+
+def _open_sqlite(url: str) -> ConversationStore:
+    from core.store.sqlite import SqliteConversationStore, sqlite_path_from_url
+
+    return SqliteConversationStore(sqlite_path_from_url(url))
+
+
+_FACTORIES: dict[str, Callable[[str], ConversationStore]] = {
+    "sqlite": _open_sqlite,
+}
+
+
+def open_store(url: str) -> ConversationStore:
+    """Build the store a URL names; the caller still has to `await store.open()`.
+
+    Supported: ``sqlite:///relative/path.sqlite3``, ``sqlite:////absolute/path.sqlite3``
+    and ``sqlite:///:memory:``. An unknown scheme raises ValueError naming the supported ones.
+    """
+    scheme, separator, _ = url.partition("://")
+    if not separator or not scheme:
+        raise ValueError(f"store URL {url!r} has no scheme; supported: {_supported()}")
+    factory = _FACTORIES.get(scheme.lower())
+    if factory is None:
+        raise ValueError(f"unsupported store URL scheme {scheme!r}; supported: {_supported()}")
+    return factory(url)
+
+
+def _supported() -> str:
+    return ", ".join(f"{name}://" for name in sorted(_FACTORIES))

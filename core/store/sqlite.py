@@ -1,0 +1,356 @@
+"""The SQLite conversation store (aiosqlite: one connection on its own thread).
+
+The schema is versioned with ``PRAGMA user_version``: `MIGRATIONS[n - 1]` takes a database from
+version n - 1 to n, and `open` applies every missing migration in order, each in its own
+transaction together with its version bump. Migrations are only ever appended, never edited.
+
+Every statement the store runs is a single autocommitted statement issued while holding one
+`asyncio.Lock`, and multi-statement work (migrations) holds the same lock for the whole
+transaction, so the transactions of concurrent tasks never interleave on the shared connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from core.store.base import (
+    ChatKey,
+    Head,
+    MessageKey,
+    Role,
+    StoreError,
+    Turn,
+    TurnNotFoundError,
+    as_role,
+)
+
+MEMORY = ":memory:"
+URL_PREFIX = "sqlite:///"
+BUSY_TIMEOUT_MS = 5000
+
+Migration = Sequence[str]
+
+MIGRATIONS: tuple[Migration, ...] = (
+    # 1: conversation trees, message links and chat heads.
+    (
+        """
+        CREATE TABLE turns (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            parent_id INTEGER REFERENCES turns(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+            content TEXT NOT NULL,
+            model TEXT,
+            created_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX turns_parent_id ON turns(parent_id)",
+        """
+        CREATE TABLE message_links (
+            platform TEXT NOT NULL,
+            chat_id TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            turn_id INTEGER NOT NULL REFERENCES turns(id) ON DELETE CASCADE,
+            PRIMARY KEY (platform, chat_id, message_id)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX message_links_turn_id ON message_links(turn_id)",
+        """
+        CREATE TABLE chat_heads (
+            platform TEXT NOT NULL,
+            chat_id TEXT NOT NULL,
+            turn_id INTEGER NOT NULL REFERENCES turns(id) ON DELETE CASCADE,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (platform, chat_id)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX chat_heads_turn_id ON chat_heads(turn_id)",
+    ),
+    # 2: per-user and per-chat preferences.
+    (
+        """
+        CREATE TABLE preferences (
+            scope TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (scope, name)
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_TURN_COLUMNS = "id, parent_id, role, content, model, created_at"
+
+_CHAIN_SQL = f"""
+WITH RECURSIVE branch({_TURN_COLUMNS}, depth) AS (
+    SELECT {_TURN_COLUMNS}, 1 FROM turns WHERE id = ?
+    UNION ALL
+    SELECT t.id, t.parent_id, t.role, t.content, t.model, t.created_at, b.depth + 1
+    FROM turns AS t JOIN branch AS b ON t.id = b.parent_id
+    WHERE b.depth < ?
+)
+SELECT {_TURN_COLUMNS} FROM branch ORDER BY depth DESC
+"""
+
+
+def sqlite_path_from_url(url: str) -> str:
+    """The database path in a ``sqlite:///...`` URL (``sqlite:////abs/path`` is absolute)."""
+    if not url.lower().startswith(URL_PREFIX):
+        raise ValueError(
+            f"SQLite store URL must look like {URL_PREFIX}path/to/file.sqlite3 "
+            f"or {URL_PREFIX}{MEMORY}, got {url!r}"
+        )
+    path = url[len(URL_PREFIX) :]
+    if not path:
+        raise ValueError(f"SQLite store URL {url!r} names no database file")
+    if "?" in path:
+        raise ValueError(f"SQLite store URL {url!r}: query parameters are not supported")
+    return path
+
+
+async def user_version(conn: aiosqlite.Connection) -> int:
+    """The schema version recorded in the database."""
+    rows = list(await conn.execute_fetchall("PRAGMA user_version"))
+    return int(rows[0][0])
+
+
+async def apply_migrations(
+    conn: aiosqlite.Connection, migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
+    """Bring the database up to ``len(migrations)`` and return that version.
+
+    Each missing migration runs in its own ``BEGIN IMMEDIATE`` transaction with its version bump,
+    and the version is read inside that transaction, so two processes opening one database
+    never apply a migration twice. `conn` must be in autocommit mode (``isolation_level=None``).
+    A database newer than the code raises `StoreError`.
+    """
+    version = await user_version(conn)
+    if version > len(migrations):
+        raise StoreError(
+            f"database schema version {version} is newer than this code supports "
+            f"({len(migrations)}); upgrade g4f-bridge"
+        )
+    for number in range(version + 1, len(migrations) + 1):
+        await _apply_one(conn, number, migrations[number - 1])
+    return await user_version(conn)
+
+
+async def _apply_one(conn: aiosqlite.Connection, number: int, statements: Migration) -> None:
+    async with _transaction(conn):
+        if await user_version(conn) >= number:
+            return
+        for statement in statements:
+            await conn.execute(statement)
+        await conn.execute(f"PRAGMA user_version = {int(number)}")
+
+
+@asynccontextmanager
+async def _transaction(conn: aiosqlite.Connection) -> AsyncIterator[None]:
+    """An explicit write transaction: committed on success, rolled back on any exception."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
+def _is_foreign_key_error(exc: sqlite3.IntegrityError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "")
+    return name == "SQLITE_CONSTRAINT_FOREIGNKEY" or "FOREIGN KEY" in str(exc)
+
+
+def _turn_from_row(row: Any) -> Turn:
+    return Turn(
+        id=int(row[0]),
+        parent_id=None if row[1] is None else int(row[1]),
+        role=as_role(str(row[2])),
+        content=str(row[3]),
+        model=None if row[4] is None else str(row[4]),
+        created_at=float(row[5]),
+    )
+
+
+class SqliteConversationStore:
+    """`ConversationStore` on one SQLite file (WAL mode, foreign keys on, busy timeout set).
+
+    `path` is a file path (its directory is created when missing) or ``":memory:"``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = str(path)
+        self._conn: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def path(self) -> str:
+        """The database path given at construction."""
+        return self._path
+
+    async def open(self) -> None:
+        """Connect, set the connection's pragmas and apply missing migrations."""
+        async with self._lock:
+            if self._conn is not None:
+                raise StoreError("store is already open")
+            await self._ensure_directory()
+            conn = await aiosqlite.connect(self._path, isolation_level=None)
+            try:
+                await self._configure(conn)
+                await apply_migrations(conn)
+            except BaseException:
+                await conn.close()
+                raise
+            self._conn = conn
+
+    async def close(self) -> None:
+        """Close the connection (waiting for the running statement); idempotent."""
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await conn.close()
+
+    async def add_turn(
+        self,
+        *,
+        parent_id: int | None,
+        role: Role,
+        content: str,
+        model: str | None,
+        created_at: float,
+    ) -> Turn:
+        """Insert a turn; raises `TurnNotFoundError` when `parent_id` is unknown."""
+        rows = await self._write(
+            f"INSERT INTO turns (parent_id, role, content, model, created_at) "
+            f"VALUES (?, ?, ?, ?, ?) RETURNING {_TURN_COLUMNS}",
+            (parent_id, as_role(role), content, model, float(created_at)),
+            turn_id=parent_id,
+        )
+        return _turn_from_row(rows[0])
+
+    async def set_turn_content(self, turn_id: int, content: str) -> None:
+        """Replace a turn's text; raises `TurnNotFoundError` when the turn is unknown."""
+        rows = await self._write(
+            "UPDATE turns SET content = ? WHERE id = ? RETURNING id", (content, turn_id)
+        )
+        if not rows:
+            raise TurnNotFoundError(turn_id)
+
+    async def get_turn(self, turn_id: int) -> Turn | None:
+        """The turn with this id, or None."""
+        rows = await self._read(f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = ?", (turn_id,))
+        return _turn_from_row(rows[0]) if rows else None
+
+    async def chain(self, turn_id: int, *, limit: int) -> list[Turn]:
+        """The branch ending at `turn_id`, oldest first, at most `limit` newest turns."""
+        if limit <= 0:
+            return []
+        rows = await self._read(_CHAIN_SQL, (turn_id, limit))
+        return [_turn_from_row(row) for row in rows]
+
+    async def link_message(self, key: MessageKey, turn_id: int) -> None:
+        """Link a platform message to a turn, replacing an earlier link of the same message."""
+        await self._write(
+            "INSERT INTO message_links (platform, chat_id, message_id, turn_id) "
+            "VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (platform, chat_id, message_id) DO UPDATE SET turn_id = excluded.turn_id",
+            (key.platform, key.chat_id, key.message_id, turn_id),
+            turn_id=turn_id,
+        )
+
+    async def turn_for_message(self, key: MessageKey) -> int | None:
+        """The turn a platform message shows, or None."""
+        rows = await self._read(
+            "SELECT turn_id FROM message_links "
+            "WHERE platform = ? AND chat_id = ? AND message_id = ?",
+            (key.platform, key.chat_id, key.message_id),
+        )
+        return int(rows[0][0]) if rows else None
+
+    async def get_head(self, chat: ChatKey) -> Head | None:
+        """The chat's latest turn, or None."""
+        rows = await self._read(
+            "SELECT turn_id, updated_at FROM chat_heads WHERE platform = ? AND chat_id = ?",
+            (chat.platform, chat.chat_id),
+        )
+        return Head(turn_id=int(rows[0][0]), updated_at=float(rows[0][1])) if rows else None
+
+    async def set_head(self, chat: ChatKey, turn_id: int, updated_at: float) -> None:
+        """Point the chat's head at `turn_id`; raises `TurnNotFoundError` when it is unknown."""
+        await self._write(
+            "INSERT INTO chat_heads (platform, chat_id, turn_id, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (platform, chat_id) "
+            "DO UPDATE SET turn_id = excluded.turn_id, updated_at = excluded.updated_at",
+            (chat.platform, chat.chat_id, turn_id, float(updated_at)),
+            turn_id=turn_id,
+        )
+
+    async def clear_head(self, chat: ChatKey) -> None:
+        """Forget the chat's head (nothing happens when it has none)."""
+        await self._write(
+            "DELETE FROM chat_heads WHERE platform = ? AND chat_id = ?",
+            (chat.platform, chat.chat_id),
+        )
+
+    async def get_preference(self, scope: str, name: str) -> str | None:
+        """A stored preference, or None."""
+        rows = await self._read(
+            "SELECT value FROM preferences WHERE scope = ? AND name = ?", (scope, name)
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def set_preference(self, scope: str, name: str, value: str | None) -> None:
+        """Store a preference, or delete it when `value` is None."""
+        if value is None:
+            await self._write("DELETE FROM preferences WHERE scope = ? AND name = ?", (scope, name))
+            return
+        await self._write(
+            "INSERT INTO preferences (scope, name, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (scope, name) DO UPDATE SET value = excluded.value",
+            (scope, name, value),
+        )
+
+    async def _ensure_directory(self) -> None:
+        if self._path == MEMORY or self._path.startswith("file:"):
+            return
+        parent = Path(self._path).parent
+        await asyncio.to_thread(parent.mkdir, parents=True, exist_ok=True)
+
+    @staticmethod
+    async def _configure(conn: aiosqlite.Connection) -> None:
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise StoreError("store is not open; call `await store.open()` first")
+        return self._conn
+
+    async def _read(self, sql: str, params: Iterable[Any]) -> list[Any]:
+        async with self._lock:
+            conn = self._connection()
+            return list(await conn.execute_fetchall(sql, tuple(params)))
+
+    async def _write(
+        self, sql: str, params: Iterable[Any], *, turn_id: int | None = None
+    ) -> list[Any]:
+        """Run one autocommitted statement; a foreign-key failure names `turn_id` as missing."""
+        async with self._lock:
+            conn = self._connection()
+            try:
+                return list(await conn.execute_fetchall(sql, tuple(params)))
+            except sqlite3.IntegrityError as exc:
+                if turn_id is not None and _is_foreign_key_error(exc):
+                    raise TurnNotFoundError(turn_id) from exc
+                raise

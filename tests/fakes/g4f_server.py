@@ -1,0 +1,913 @@
+"""An emulated G4F (gpt4free) API server: a real aiohttp HTTP server on loopback.
+
+It speaks the wire formats of a g4f 8.x server, including its quirks and failure modes, so the
+bridge can be tested (in-process, same event loop) and benchmarked (``python -m
+tests.fakes.g4f_server``) without the internet. Behaviour is chosen by the requested model name:
+see ``BEHAVIOUR_MODELS`` and ``IMAGE_BEHAVIOUR_MODELS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import re
+import secrets
+import signal
+import struct
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from aiohttp import web
+
+JsonDict = dict[str, Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+PROVIDER_NAME = "FakeProvider"
+EXECUTION_FAILED = "Request execution failed"
+DEFAULT_CHAT_MODEL = "gpt-4o"
+DEFAULT_IMAGE_MODEL = "flux"
+
+CHAT_MODELS = (
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-4.1",
+    "deepseek-r1",
+    "llama-3.3-70b",
+    "claude-3.5-sonnet",
+)
+IMAGE_MODELS = ("flux", "flux-dev", "flux-schnell", "dall-e-3", "sdxl-turbo", "gpt-image")
+BEHAVIOUR_MODELS = (
+    "reasoner",
+    "fail-500",
+    "fail-401",
+    "fail-422",
+    "fail-429",
+    "flaky-500",
+    "flaky-429",
+    "midstream-error",
+    "drop",
+    "cutoff",
+    "slow-first",
+    "trickle",
+    "tools",
+    "blank-model",
+)
+IMAGE_BEHAVIOUR_MODELS = (
+    "img-relative",
+    "img-data",
+    "img-foreign-host",
+    "img-redirect-private",
+    "img-big",
+    "img-html",
+    "img-slow",
+    "img-fail",
+    "img-empty",
+)
+ALL_MODELS = CHAT_MODELS + IMAGE_MODELS + BEHAVIOUR_MODELS + IMAGE_BEHAVIOUR_MODELS
+
+REASONING_STEPS = ("Let me think. ", "The user greets me.")
+DEFAULT_TOOL_NAME = "get_weather"
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """A provider as listed by /v1/providers."""
+
+    url: str
+    label: str
+    models: tuple[str, ...]
+    image_models: tuple[str, ...] = ()
+    vision_models: tuple[str, ...] = ()
+
+
+PROVIDERS: dict[str, ProviderInfo] = {
+    PROVIDER_NAME: ProviderInfo(
+        "http://fake-provider.invalid",
+        "Fake Provider",
+        CHAT_MODELS + BEHAVIOUR_MODELS + IMAGE_MODELS + IMAGE_BEHAVIOUR_MODELS,
+        IMAGE_MODELS + IMAGE_BEHAVIOUR_MODELS,
+        ("gpt-4o",),
+    ),
+    "PollinationsAI": ProviderInfo(
+        "https://pollinations.ai",
+        "Pollinations AI",
+        ("gpt-4o-mini", "deepseek-r1", "llama-3.3-70b", "flux", "flux-dev", "sdxl-turbo"),
+        ("flux", "flux-dev", "sdxl-turbo"),
+        ("gpt-4o-mini",),
+    ),
+    "OpenaiChat": ProviderInfo(
+        "https://chatgpt.com",
+        "OpenAI ChatGPT",
+        ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-image"),
+        ("gpt-image",),
+        ("gpt-4o", "gpt-4.1"),
+    ),
+    "Copilot": ProviderInfo(
+        "https://copilot.microsoft.com",
+        "Microsoft Copilot",
+        ("gpt-4o", "dall-e-3"),
+        ("dall-e-3",),
+        ("gpt-4o",),
+    ),
+}
+
+_WORD_RE = re.compile(r"\s*\S+")
+_DONE_FRAME = b"data: [DONE]\n\n"
+
+
+class _Signal(Enum):
+    """Non-data steps of a planned stream."""
+
+    ABORT = "abort"
+
+
+Frame = bytes | _Signal
+
+
+class _ServerClosing(Exception):
+    """Raised inside handlers when `FakeG4F.stop()` interrupts a pause."""
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    json: Any
+    body: bytes = b""
+
+
+RECORD_KEY = web.RequestKey("g4f_record", RecordedRequest)
+
+
+@dataclass
+class _Chat:
+    """Everything needed to answer one chat request."""
+
+    model: str
+    reply_model: str
+    prompt: str
+    answer: str
+    prompt_tokens: int
+    tool_name: str
+    completion_id: str = field(default_factory=lambda: f"chatcmpl-{secrets.token_hex(12)}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+def build_png(width: int = 1, height: int = 1) -> bytes:
+    """Return a valid, tiny, all-red RGB PNG built with zlib and struct."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def split_answer(answer: str, words_per_chunk: int = 1) -> list[str]:
+    """Split `answer` into content chunks of `words_per_chunk` words, keeping whitespace.
+
+    Each word carries the whitespace before it; trailing whitespace goes to the last chunk.
+    Like the real server, the first chunk has its leading whitespace stripped.
+    """
+    tokens = _WORD_RE.findall(answer)
+    if not tokens:
+        return []
+    tokens[-1] += answer[len("".join(tokens)) :]
+    size = max(1, words_per_chunk)
+    chunks = ["".join(tokens[i : i + size]) for i in range(0, len(tokens), size)]
+    chunks[0] = chunks[0].lstrip()
+    return chunks
+
+
+def sse(payload: JsonDict) -> bytes:
+    """Encode one server-sent event exactly like g4f: ``data: <json>\\n\\n``."""
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def error_body(message: str, model: str | None = None, provider: str | None = None) -> JsonDict:
+    """The g4f error shape; model/provider are omitted when None."""
+    body: JsonDict = {"error": {"message": message}}
+    if model is not None:
+        body["model"] = model
+    if provider is not None:
+        body["provider"] = provider
+    return body
+
+
+def _error(
+    status: int,
+    message: str,
+    model: str | None = None,
+    provider: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    return web.json_response(error_body(message, model, provider), status=status, headers=headers)
+
+
+def _missing(loc: list[Any], value: Any) -> JsonDict:
+    return {"type": "missing", "loc": loc, "msg": "Field required", "input": value}
+
+
+def _unprocessable(errors: list[JsonDict]) -> web.Response:
+    return web.json_response({"detail": errors}, status=422)
+
+
+def _body_errors(raw: bytes, data: Any) -> list[JsonDict]:
+    """FastAPI errors for a body that is absent, not JSON or not an object."""
+    if not raw.strip():
+        return [_missing(["body"], None)]
+    if data is None and raw.strip() != b"null":
+        return [
+            {
+                "type": "json_invalid",
+                "loc": ["body", 0],
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": "Expecting value"},
+            }
+        ]
+    if not isinstance(data, dict):
+        return [
+            {
+                "type": "model_attributes_type",
+                "loc": ["body"],
+                "msg": "Input should be a valid dictionary or object to extract fields from",
+                "input": data,
+            }
+        ]
+    return []
+
+
+def _message_errors(body: JsonDict) -> list[JsonDict]:
+    """FastAPI errors for the "messages" field of a chat request."""
+    if "messages" not in body:
+        return [_missing(["body", "messages"], body)]
+    messages = body["messages"]
+    if not isinstance(messages, list):
+        return [
+            {
+                "type": "list_type",
+                "loc": ["body", "messages"],
+                "msg": "Input should be a valid list",
+                "input": messages,
+            }
+        ]
+    errors: list[JsonDict] = []
+    for index, message in enumerate(messages):
+        loc = ["body", "messages", index]
+        if not isinstance(message, dict):
+            errors.append(
+                {
+                    "type": "dict_type",
+                    "loc": loc,
+                    "msg": "Input should be a valid dictionary",
+                    "input": message,
+                }
+            )
+            continue
+        errors.extend(
+            _missing([*loc, key], message) for key in ("role", "content") if key not in message
+        )
+    return errors
+
+
+def _prompt_errors(body: JsonDict) -> list[JsonDict]:
+    """FastAPI errors for the "prompt" field of an image request."""
+    if "prompt" not in body:
+        return [_missing(["body", "prompt"], body)]
+    if not isinstance(body["prompt"], str):
+        return [
+            {
+                "type": "string_type",
+                "loc": ["body", "prompt"],
+                "msg": "Input should be a valid string",
+                "input": body["prompt"],
+            }
+        ]
+    return []
+
+
+def message_text(content: Any) -> str:
+    """Text of a message content: a string, or the text parts of a list joined by newlines."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        ]
+        return "\n".join(str(text) for text in texts)
+    return ""
+
+
+def last_user_prompt(messages: Sequence[JsonDict]) -> str:
+    """Content of the last message with role "user" ("" when there is none)."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message_text(message.get("content"))
+    return ""
+
+
+def _count_words(messages: Sequence[JsonDict]) -> int:
+    return sum(len(message_text(m.get("content")).split()) for m in messages)
+
+
+def _tool_name(body: JsonDict) -> str:
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools and isinstance(tools[0], dict):
+        function = tools[0].get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            return str(function["name"])
+    return DEFAULT_TOOL_NAME
+
+
+def _model_entry(model_id: str, *, is_provider: bool = False) -> JsonDict:
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "",
+        "image": False,
+        "vision": False,
+        "provider": is_provider,
+    }
+
+
+def _provider_entry(name: str, info: ProviderInfo, *, details: bool = False) -> JsonDict:
+    entry: JsonDict = {
+        "id": name,
+        "object": "provider",
+        "created": 0,
+        "url": info.url,
+        "label": info.label,
+    }
+    if details:
+        entry["models"] = list(info.models)
+        entry["image_models"] = list(info.image_models)
+        entry["vision_models"] = list(info.vision_models)
+    return entry
+
+
+def _model_list() -> list[JsonDict]:
+    entries = [_model_entry(model_id) for model_id in ALL_MODELS]
+    entries.extend(_model_entry(name, is_provider=True) for name in PROVIDERS)
+    return entries
+
+
+def _provider_known(provider: Any) -> bool:
+    return isinstance(provider, str) and (provider in PROVIDERS or provider.startswith("http"))
+
+
+class FakeG4F:
+    """A real HTTP server on loopback that emulates a g4f API server.
+
+    Knobs (plain attributes) may be changed by a test at any time before a request.
+    """
+
+    def __init__(self, *, api_key: str | None = None, host: str = "127.0.0.1") -> None:
+        self.api_key = api_key
+        self.host = host
+        self.port = 0
+        self.requests: list[RecordedRequest] = []
+        self.answers: dict[str, str] = {}
+        self.calls_by_model: dict[str, int] = {}
+        self.first_token_delay = 0.5
+        self.trickle_interval = 0.3
+        self.fail_times = 2
+        self.retry_after = 1
+        self.image_bytes = build_png()
+        self.big_image_size = 3 * 1024 * 1024
+        self.stream_delay = 0.0
+        self.chunk_size_words = 1
+        self.disabled_paths: set[str] = set()  # answered 404 like a server without the route
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
+        self._inflight: dict[int, web.Request] = {}
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def root_url(self) -> str:
+        """``http://HOST:PORT`` (IPv6 hosts bracketed)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL, ``root_url + "/v1"``."""
+        return self.root_url + "/v1"
+
+    async def start(self, port: int = 0) -> None:
+        """Start listening on `host`:`port` (0 picks a free port, stored in `self.port`)."""
+        if self._runner is not None:
+            raise RuntimeError("FakeG4F already started")
+        self._closing = asyncio.Event()
+        runner = web.AppRunner(
+            self._build_app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Stop the server promptly: wake sleeping handlers and cut open streams."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        self._closing.set()
+        for request in list(self._inflight.values()):
+            if request.transport is not None:
+                request.transport.abort()
+        await runner.cleanup()
+
+    async def __aenter__(self) -> FakeG4F:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ helpers
+
+    def chat_requests(self) -> list[RecordedRequest]:
+        """Only the POST /v1/chat/completions requests, in arrival order."""
+        return [r for r in self.requests if r.method == "POST" and r.path == "/v1/chat/completions"]
+
+    def default_answer(self, prompt: str) -> str:
+        """The deterministic answer used when `answers` has no entry for the prompt."""
+        return f"You said: {prompt}"
+
+    def answer_for(self, prompt: str) -> str:
+        """The exact answer text the fake gives for `prompt`."""
+        return self.answers.get(prompt, self.default_answer(prompt))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but raise `_ServerClosing` as soon as `stop()` is called."""
+        if self._closing.is_set():
+            raise _ServerClosing
+        if seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        if self._closing.is_set():
+            raise _ServerClosing
+
+    def _count_call(self, model: str) -> int:
+        self.calls_by_model[model] = self.calls_by_model.get(model, 0) + 1
+        return self.calls_by_model[model]
+
+    # ---------------------------------------------------------------- app / auth
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/v1/models", self._handle_models)
+        app.router.add_get("/v1/models/", self._handle_models)
+        app.router.add_get("/v1/models/{model_id}", self._handle_model)
+        app.router.add_get("/v1/providers", self._handle_providers)
+        app.router.add_get("/v1/providers/", self._handle_providers)
+        app.router.add_get("/v1/providers/{name}", self._handle_provider)
+        app.router.add_post("/v1/chat/completions", self._handle_chat)
+        app.router.add_post("/api/{provider}/chat/completions", self._handle_chat)
+        for path in (
+            "/v1/images/generate",
+            "/v1/images/generations",
+            "/v1/media/generate",
+            "/api/{provider}/images/generations",
+        ):
+            app.router.add_post(path, self._handle_images)
+        app.router.add_get("/media/{name}", self._handle_media)
+        app.router.add_get("/redirect-private", self._handle_redirect_private)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Record the request, enforce auth, map errors like FastAPI, handle shutdown."""
+        record = await self._record(request)
+        request[RECORD_KEY] = record
+        if not self._authorized(record.headers):
+            return web.json_response(
+                error_body("Not authenticated"), status=401, headers={"www-authenticate": "Basic"}
+            )
+        if request.path in self.disabled_paths:
+            return web.json_response({"detail": "Not Found"}, status=404)
+        self._inflight[id(request)] = request
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return web.json_response({"detail": "Not Found"}, status=404)
+        except web.HTTPMethodNotAllowed:
+            return web.json_response({"detail": "Method Not Allowed"}, status=405)
+        except (_ServerClosing, ConnectionError):
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=503)
+        finally:
+            self._inflight.pop(id(request), None)
+
+    async def _record(self, request: web.Request) -> RecordedRequest:
+        raw = await request.read() if request.can_read_body else b""
+        parsed: Any = None
+        if raw:
+            with contextlib.suppress(ValueError):
+                parsed = json.loads(raw)
+        record = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            json=parsed,
+            body=raw,
+        )
+        self.requests.append(record)
+        return record
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        """True when no key is configured or one of the three accepted forms carries it."""
+        if self.api_key is None:
+            return True
+        offered = [headers.get("g4f-api-key", "")]
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            offered.append(value.strip())
+        elif scheme.lower() == "basic":
+            offered.append(_basic_password(value.strip()))
+        key = self.api_key.encode()
+        return any(secrets.compare_digest(o.encode(), key) for o in offered if o)
+
+    # ------------------------------------------------------------ models / providers
+
+    async def _handle_models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": _model_list()})
+
+    async def _handle_model(self, request: web.Request) -> web.Response:
+        model_id = request.match_info["model_id"]
+        for entry in _model_list():
+            if entry["id"] == model_id:
+                return web.json_response(entry)
+        return _error(404, "The model does not exist.")
+
+    async def _handle_providers(self, request: web.Request) -> web.Response:
+        return web.json_response([_provider_entry(n, i) for n, i in PROVIDERS.items()])
+
+    async def _handle_provider(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        info = PROVIDERS.get(name)
+        if info is None:
+            return _error(404, f"Provider not found: {name}")
+        return web.json_response(_provider_entry(name, info, details=True))
+
+    # --------------------------------------------------------------------- chat
+
+    async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/chat/completions: validation, routing errors, then the model behaviour."""
+        record = request[RECORD_KEY]
+        errors = _body_errors(record.body, record.json) or _message_errors(record.json)
+        if errors:
+            return _unprocessable(errors)
+        body: JsonDict = record.json
+        provider = request.match_info.get("provider") or body.get("provider")
+        if provider and not _provider_known(provider):
+            return _error(404, f"Provider not found: {provider}")
+        model = str(body.get("model") or DEFAULT_CHAT_MODEL)
+        if model not in ALL_MODELS and model not in PROVIDERS:
+            return _error(500, EXECUTION_FAILED, model, provider or None)
+        failure = self._planned_failure(model)
+        if failure is not None:
+            return failure
+        chat = self._make_chat(model, body)
+        if body.get("stream"):
+            return await self._stream_chat(request, chat)
+        return await self._complete_chat(chat)
+
+    def _make_chat(self, model: str, body: JsonDict) -> _Chat:
+        messages: list[JsonDict] = body["messages"]
+        prompt = last_user_prompt(messages)
+        return _Chat(
+            model=model,
+            reply_model="" if model == "blank-model" else model,
+            prompt=prompt,
+            answer=self.answer_for(prompt),
+            prompt_tokens=_count_words(messages),
+            tool_name=_tool_name(body),
+        )
+
+    def _planned_failure(self, model: str) -> web.Response | None:
+        """The error reply of fail-*/flaky-* models (counted per model), else None."""
+        calls = self._count_call(model)
+        kind = model
+        if model.startswith("flaky-"):
+            if calls > self.fail_times:
+                return None
+            kind = "fail-" + model.removeprefix("flaky-")
+        if kind == "fail-500":
+            return _error(500, EXECUTION_FAILED, model, PROVIDER_NAME)
+        if kind == "fail-401":
+            return _error(401, "MissingAuthError: Add a .har file or api_key")
+        if kind == "fail-422":
+            return _unprocessable([_missing(["body", "temperature"], None)])
+        if kind == "fail-429":
+            return _error(
+                429, "Rate limit exceeded", headers={"Retry-After": str(self.retry_after)}
+            )
+        return None
+
+    def _usage(self, chat: _Chat) -> JsonDict:
+        completion = len(chat.answer.split())
+        return {
+            "prompt_tokens": chat.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": chat.prompt_tokens + completion,
+            "prompt_tokens_details": None,
+            "completion_tokens_details": None,
+            "estimated_cost": None,
+        }
+
+    def _tool_call(self, chat: _Chat) -> JsonDict:
+        return {
+            "index": 0,
+            "id": f"call_{chat.completion_id[-12:]}",
+            "type": "function",
+            "function": {"name": chat.tool_name, "arguments": json.dumps({"query": chat.prompt})},
+            "extra_content": None,
+        }
+
+    async def _complete_chat(self, chat: _Chat) -> web.Response:
+        """The non-stream reply (whole answer in one OpenAI-shaped JSON object)."""
+        if chat.model in ("midstream-error", "drop"):
+            return _error(500, EXECUTION_FAILED, chat.model, PROVIDER_NAME)
+        if chat.model == "slow-first":
+            await self._sleep(self.first_token_delay)
+        message: JsonDict = {
+            "role": "assistant",
+            "content": chat.answer,
+            "reasoning": None,
+            "tool_calls": None,
+            "audio": None,
+        }
+        finish_reason = "stop"
+        if chat.model == "reasoner":
+            message["reasoning"] = "".join(REASONING_STEPS)
+        elif chat.model == "tools":
+            message["content"] = ""
+            message["tool_calls"] = [self._tool_call(chat)]
+            finish_reason = "tool_calls"
+        return web.json_response(
+            {
+                "id": chat.completion_id,
+                "object": "chat.completion",
+                "created": chat.created,
+                "model": chat.reply_model,
+                "provider": PROVIDER_NAME,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+                "usage": self._usage(chat),
+            }
+        )
+
+    def _chunk(
+        self,
+        chat: _Chat,
+        delta: JsonDict,
+        finish_reason: str | None = None,
+        usage: JsonDict | None = None,
+    ) -> bytes:
+        payload: JsonDict = {
+            "id": chat.completion_id,
+            "object": "chat.completion.chunk",
+            "created": chat.created,
+            "model": chat.reply_model,
+            "provider": PROVIDER_NAME,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", **delta},
+                    "finish_reason": finish_reason,
+                }
+            ],
+        }
+        if usage is not None:
+            payload["usage"] = usage
+        return sse(payload)
+
+    def _plan_stream(self, chat: _Chat) -> list[Frame]:
+        """Every frame of the stream body, in order (pauses are applied when sending)."""
+        if chat.model == "tools":
+            return self._plan_tool_stream(chat)
+        frames: list[Frame] = []
+        if chat.model == "reasoner":
+            frames += [
+                self._chunk(chat, {"content": "", "reasoning": step})
+                for step in (*REASONING_STEPS, "\n")
+            ]
+        pieces = split_answer(chat.answer, self.chunk_size_words)
+        content = [self._chunk(chat, {"content": piece}) for piece in pieces]
+        if chat.model in ("midstream-error", "drop"):
+            frames += content[: max(1, len(content) // 2)]
+            if chat.model == "drop":
+                return [*frames, _Signal.ABORT]
+            return [*frames, sse(error_body(EXECUTION_FAILED, chat.model, PROVIDER_NAME))]
+        frames += content
+        if chat.model == "cutoff":
+            return frames
+        frames.append(self._chunk(chat, {"content": ""}, "stop", self._usage(chat)))
+        return [*frames, _DONE_FRAME]
+
+    def _plan_tool_stream(self, chat: _Chat) -> list[Frame]:
+        call = self._tool_call(chat)
+        arguments: str = call["function"]["arguments"]
+        call["function"]["arguments"] = ""
+        third = max(1, len(arguments) // 3)
+        parts = [arguments[i : i + third] for i in range(0, len(arguments), third)]
+        frames: list[Frame] = [self._chunk(chat, {"content": "", "tool_calls": [call]})]
+        frames += [
+            self._chunk(
+                chat,
+                {
+                    "content": "",
+                    "tool_calls": [
+                        {"index": 0, "function": {"arguments": part}, "extra_content": None}
+                    ],
+                },
+            )
+            for part in parts
+        ]
+        frames.append(self._chunk(chat, {"content": ""}, "tool_calls", self._usage(chat)))
+        return [*frames, _DONE_FRAME]
+
+    def _pause_before(self, model: str, index: int) -> float:
+        """Seconds to wait before sending frame `index` (0 = before the headers)."""
+        if index == 0:
+            return self.first_token_delay if model == "slow-first" else 0.0
+        if model == "trickle":
+            return self.trickle_interval
+        return self.stream_delay
+
+    async def _stream_chat(self, request: web.Request, chat: _Chat) -> web.StreamResponse:
+        """Send the planned frames as SSE; headers go out only with the first frame."""
+        frames = self._plan_stream(chat)
+        await self._sleep(self._pause_before(chat.model, 0))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for index, frame in enumerate(frames):
+            if index:
+                await self._sleep(self._pause_before(chat.model, index))
+            if frame is _Signal.ABORT:
+                await self._abort(request)
+                return response
+            await response.write(frame)
+        await response.write_eof()
+        return response
+
+    async def _abort(self, request: web.Request) -> None:
+        """Let written bytes leave, then cut the TCP connection (no chunked terminator)."""
+        transport = request.transport
+        if transport is None:
+            return
+        for _ in range(100):
+            if transport.get_write_buffer_size() == 0:
+                break
+            await self._sleep(0.01)
+        transport.abort()
+
+    # ------------------------------------------------------------------- images
+
+    async def _handle_images(self, request: web.Request) -> web.Response:
+        """All image-generation routes share this handler, like the real server."""
+        record = request[RECORD_KEY]
+        errors = _body_errors(record.body, record.json) or _prompt_errors(record.json)
+        if errors:
+            return _unprocessable(errors)
+        body: JsonDict = record.json
+        path_provider = request.match_info.get("provider")
+        if path_provider is not None and path_provider not in PROVIDERS:
+            return _error(404, f"Provider not found: {path_provider}")
+        model = str(body.get("model") or DEFAULT_IMAGE_MODEL)
+        if body.get("provider") is not None:
+            return _error(500, EXECUTION_FAILED, model, str(body["provider"]))
+        if model not in ALL_MODELS:
+            return _error(500, EXECUTION_FAILED, model, path_provider)
+        self._count_call(model)
+        if model == "img-fail":
+            return _error(500, EXECUTION_FAILED, model, PROVIDER_NAME)
+        items = [] if model == "img-empty" else self._image_items(model, body)
+        reply: JsonDict = {
+            "data": items,
+            "model": model,
+            "provider": PROVIDER_NAME,
+            "created": int(time.time()),
+        }
+        return web.json_response(reply)
+
+    def _image_items(self, model: str, body: JsonDict) -> list[JsonDict]:
+        count = body.get("n")
+        count = min(max(count, 1), 10) if isinstance(count, int) else 1
+        revised = f"{body['prompt']} (revised)"
+        if body.get("response_format") == "b64_json":
+            encoded = base64.b64encode(self.image_bytes).decode()
+            return [{"b64_json": encoded, "revised_prompt": revised} for _ in range(count)]
+        return [{"url": self._image_url(model), "revised_prompt": revised} for _ in range(count)]
+
+    def _image_url(self, model: str) -> str:
+        name = f"{secrets.token_hex(8)}.png"
+        root = self.root_url
+        urls = {
+            "img-relative": f"/media/{name}",
+            "img-foreign-host": f"http://localhost:{self.port}/media/{name}",
+            "img-redirect-private": f"{root}/redirect-private",
+            "img-big": f"{root}/media/big.png",
+            "img-html": f"{root}/media/page.html",
+            "img-slow": f"{root}/media/slow-{name}",
+        }
+        if model == "img-data":
+            return "data:image/png;base64," + base64.b64encode(self.image_bytes).decode()
+        return urls.get(model, f"{root}/media/{name}")
+
+    async def _handle_media(self, request: web.Request) -> web.Response:
+        """GET /media/NAME: the PNG; big.png is huge, page.html is HTML, slow-* is late."""
+        name = request.match_info["name"]
+        if name == "page.html":
+            return web.Response(
+                text="<html><body>not an image</body></html>", content_type="text/html"
+            )
+        if name == "big.png":
+            return web.Response(body=self._big_image(), content_type="image/png")
+        if name.startswith("slow-"):
+            await self._sleep(self.first_token_delay)
+        return web.Response(body=self.image_bytes, content_type="image/png")
+
+    def _big_image(self) -> bytes:
+        head = self.image_bytes[: self.big_image_size]
+        return head + b"\x00" * (self.big_image_size - len(head))
+
+    async def _handle_redirect_private(self, request: web.Request) -> web.Response:
+        """A redirect to a loopback address that is not the API host."""
+        raise web.HTTPFound(location=f"http://127.0.0.2:{self.port}/media/x.png")
+
+
+def _basic_password(token: str) -> str:
+    """The password of an HTTP Basic credential ("" when malformed)."""
+    try:
+        decoded = base64.b64decode(token, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]
+
+
+# ---------------------------------------------------------------------- standalone
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run the emulated G4F API server.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--stream-delay", type=float, default=0.0)
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = FakeG4F(api_key=args.api_key, host=args.host)
+    server.stream_delay = args.stream_delay
+    await server.start(args.port)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopped.set)
+    print(f"READY {server.base_url}", flush=True)
+    try:
+        await stopped.wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m tests.fakes.g4f_server``."""
+    asyncio.run(_serve(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

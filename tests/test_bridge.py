@@ -1,0 +1,412 @@
+"""The use cases against the emulated G4F server and a real SQLite store in a temp directory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.bridge import Bridge
+from core.client import G4FClient
+from core.conversations import Where
+from core.render.renderer import Outcome
+from core.results import (
+    Answered,
+    ConversationReset,
+    Imagined,
+    ModelChosen,
+    ModelPage,
+    Refusal,
+    RefusalReason,
+    Status,
+    SystemPromptSet,
+)
+from core.store.base import open_store
+from tests.conftest import MakeSettings
+from tests.fakes.clock import InstantClock
+from tests.fakes.g4f_server import FakeG4F
+from tests.fakes.surface import ChatServer, RecordingSurface
+
+DM = Where("test", "dm-1", "u1", is_private=True)
+GROUP = Where("test", "group-1", "u1", guild_id="g1")
+
+OpenBridge = Callable[..., Any]
+
+
+@pytest.fixture
+def clock() -> InstantClock:
+    return InstantClock()
+
+
+@pytest.fixture
+async def open_bridge(
+    make_settings: MakeSettings, clock: InstantClock
+) -> AsyncIterator[OpenBridge]:
+    opened: list[Bridge] = []
+
+    async def open_(**overrides: Any) -> Bridge:
+        settings = make_settings(**overrides)
+        store = open_store(settings.bridge_store_url)
+        await store.open()
+        bridge = Bridge(
+            settings, client=G4FClient(settings, clock=clock), store=store, clock=clock
+        )
+        opened.append(bridge)
+        return bridge
+
+    yield open_
+    for bridge in opened:
+        await bridge.close()
+
+
+@pytest.fixture
+def chat(clock: InstantClock) -> ChatServer:
+    return ChatServer(clock=clock, interval=1.0)
+
+
+def surface(chat: ChatServer, where: Where = DM, max_length: int = 2000) -> RecordingSurface:
+    return RecordingSurface(chat, chat=where.chat_id, max_length=max_length)
+
+
+def sent_messages(g4f: FakeG4F) -> list[dict[str, str]]:
+    body = g4f.chat_requests()[-1].json
+    assert body is not None
+    return body["messages"]  # type: ignore[no-any-return]
+
+
+async def ask(bridge: Bridge, chat: ChatServer, prompt: str, where: Where = DM,
+              **kw: Any) -> Answered:
+    result = await bridge.ask(where, prompt, surface(chat, where), **kw)
+    assert isinstance(result, Answered), result
+    return result
+
+
+class TestConversations:
+    async def test_private_chat_continues_until_reset(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge(bridge_system_prompt="Be nice.")
+        first = await ask(bridge, chat, "one")
+        assert first.outcome is Outcome.DONE and first.text == "You said: one"
+        assert chat.messages[first.messages[0].id] == "You said: one"
+        await ask(bridge, chat, "two")
+        assert sent_messages(g4f) == [
+            {"role": "system", "content": "Be nice."},
+            {"role": "user", "content": "one"},
+            {"role": "assistant", "content": "You said: one"},
+            {"role": "user", "content": "two"},
+        ]
+        reset = await bridge.reset(DM)
+        assert reset == ConversationReset(had_conversation=True)
+        await ask(bridge, chat, "three")
+        assert [m["content"] for m in sent_messages(g4f)] == ["Be nice.", "three"]
+
+    async def test_group_message_without_reply_starts_new(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        await ask(bridge, chat, "one", GROUP)
+        await ask(bridge, chat, "two", GROUP)
+        assert sent_messages(g4f) == [{"role": "user", "content": "two"}]
+
+    async def test_reply_continues_branch_and_reply_to_older_answer_forks(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        a1 = await ask(bridge, chat, "q1", GROUP)
+        a2 = await ask(bridge, chat, "q2", GROUP, reply_to=a1.messages[0].id)
+        await ask(bridge, chat, "q3", GROUP, reply_to=a2.messages[0].id)
+        assert [m["content"] for m in sent_messages(g4f)] == [
+            "q1", "You said: q1", "q2", "You said: q2", "q3"]
+        await ask(bridge, chat, "fork", GROUP, reply_to=a1.messages[0].id)
+        assert [m["content"] for m in sent_messages(g4f)] == ["q1", "You said: q1", "fork"]
+
+    async def test_idle_conversation_expires(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer, clock: InstantClock
+    ) -> None:
+        bridge = await open_bridge(bridge_conversation_idle_minutes=10)
+        await ask(bridge, chat, "one")
+        clock.advance(9 * 60)
+        await ask(bridge, chat, "two")
+        assert len(sent_messages(g4f)) == 3
+        clock.advance(10 * 60 + 1)
+        await ask(bridge, chat, "three")
+        assert sent_messages(g4f) == [{"role": "user", "content": "three"}]
+
+    async def test_trimming_keeps_system_and_new_message_and_tells_the_user(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge(bridge_history_max_messages=3, bridge_system_prompt="Sys.")
+        for prompt in ("one", "two"):
+            await ask(bridge, chat, prompt)
+        third = await ask(bridge, chat, "three")
+        assert [m["content"] for m in sent_messages(g4f)] == [
+            "Sys.", "two", "You said: two", "three"]
+        assert third.dropped_turns == 2
+        shown = chat.messages[third.messages[-1].id]
+        assert shown == (
+            "You said: three\n\nℹ️ 2 earlier message(s) were left out to fit the history limit."
+        )
+        assert third.text == "You said: three"
+
+    async def test_character_budget_trims_oldest(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge(bridge_history_max_chars=100)
+        g4f.answers["long"] = "x" * 60
+        await ask(bridge, chat, "long")
+        await ask(bridge, chat, "short")
+        await ask(bridge, chat, "last")
+        assert [m["content"] for m in sent_messages(g4f)] == [
+            "short", "You said: short", "last"]
+
+    async def test_conversation_survives_a_restart(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        first = await ask(bridge, chat, "remember me", GROUP)
+        await bridge.close()
+        again = await open_bridge()
+        await ask(again, chat, "do you?", GROUP, reply_to=first.messages[0].id)
+        assert [m["content"] for m in sent_messages(g4f)] == [
+            "remember me", "You said: remember me", "do you?"]
+
+    async def test_regenerate_makes_a_sibling_answer(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        first = await ask(bridge, chat, "q1", GROUP)
+        second = await bridge.regenerate(GROUP, first.messages[0].id, surface(chat, GROUP))
+        assert isinstance(second, Answered) and second.text == "You said: q1"
+        assert second.messages[0] != first.messages[0]
+        assert sent_messages(g4f) == [{"role": "user", "content": "q1"}]
+        third = await ask(bridge, chat, "next", GROUP, reply_to=second.messages[0].id)
+        assert [m["content"] for m in sent_messages(g4f)] == ["q1", "You said: q1", "next"]
+        assert third.outcome is Outcome.DONE
+
+
+class TestLimits:
+    async def test_allowlist_refuses_politely_once(self, open_bridge: OpenBridge,
+                                                   chat: ChatServer) -> None:
+        bridge = await open_bridge(allowed_user_ids="someone-else")
+        first = await bridge.ask(DM, "hi", surface(chat))
+        second = await bridge.ask(DM, "hi", surface(chat))
+        assert isinstance(first, Refusal) and first.reason is RefusalReason.NOT_ALLOWED
+        assert not first.quiet and "not available to you" in first.message
+        assert isinstance(second, Refusal) and second.quiet
+        assert chat.writes == []
+
+    async def test_admins_and_listed_guilds_pass(self, open_bridge: OpenBridge,
+                                                 chat: ChatServer) -> None:
+        bridge = await open_bridge(allowed_guild_ids="g1", admin_user_ids="test:boss")
+        assert isinstance(await bridge.ask(GROUP, "hi", surface(chat, GROUP)), Answered)
+        elsewhere = Where("test", "c9", "u1", guild_id="g9")
+        assert isinstance(await bridge.ask(elsewhere, "hi", surface(chat, elsewhere)), Refusal)
+        boss = Where("test", "c9", "boss", guild_id="g9")
+        assert isinstance(await bridge.ask(boss, "hi", surface(chat, boss)), Answered)
+
+    async def test_user_rate_limit(self, open_bridge: OpenBridge, chat: ChatServer,
+                                   clock: InstantClock) -> None:
+        bridge = await open_bridge(bridge_user_rate="2/minute")
+        await ask(bridge, chat, "one")
+        await ask(bridge, chat, "two")
+        third = await bridge.ask(DM, "three", surface(chat))
+        assert isinstance(third, Refusal) and third.reason is RefusalReason.RATE_LIMITED
+        assert third.message.startswith("You are sending requests too fast (limit 2/minute).")
+        other_user = Where("test", "dm-2", "u2", is_private=True)
+        assert isinstance(await bridge.ask(other_user, "hi", surface(chat, other_user)), Answered)
+        clock.advance(61)
+        await ask(bridge, chat, "later")
+
+    async def test_one_answer_in_flight_per_user_per_chat(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        g4f.trickle_interval = 0.2
+        first = asyncio.create_task(bridge.ask(DM, "slow", surface(chat), model="trickle"))
+        while not g4f.chat_requests():
+            await asyncio.sleep(0.01)
+        second = await bridge.ask(DM, "again", surface(chat))
+        assert isinstance(second, Refusal) and second.reason is RefusalReason.BUSY
+        elsewhere = await bridge.ask(GROUP, "fine here", surface(chat, GROUP))
+        assert isinstance(elsewhere, Answered)
+        assert isinstance(await first, Answered)
+        assert isinstance(await bridge.ask(DM, "now", surface(chat)), Answered)
+
+    async def test_queue_is_fair_and_shows_positions(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge(bridge_max_concurrency=1)
+        g4f.trickle_interval = 0.1
+        users = [Where("test", f"c{i}", f"u{i}") for i in range(4)]
+        tasks = []
+        for i, where in enumerate(users):
+            tasks.append(asyncio.create_task(
+                bridge.ask(where, f"p{i}", surface(chat, where), model="trickle")))
+            await asyncio.sleep(0.05)
+        results = await asyncio.gather(*tasks)
+        assert all(isinstance(r, Answered) and r.outcome is Outcome.DONE for r in results)
+        prompts = [r.json["messages"][-1]["content"] for r in g4f.chat_requests()]  # type: ignore[index]
+        assert prompts == ["p0", "p1", "p2", "p3"]
+        first_texts = {w.message_id.split("/")[0]: w.text for w in reversed(chat.writes)}
+        assert first_texts["c1"].startswith("⏳ Waiting for a free slot: you are number 1 in line.")
+        assert first_texts["c3"].startswith("⏳ Waiting for a free slot: you are number 3 in line.")
+        final = {r.messages[0].id: chat.messages[r.messages[0].id] for r in results}  # type: ignore[union-attr]
+        assert sorted(final.values()) == [f"You said: p{i}" for i in range(4)]
+
+
+class TestModels:
+    async def test_set_model_with_typo_suggests(self, open_bridge: OpenBridge) -> None:
+        bridge = await open_bridge()
+        result = await bridge.set_model(DM, "gpt4o")
+        assert isinstance(result, Refusal) and result.reason is RefusalReason.UNKNOWN_MODEL
+        assert "gpt-4o" in result.suggestions
+        assert "Did you mean gpt-4o" in result.message
+
+    async def test_chosen_model_is_used_per_user_and_per_chat(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        assert await bridge.set_model(DM, "GPT-4O-MINI") == ModelChosen("gpt-4o-mini", "user")
+        await ask(bridge, chat, "hi", GROUP)
+        assert g4f.chat_requests()[-1].json["model"] == "gpt-4o-mini"  # type: ignore[index]
+        assert await bridge.set_model(GROUP, "llama-3.3-70b", scope="chat") == ModelChosen(
+            "llama-3.3-70b", "chat")
+        await ask(bridge, chat, "hi", GROUP)
+        assert g4f.chat_requests()[-1].json["model"] == "llama-3.3-70b"  # type: ignore[index]
+        await ask(bridge, chat, "hi", DM)
+        assert g4f.chat_requests()[-1].json["model"] == "gpt-4o-mini"  # type: ignore[index]
+
+    async def test_image_models_cannot_be_chat_models(self, open_bridge: OpenBridge) -> None:
+        bridge = await open_bridge()
+        result = await bridge.set_model(DM, "flux")
+        assert isinstance(result, Refusal)
+
+    async def test_models_paged_and_filtered(self, open_bridge: OpenBridge) -> None:
+        bridge = await open_bridge()
+        page = await bridge.models(DM, page_size=5)
+        assert isinstance(page, ModelPage)
+        assert page.page == 0 and len(page.items) == 5 and page.pages == -(-page.total // 5)
+        assert all(not m.is_provider and not m.draws_images for m in page.items)
+        last = await bridge.models(DM, page=99, page_size=5)
+        assert isinstance(last, ModelPage) and last.page == page.pages - 1
+        gpt = await bridge.models(DM, query="GPT-4")
+        assert isinstance(gpt, ModelPage)
+        assert {m.id for m in gpt.items} == {"gpt-4o", "gpt-4o-mini", "gpt-4.1"}
+        images = await bridge.models(DM, kind="image", query="flux")
+        assert isinstance(images, ModelPage)
+        assert {m.id for m in images.items} == {"flux", "flux-dev", "flux-schnell"}
+
+    async def test_unreachable_api_is_a_refusal_not_an_exception(
+        self, open_bridge: OpenBridge
+    ) -> None:
+        bridge = await open_bridge(g4f_base_url="http://127.0.0.1:9/v1")
+        result = await bridge.models(DM)
+        assert isinstance(result, Refusal) and result.reason is RefusalReason.UPSTREAM
+        assert "Cannot reach the AI server" in result.message
+
+
+class TestPersonaStatus:
+    async def test_system_prompt_admins_only_per_chat(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge(admin_user_ids="boss", bridge_system_prompt="Default.")
+        refused = await bridge.set_system_prompt(GROUP, "Pirate.")
+        assert isinstance(refused, Refusal) and refused.reason is RefusalReason.NOT_ADMIN
+        boss = Where("test", GROUP.chat_id, "boss", guild_id="g1")
+        assert await bridge.set_system_prompt(boss, "Talk like a pirate.") == SystemPromptSet(
+            "Talk like a pirate.")
+        await ask(bridge, chat, "hi", GROUP)
+        assert sent_messages(g4f)[0] == {"role": "system", "content": "Talk like a pirate."}
+        await ask(bridge, chat, "hi", DM)
+        assert sent_messages(g4f)[0] == {"role": "system", "content": "Default."}
+        assert await bridge.set_system_prompt(boss, "") == SystemPromptSet("Default.")
+
+    async def test_status(self, open_bridge: OpenBridge, chat: ChatServer) -> None:
+        bridge = await open_bridge(bridge_user_rate="5/minute")
+        await ask(bridge, chat, "one")
+        await ask(bridge, chat, "two")
+        status = await bridge.status(DM)
+        assert isinstance(status, Status)
+        assert (status.model, status.requests_left, status.rate) == ("gpt-4o", 3, "5/minute")
+        assert status.conversation_turns == 4 and not status.busy
+
+
+class TestFailures:
+    async def test_upstream_error_shown_in_place_and_partial_text_kept(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        g4f.answers["go"] = "one two three four five six"
+        result = await ask(bridge, chat, "go", model="midstream-error")
+        assert result.outcome is Outcome.FAILED
+        shown = chat.messages[result.messages[-1].id]
+        assert shown.startswith("one two")
+        assert shown.endswith("\n\n⚠️ The AI provider failed while answering.")
+        follow = await ask(bridge, chat, "continue")
+        assert follow.outcome is Outcome.DONE
+        assert sent_messages(g4f)[1]["content"] == result.text
+
+    async def test_error_before_text(self, open_bridge: OpenBridge, chat: ChatServer) -> None:
+        bridge = await open_bridge()
+        result = await ask(bridge, chat, "hi", model="fail-500")
+        assert result.outcome is Outcome.FAILED and result.turn_id is None
+        assert chat.messages[result.messages[0].id] == (
+            "⚠️ The model 'fail-500' may be unavailable right now. Try again or pick another model."
+        )
+
+    async def test_stop_by_asker_or_admin_only(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge(admin_user_ids="boss")
+        g4f.trickle_interval = 0.3
+        g4f.answers["long"] = " ".join(f"w{i}" for i in range(50))
+        task = asyncio.create_task(bridge.ask(GROUP, "long", surface(chat, GROUP), model="trickle"))
+        while not chat.writes:
+            await asyncio.sleep(0.01)
+        message_id = chat.writes[0].message_id
+        stranger = Where("test", GROUP.chat_id, "u2", guild_id="g1")
+        assert not bridge.stop(stranger, message_id)
+        assert bridge.stop(GROUP, message_id)
+        result = await task
+        assert isinstance(result, Answered) and result.outcome is Outcome.STOPPED
+        assert chat.messages[message_id].endswith("\n\n⏹ Stopped.")
+        assert result.text and result.turn_id is not None
+        assert not bridge.stop(GROUP, message_id)
+
+
+class TestImagine:
+    async def test_uploads_bytes_with_caption(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        s = surface(chat)
+        result = await bridge.imagine(DM, "a red fox " * 200, s)
+        assert isinstance(result, Imagined) and result.error is None
+        assert s.uploads == [("image.png", "image/png", g4f.image_bytes)]
+        caption = chat.messages[result.message.id]  # type: ignore[union-attr]
+        assert len(caption) <= 1024 and caption.endswith("…\n— flux")
+        assert s.activities[0] == "upload_photo"
+
+    async def test_failure_is_shown_where_the_image_would_be(
+        self, open_bridge: OpenBridge, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        s = surface(chat)
+        result = await bridge.imagine(DM, "a fox", s, model="img-html")
+        assert isinstance(result, Imagined) and result.error
+        assert chat.messages[result.message.id] == (  # type: ignore[union-attr]
+            "⚠️ The server sent something that is not an image.")
+        assert s.uploads == []
+
+    async def test_empty_prompt(self, open_bridge: OpenBridge, chat: ChatServer) -> None:
+        bridge = await open_bridge()
+        result = await bridge.imagine(DM, "  ", surface(chat))
+        assert isinstance(result, Refusal) and result.reason is RefusalReason.EMPTY
+
+
+def test_store_file_is_in_the_temp_dir(make_settings: MakeSettings, tmp_path: Path) -> None:
+    assert str(tmp_path) in make_settings().bridge_store_url

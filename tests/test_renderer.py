@@ -1,0 +1,269 @@
+"""The stream renderer, driven by scripted streams and a controllable clock (no real sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.api_models import StreamDelta
+from core.errors import ProviderFailed, UpstreamTimeout
+from core.render.budget import BudgetRegistry
+from core.render.renderer import (
+    INDICATOR,
+    Outcome,
+    RenderOptions,
+    RenderResult,
+    StreamRenderer,
+)
+from core.render.split import join_parts
+from core.render.surface import Button
+from tests.fakes.clock import ManualClock
+from tests.fakes.surface import ChatServer, RecordingSurface, ScriptedStream, words
+
+T0 = 1000.0
+REGEN = Button("regenerate", "🔁 Regenerate")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start=T0)
+
+
+@pytest.fixture
+def server(clock: ManualClock) -> ChatServer:
+    return ChatServer(clock=clock, interval=1.0)
+
+
+def renderer(
+    clock: ManualClock,
+    stream: ScriptedStream,
+    surface: RecordingSurface,
+    budgets: BudgetRegistry | None = None,
+    **options: object,
+) -> StreamRenderer:
+    return StreamRenderer(
+        stream,
+        surface,
+        budgets=budgets or BudgetRegistry(clock),
+        clock=clock,
+        options=RenderOptions(**options),  # type: ignore[arg-type]
+    )
+
+
+async def run_for(clock: ManualClock, r: StreamRenderer, seconds: float) -> RenderResult:
+    task = asyncio.create_task(r.run())
+    await clock.advance(seconds)
+    assert task.done(), "renderer did not finish"
+    return task.result()
+
+
+def timeline(server: ChatServer) -> list[tuple[str, float, str, tuple[str, ...]]]:
+    return [(w.kind, round(w.at - T0, 3), w.text, w.buttons) for w in server.writes]
+
+
+async def test_first_text_at_once_then_one_edit_per_interval_and_final_text(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    stream = ScriptedStream(clock, [
+        (0.0, StreamDelta(content="Hello")),
+        (0.2, StreamDelta(content=" world")),
+        (0.5, StreamDelta(content="!")),
+        (1.5, StreamDelta(content=" Bye.")),
+        (1.6, StreamDelta(finish_reason="stop")),
+    ])
+    r = renderer(clock, stream, RecordingSurface(server), final_buttons=(REGEN,))
+    result = await run_for(clock, r, 5)
+    assert timeline(server) == [
+        ("send", 0.1, "Hello" + INDICATOR, ("stop",)),
+        ("edit", 1.1, "Hello world!" + INDICATOR, ("stop",)),
+        ("edit", 2.1, "Hello world! Bye.", ("regenerate",)),
+    ]
+    assert result.outcome is Outcome.DONE
+    assert result.text == "Hello world! Bye."
+    assert result.first_visible_at is not None and result.first_token_at is not None
+    assert result.first_visible_at - result.first_token_at == pytest.approx(0.1)
+    assert server.rate_limited == 0
+
+
+async def test_edits_coalesce_and_unchanged_text_is_not_sent(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    script = words("a b c d e f g h i j k l m n o p q r s t", every=0.1)
+    stream = ScriptedStream(clock, [*script, (5.0, StreamDelta(finish_reason="stop"))])
+    r = renderer(clock, stream, RecordingSurface(server), stop_button=False)
+    await run_for(clock, r, 8)
+    texts = [w.text for w in server.writes]
+    assert len(texts) == len(set(texts))  # never the same text twice
+    assert len(server.writes) <= 4  # 20 deltas in 2 s, then the final edit
+    assert texts[-1] == "a b c d e f g h i j k l m n o p q r s t"
+    gaps = [b.at - a.at for a, b in zip(server.writes, server.writes[1:], strict=False)]
+    assert all(g >= 1.0 - 1e-9 for g in gaps)
+
+
+async def test_reading_never_waits_on_slow_platform_calls(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    server.call_latency = 3.0
+    script = words("one two three four five six seven eight nine ten", every=0.05)
+    stream = ScriptedStream(clock, script)
+    r = renderer(clock, stream, RecordingSurface(server))
+    task = asyncio.create_task(r.run())
+    await clock.advance(1.0)
+    assert stream.finished  # all read while the first send was still in flight
+    await clock.advance(20)
+    result = task.result()
+    assert result.text == "one two three four five six seven eight nine ten"
+    assert server.max_in_flight_per_message == 1
+    assert server.writes[-1].text == result.text
+
+
+async def test_answers_in_one_chat_share_its_budget_and_other_chats_are_not_slowed(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    budgets = BudgetRegistry(clock)
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
+    runs = []
+    for chat in ("group", "group", "group", "other"):
+        stream = ScriptedStream(clock, words(text, every=0.2))
+        runs.append(renderer(clock, stream, RecordingSurface(server, chat=chat), budgets))
+    tasks = [asyncio.create_task(r.run()) for r in runs]
+    await clock.advance(30)
+    results = [t.result() for t in tasks]
+    assert server.rate_limited == 0
+    assert all(r.text == text for r in results)
+    group_writes = [w for w in server.writes if w.message_id.startswith("group/")]
+    gaps = [b.at - a.at for a, b in zip(group_writes, group_writes[1:], strict=False)]
+    assert all(g >= 1.0 - 1e-9 for g in gaps)
+    other_first = next(w for w in server.writes if w.message_id.startswith("other/"))
+    assert other_first.at - T0 == pytest.approx(0.1)
+    final_texts = {server.messages[r.messages[-1].id] for r in results}
+    assert final_texts == {text}
+
+
+async def test_rate_limit_waits_as_told_then_sends_the_latest_text(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    server.forced_retry_after = [2.5]
+    stream = ScriptedStream(clock, words("one two three", every=0.3))
+    r = renderer(clock, stream, RecordingSurface(server), stop_button=False)
+    result = await run_for(clock, r, 10)
+    assert timeline(server) == [("send", 2.6, "one two three", ())]
+    assert result.rate_limited == 1
+    assert result.text == "one two three"
+
+
+async def test_long_answer_is_split_with_fences_and_nothing_lost(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    answer = (
+        "Here is code:\n\n```python\n"
+        + "\n".join(f"print('line number {i}')" for i in range(12))
+        + "\n```\n\nAnd some closing words that go on for a while to pass the limit."
+    )
+    stream = ScriptedStream(clock, words(answer, every=0.05))
+    r = renderer(clock, stream, RecordingSurface(server, max_length=120))
+    result = await run_for(clock, r, 60)
+    shown = server.shown(result.messages)
+    assert len(shown) >= 3
+    assert all(0 < len(part) <= 120 for part in shown)
+    assert join_parts(shown) == answer
+    assert shown[1].startswith("```python\n")
+    assert all(part.count("```") % 2 == 0 for part in shown)
+    assert server.rate_limited == 0
+    assert all(not server.buttons[m.id] for m in result.messages)
+
+
+async def test_stop_cancels_upstream_and_keeps_partial_text(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    stream = ScriptedStream(clock, words("one two three four five six seven", every=0.5))
+    r = renderer(clock, stream, RecordingSurface(server), final_buttons=(REGEN,))
+    task = asyncio.create_task(r.run())
+    await clock.advance(1.2)
+    r.stop()
+    await clock.advance(5)
+    result = task.result()
+    assert stream.closed and not stream.finished
+    assert result.outcome is Outcome.STOPPED
+    assert result.text == "one two three "
+    assert server.writes[-1].text == "one two three \n\n⏹ Stopped."
+    assert server.writes[-1].buttons == ("regenerate",)
+
+
+async def test_error_before_any_text_replaces_the_placeholder(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    stream = ScriptedStream(clock, [(0.5, UpstreamTimeout("first_token", 120))])
+    r = renderer(clock, stream, RecordingSurface(server, placeholder="…"))
+    result = await run_for(clock, r, 5)
+    assert timeline(server) == [
+        ("send", 0.0, "…" + INDICATOR, ("stop",)),
+        ("edit", 1.0, "⚠️ Timed out after 120 s waiting for the first word of the answer "
+                      "(G4F_TIMEOUT_FIRST_TOKEN).", ()),
+    ]
+    assert result.outcome is Outcome.FAILED
+
+
+async def test_error_after_text_keeps_the_text_and_adds_a_line(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    script = [*words("Partial answer", every=0.1), (0.3, ProviderFailed(partial_text="x"))]
+    r = renderer(clock, ScriptedStream(clock, script), RecordingSurface(server))
+    result = await run_for(clock, r, 5)
+    assert server.writes[-1].text == (
+        "Partial answer\n\n⚠️ The AI provider failed while answering."
+    )
+    assert result.text == "Partial answer"
+
+
+async def test_deleted_message_ends_quietly_and_cancels_upstream(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    stream = ScriptedStream(clock, words("a b c d e f g h i j", every=0.3))
+    r = renderer(clock, stream, RecordingSurface(server))
+    task = asyncio.create_task(r.run())
+    await clock.advance(0.5)
+    server.deleted.update(server.messages)
+    await clock.advance(5)
+    result = task.result()
+    assert result.outcome is Outcome.DELETED
+    assert stream.closed and not stream.finished
+    assert [w.kind for w in server.writes] == ["send"]
+
+
+async def test_reasoning_hidden_by_default(clock: ManualClock, server: ChatServer) -> None:
+    script: list[tuple[float, StreamDelta | Exception]] = [
+        (0.0, StreamDelta(reasoning="The user greets me. ")),
+        (0.1, StreamDelta(reasoning="\n")),
+        (1.5, StreamDelta(content="Hi there.")),
+    ]
+    r = renderer(clock, ScriptedStream(clock, script), RecordingSurface(server))
+    result = await run_for(clock, r, 5)
+    assert [w.text for w in server.writes] == ["💭 Thinking…" + INDICATOR, "Hi there."]
+    assert result.reasoning == "The user greets me. \n"
+
+
+async def test_reasoning_shown_as_a_separate_quoted_part(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    script: list[tuple[float, StreamDelta | Exception]] = [
+        (0.0, StreamDelta(reasoning="Line one\nLine two")),
+        (0.1, StreamDelta(content="The answer.")),
+    ]
+    r = renderer(clock, ScriptedStream(clock, script), RecordingSurface(server),
+                 show_reasoning=True)
+    result = await run_for(clock, r, 5)
+    assert server.shown(result.messages) == [
+        "💭 Thinking\n> Line one\n> Line two",
+        "The answer.",
+    ]
+
+
+async def test_draft_preview_then_final_message(clock: ManualClock, server: ChatServer) -> None:
+    stream = ScriptedStream(clock, words("one two three four", every=0.4))
+    surface = RecordingSurface(server, supports_draft=True)
+    result = await run_for(clock, renderer(clock, stream, surface), 10)
+    assert [w.kind for w in server.writes] == ["draft", "draft", "send"]
+    assert surface.drafts[0] == "one " + INDICATOR
+    assert server.shown(result.messages) == ["one two three four"]
