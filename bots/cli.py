@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TextIO
 
@@ -22,7 +22,7 @@ from core.settings import Settings, SettingsError, load_settings
 EXIT_OK, EXIT_UPSTREAM, EXIT_USAGE = 0, 1, 2
 
 ONE_SHOT = {"ask", "models", "imagine", "check"}
-Handler = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+Handler = Callable[[Settings, argparse.Namespace], Coroutine[None, None, int]]
 
 
 def _fail(message: str, out: TextIO | None = None) -> None:
@@ -59,9 +59,7 @@ async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     async with G4FClient(settings) as client:
         models = await client.list_models()
     if args.json:
-        rows = [
-            {"id": m.id, "provider": m.is_provider, "image": m.draws_images} for m in models
-        ]
+        rows = [{"id": m.id, "provider": m.is_provider, "image": m.draws_images} for m in models]
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for title, chosen in (
@@ -72,9 +70,11 @@ async def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         if chosen:
             print(f"{title}:")
             for m in chosen:
-                mark = " (default)" if m.id in (
-                    settings.g4f_default_model, settings.g4f_image_model
-                ) else ""
+                mark = (
+                    " (default)"
+                    if m.id in (settings.g4f_default_model, settings.g4f_image_model)
+                    else ""
+                )
                 print(f"  {m.id}{mark}")
     return EXIT_OK
 
@@ -114,9 +114,15 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
             ("default chat model", settings.g4f_default_model),
             ("image model", settings.g4f_image_model),
         ):
-            report(model in ids, f"{label} {model!r} " + ("is offered" if model in ids else
-                   "is not in the server's model list"))
-    for platform, token in (("Discord", settings.discord_token), ("Telegram", settings.telegram_token)):
+            report(
+                model in ids,
+                f"{label} {model!r} "
+                + ("is offered" if model in ids else "is not in the server's model list"),
+            )
+    for platform, token in (
+        ("Discord", settings.discord_token),
+        ("Telegram", settings.telegram_token),
+    ):
         state = "token is set" if token else "token not set (platform disabled)"
         print(f"info {platform}: {state}")
     return EXIT_OK if problems == 0 else EXIT_UPSTREAM

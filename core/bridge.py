@@ -1,4 +1,4 @@
-"""The use cases adapters call: ask, regenerate, stop, imagine, models, model, system, reset, status.
+"""The use cases adapters call: ask, regenerate, stop, imagine, models, system, reset, status.
 
 `Bridge` is the application context: settings, the API client, the store, limits and write budgets.
 Each use case checks access and limits, does its work, and returns a typed result (core.results);
@@ -225,14 +225,18 @@ class Bridge:
         if lease is None:
             return Refusal(
                 RefusalReason.BUSY,
-                "You already have an answer coming in this chat. Wait for it to finish or press Stop.",
+                "You already have an answer coming in this chat. "
+                "Wait for it to finish or press Stop.",
             )
         try:
             chosen = model or await self.model_for(where)
             history = await self._history(where, parent, prompt)
             if user_turn is None:
                 user_turn = await self.store.add_turn(
-                    parent_id=parent, role="user", content=prompt, model=None,
+                    parent_id=parent,
+                    role="user",
+                    content=prompt,
+                    model=None,
                     created_at=self.clock.wall(),
                 )
             return await self._stream_answer(where, surface, history, chosen, user_turn)
@@ -241,7 +245,9 @@ class Bridge:
 
     async def _history(self, where: Where, parent: int | None, prompt: str) -> History:
         s = self.settings
-        earlier = await self.store.chain(parent, limit=s.bridge_history_max_messages) if parent else []
+        earlier = (
+            await self.store.chain(parent, limit=s.bridge_history_max_messages) if parent else []
+        )
         return build_history(
             await self.system_prompt_for(where),
             earlier,
@@ -330,7 +336,10 @@ class Bridge:
             await self.store.set_head(where.chat, user_turn.id, self.clock.wall())
             return None
         turn = await self.store.add_turn(
-            parent_id=user_turn.id, role="assistant", content=text, model=model,
+            parent_id=user_turn.id,
+            role="assistant",
+            content=text,
+            model=model,
             created_at=self.clock.wall(),
         )
         for ref in refs:
@@ -416,16 +425,15 @@ class Bridge:
             return models
         needle = query.strip().lower()
         chosen = [
-            m for m in models
+            m
+            for m in models
             if (kind == "all" or m.draws_images == (kind == "image"))
             and (kind == "all" or not m.is_provider)
             and needle in m.id.lower()
         ]
         pages = max(1, math.ceil(len(chosen) / page_size))
         page = min(max(page, 0), pages - 1)
-        current = (
-            self.settings.g4f_image_model if kind == "image" else await self.model_for(where)
-        )
+        current = self.settings.g4f_image_model if kind == "image" else await self.model_for(where)
         return ModelPage(
             items=tuple(chosen[page * page_size : (page + 1) * page_size]),
             page=page,
@@ -558,4 +566,3 @@ async def _send_quietly(surface: MessageSurface, text: str) -> MessageRef | None
     except SurfaceError as exc:
         log.warning("could not tell the user: %r", exc)
         return None
-

@@ -268,7 +268,9 @@ class G4FClient:
                 raise
             raise ProviderFailed(detail=f"stream broke before the first token: {exc!r}") from None
 
-    async def _read_events(self, opened: _OpenStream, text: list[str]) -> AsyncIterator[StreamDelta]:
+    async def _read_events(
+        self, opened: _OpenStream, text: list[str]
+    ) -> AsyncIterator[StreamDelta]:
         """Yield deltas from an open stream, applying the idle and total timeouts."""
         s = self.settings
         loop = asyncio.get_running_loop()
@@ -385,9 +387,7 @@ class G4FClient:
                 except _EndpointMissing:
                     if index + 1 < len(paths):
                         continue
-                    raise ImageFailed(
-                        "The AI server has no image endpoint.", detail=path
-                    ) from None
+                    raise ImageFailed("The AI server has no image endpoint.", detail=path) from None
                 return self._parse(ImagesResponse, response.content)
             raise AssertionError("unreachable")
 
@@ -429,7 +429,7 @@ class G4FClient:
         """Seconds to wait before retrying, or None when retrying is pointless."""
         if not exc.retryable or attempt >= self.settings.g4f_retries:
             return None
-        backoff = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * self._rng.uniform(0.5, 1.0)
+        backoff: float = min(BACKOFF_CAP, BACKOFF_BASE * 2.0**attempt) * self._rng.uniform(0.5, 1.0)
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
             if exc.retry_after > MAX_RETRY_AFTER:
                 return None
@@ -547,7 +547,8 @@ def _status_error(
         return ModelUnavailable(model or "?", detail=detail)
     if status in (404, 405):
         return _EndpointMissing(
-            "The AI server does not offer this endpoint. Check G4F_BASE_URL (it usually ends in /v1).",
+            "The AI server does not offer this endpoint. "
+            "Check G4F_BASE_URL (it usually ends in /v1).",
             detail=detail,
         )
     if status in (400, 413, 422):

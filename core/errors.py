@@ -1,11 +1,13 @@
 """One exception hierarchy for everything that can go wrong upstream.
 
-Each error carries `user_message`, a short sentence fit to show a chat user, and `detail`, what a log
+Each error carries `user_message`, a short sentence fit to show a chat user, and `detail`, what logs
 needs (status, URL, server text). Neither ever contains an API key or token. Errors raised after
 some text was streamed carry it in `partial_text`, so nothing the user already saw is lost.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class BridgeError(Exception):
@@ -13,7 +15,9 @@ class BridgeError(Exception):
 
     user_message: str = "Something went wrong."
 
-    def __init__(self, user_message: str | None = None, *, detail: str = "", partial_text: str = ""):
+    def __init__(
+        self, user_message: str | None = None, *, detail: str = "", partial_text: str = ""
+    ):
         if user_message is not None:
             self.user_message = user_message
         self.detail = detail
@@ -106,7 +110,7 @@ class RateLimited(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     """One of the configured timeouts ran out."""
 
-    PHASES = {
+    PHASES: ClassVar[dict[str, tuple[str, str]]] = {
         "connect": ("connecting to the AI server", "G4F_TIMEOUT_CONNECT"),
         "first_token": ("waiting for the first word of the answer", "G4F_TIMEOUT_FIRST_TOKEN"),
         "idle": ("waiting for the answer to continue", "G4F_TIMEOUT_IDLE"),

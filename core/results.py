@@ -7,14 +7,14 @@ input) or, for answers and images, an outcome that carries the user message of t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from core.api_models import ModelInfo
 from core.render.renderer import Outcome
 from core.render.surface import MessageRef
 
 
-class RefusalReason(str, Enum):
+class RefusalReason(StrEnum):
     NOT_ALLOWED = "not_allowed"
     RATE_LIMITED = "rate_limited"
     BUSY = "busy"

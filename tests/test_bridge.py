@@ -51,9 +51,7 @@ async def open_bridge(
         settings = make_settings(**overrides)
         store = open_store(settings.bridge_store_url)
         await store.open()
-        bridge = Bridge(
-            settings, client=G4FClient(settings, clock=clock), store=store, clock=clock
-        )
+        bridge = Bridge(settings, client=G4FClient(settings, clock=clock), store=store, clock=clock)
         opened.append(bridge)
         return bridge
 
@@ -77,8 +75,9 @@ def sent_messages(g4f: FakeG4F) -> list[dict[str, str]]:
     return body["messages"]  # type: ignore[no-any-return]
 
 
-async def ask(bridge: Bridge, chat: ChatServer, prompt: str, where: Where = DM,
-              **kw: Any) -> Answered:
+async def ask(
+    bridge: Bridge, chat: ChatServer, prompt: str, where: Where = DM, **kw: Any
+) -> Answered:
     result = await bridge.ask(where, prompt, surface(chat, where), **kw)
     assert isinstance(result, Answered), result
     return result
@@ -120,7 +119,12 @@ class TestConversations:
         a2 = await ask(bridge, chat, "q2", GROUP, reply_to=a1.messages[0].id)
         await ask(bridge, chat, "q3", GROUP, reply_to=a2.messages[0].id)
         assert [m["content"] for m in sent_messages(g4f)] == [
-            "q1", "You said: q1", "q2", "You said: q2", "q3"]
+            "q1",
+            "You said: q1",
+            "q2",
+            "You said: q2",
+            "q3",
+        ]
         await ask(bridge, chat, "fork", GROUP, reply_to=a1.messages[0].id)
         assert [m["content"] for m in sent_messages(g4f)] == ["q1", "You said: q1", "fork"]
 
@@ -144,7 +148,11 @@ class TestConversations:
             await ask(bridge, chat, prompt)
         third = await ask(bridge, chat, "three")
         assert [m["content"] for m in sent_messages(g4f)] == [
-            "Sys.", "two", "You said: two", "three"]
+            "Sys.",
+            "two",
+            "You said: two",
+            "three",
+        ]
         assert third.dropped_turns == 2
         shown = chat.messages[third.messages[-1].id]
         assert shown == (
@@ -160,8 +168,7 @@ class TestConversations:
         await ask(bridge, chat, "long")
         await ask(bridge, chat, "short")
         await ask(bridge, chat, "last")
-        assert [m["content"] for m in sent_messages(g4f)] == [
-            "short", "You said: short", "last"]
+        assert [m["content"] for m in sent_messages(g4f)] == ["short", "You said: short", "last"]
 
     async def test_conversation_survives_a_restart(
         self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
@@ -172,7 +179,10 @@ class TestConversations:
         again = await open_bridge()
         await ask(again, chat, "do you?", GROUP, reply_to=first.messages[0].id)
         assert [m["content"] for m in sent_messages(g4f)] == [
-            "remember me", "You said: remember me", "do you?"]
+            "remember me",
+            "You said: remember me",
+            "do you?",
+        ]
 
     async def test_regenerate_makes_a_sibling_answer(
         self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
@@ -189,8 +199,9 @@ class TestConversations:
 
 
 class TestLimits:
-    async def test_allowlist_refuses_politely_once(self, open_bridge: OpenBridge,
-                                                   chat: ChatServer) -> None:
+    async def test_allowlist_refuses_politely_once(
+        self, open_bridge: OpenBridge, chat: ChatServer
+    ) -> None:
         bridge = await open_bridge(allowed_user_ids="someone-else")
         first = await bridge.ask(DM, "hi", surface(chat))
         second = await bridge.ask(DM, "hi", surface(chat))
@@ -199,8 +210,9 @@ class TestLimits:
         assert isinstance(second, Refusal) and second.quiet
         assert chat.writes == []
 
-    async def test_admins_and_listed_guilds_pass(self, open_bridge: OpenBridge,
-                                                 chat: ChatServer) -> None:
+    async def test_admins_and_listed_guilds_pass(
+        self, open_bridge: OpenBridge, chat: ChatServer
+    ) -> None:
         bridge = await open_bridge(allowed_guild_ids="g1", admin_user_ids="test:boss")
         assert isinstance(await bridge.ask(GROUP, "hi", surface(chat, GROUP)), Answered)
         elsewhere = Where("test", "c9", "u1", guild_id="g9")
@@ -208,8 +220,9 @@ class TestLimits:
         boss = Where("test", "c9", "boss", guild_id="g9")
         assert isinstance(await bridge.ask(boss, "hi", surface(chat, boss)), Answered)
 
-    async def test_user_rate_limit(self, open_bridge: OpenBridge, chat: ChatServer,
-                                   clock: InstantClock) -> None:
+    async def test_user_rate_limit(
+        self, open_bridge: OpenBridge, chat: ChatServer, clock: InstantClock
+    ) -> None:
         bridge = await open_bridge(bridge_user_rate="2/minute")
         await ask(bridge, chat, "one")
         await ask(bridge, chat, "two")
@@ -244,8 +257,11 @@ class TestLimits:
         users = [Where("test", f"c{i}", f"u{i}") for i in range(4)]
         tasks = []
         for i, where in enumerate(users):
-            tasks.append(asyncio.create_task(
-                bridge.ask(where, f"p{i}", surface(chat, where), model="trickle")))
+            tasks.append(
+                asyncio.create_task(
+                    bridge.ask(where, f"p{i}", surface(chat, where), model="trickle")
+                )
+            )
             await asyncio.sleep(0.05)
         results = await asyncio.gather(*tasks)
         assert all(isinstance(r, Answered) and r.outcome is Outcome.DONE for r in results)
@@ -274,7 +290,8 @@ class TestModels:
         await ask(bridge, chat, "hi", GROUP)
         assert g4f.chat_requests()[-1].json["model"] == "gpt-4o-mini"  # type: ignore[index]
         assert await bridge.set_model(GROUP, "llama-3.3-70b", scope="chat") == ModelChosen(
-            "llama-3.3-70b", "chat")
+            "llama-3.3-70b", "chat"
+        )
         await ask(bridge, chat, "hi", GROUP)
         assert g4f.chat_requests()[-1].json["model"] == "llama-3.3-70b"  # type: ignore[index]
         await ask(bridge, chat, "hi", DM)
@@ -318,7 +335,8 @@ class TestPersonaStatus:
         assert isinstance(refused, Refusal) and refused.reason is RefusalReason.NOT_ADMIN
         boss = Where("test", GROUP.chat_id, "boss", guild_id="g1")
         assert await bridge.set_system_prompt(boss, "Talk like a pirate.") == SystemPromptSet(
-            "Talk like a pirate.")
+            "Talk like a pirate."
+        )
         await ask(bridge, chat, "hi", GROUP)
         assert sent_messages(g4f)[0] == {"role": "system", "content": "Talk like a pirate."}
         await ask(bridge, chat, "hi", DM)
@@ -399,7 +417,8 @@ class TestImagine:
         result = await bridge.imagine(DM, "a fox", s, model="img-html")
         assert isinstance(result, Imagined) and result.error
         assert chat.messages[result.message.id] == (  # type: ignore[union-attr]
-            "⚠️ The server sent something that is not an image.")
+            "⚠️ The server sent something that is not an image."
+        )
         assert s.uploads == []
 
     async def test_empty_prompt(self, open_bridge: OpenBridge, chat: ChatServer) -> None:

@@ -24,8 +24,12 @@ async def run_cli(
     clean["PYTHONPATH"] = str(ROOT)
     clean.update(env or {})
     proc = await asyncio.create_subprocess_exec(
-        *CLI, *args, env=clean, cwd=cwd or os.getcwd(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *CLI,
+        *args,
+        env=clean,
+        cwd=cwd or os.getcwd(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
@@ -45,7 +49,13 @@ async def test_ask_streams_the_answer(g4f: FakeG4F) -> None:
 
 async def test_ask_without_streaming_and_options(g4f: FakeG4F) -> None:
     code, out, _ = await run_cli(
-        "ask", "hi", "--no-stream", "--model", "gpt-4o-mini", "--system", "Be brief.",
+        "ask",
+        "hi",
+        "--no-stream",
+        "--model",
+        "gpt-4o-mini",
+        "--system",
+        "Be brief.",
         env=api(g4f),
     )
     assert (code, out) == (0, "You said: hi\n")
@@ -77,8 +87,14 @@ async def test_failure_mid_answer_keeps_text_and_says_why(g4f: FakeG4F) -> None:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"G4F_TIMEOUT_TOTAL": "soon"}, "invalid setting G4F_TIMEOUT_TOTAL: Input should be a valid number"),
-        ({"G4F_BASE_URL": "localhost:1337"}, "invalid setting G4F_BASE_URL: must be an http:// or https:// URL"),
+        (
+            {"G4F_TIMEOUT_TOTAL": "soon"},
+            "invalid setting G4F_TIMEOUT_TOTAL: Input should be a valid number",
+        ),
+        (
+            {"G4F_BASE_URL": "localhost:1337"},
+            "invalid setting G4F_BASE_URL: must be an http:// or https:// URL",
+        ),
         ({"BRIDGE_USER_RATE": "lots"}, "invalid setting BRIDGE_USER_RATE:"),
         ({"TELEGRAM_STREAM_MODE": "fast"}, "invalid setting TELEGRAM_STREAM_MODE:"),
     ],
@@ -95,7 +111,9 @@ async def test_invalid_setting_is_one_line_naming_the_variable(
 async def test_settings_come_from_dotenv_in_the_working_directory(
     g4f: FakeG4F, tmp_path: Path
 ) -> None:
-    (tmp_path / ".env").write_text(f"G4F_BASE_URL={g4f.base_url}\nG4F_DEFAULT_MODEL=llama-3.3-70b\n")
+    (tmp_path / ".env").write_text(
+        f"G4F_BASE_URL={g4f.base_url}\nG4F_DEFAULT_MODEL=llama-3.3-70b\n"
+    )
     code, _, _ = await run_cli("ask", "hello", cwd=tmp_path)
     assert code == 0
     assert g4f.chat_requests()[0].json["model"] == "llama-3.3-70b"  # type: ignore[index]
@@ -118,8 +136,11 @@ async def test_models_json(g4f: FakeG4F) -> None:
 async def test_models_listing_groups(g4f: FakeG4F) -> None:
     code, out, _ = await run_cli("models", env=api(g4f))
     assert code == 0
-    chat, image, providers = out.split("Chat models:\n")[1].split("Image models:\n")[0], \
-        out.split("Image models:\n")[1].split("Providers")[0], out.split("Providers")[1]
+    chat, image, providers = (
+        out.split("Chat models:\n")[1].split("Image models:\n")[0],
+        out.split("Image models:\n")[1].split("Providers")[0],
+        out.split("Providers")[1],
+    )
     assert "  gpt-4o (default)\n" in chat and "flux" not in chat
     assert "  flux (default)\n" in image and "gpt-4o\n" not in image
     assert "PollinationsAI" in providers

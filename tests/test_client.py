@@ -34,7 +34,9 @@ async def collect(client: G4FClient, model: str, **kw: object) -> tuple[list[Str
     return deltas, "".join(d.content for d in deltas)
 
 
-async def test_stream_gives_back_the_exact_answer(g4f: FakeG4F, make_settings: MakeSettings) -> None:
+async def test_stream_gives_back_the_exact_answer(
+    g4f: FakeG4F, make_settings: MakeSettings
+) -> None:
     g4f.answers["hello there"] = "Hi! Here is\n\nsome *text* with  spaces."
     async with G4FClient(make_settings()) as client:
         deltas, text = await collect(client, "gpt-4o")
@@ -70,7 +72,9 @@ async def test_whole_answer_without_streaming(g4f: FakeG4F, make_settings: MakeS
     assert g4f.chat_requests()[-1].json["stream"] is False  # type: ignore[index]
 
 
-async def test_in_stream_error_keeps_partial_text(g4f: FakeG4F, make_settings: MakeSettings) -> None:
+async def test_in_stream_error_keeps_partial_text(
+    g4f: FakeG4F, make_settings: MakeSettings
+) -> None:
     g4f.answers["hello there"] = "one two three four five six seven eight"
     seen: list[str] = []
     async with G4FClient(make_settings()) as client:
@@ -224,8 +228,10 @@ class TestAuth:
 
     @pytest.mark.parametrize(
         ("header", "expected"),
-        [("g4f-api-key", ("g4f-api-key", "k-123456789")),
-         ("authorization", ("authorization", "Bearer k-123456789"))],
+        [
+            ("g4f-api-key", ("g4f-api-key", "k-123456789")),
+            ("authorization", ("authorization", "Bearer k-123456789")),
+        ],
     )
     async def test_key_goes_in_the_configured_header(
         self, make_settings: MakeSettings, header: str, expected: tuple[str, str]
@@ -248,7 +254,9 @@ class TestAuth:
         assert "provider needs credentials" in caught.value.user_message
 
 
-async def test_pinned_provider_goes_into_the_body(g4f: FakeG4F, make_settings: MakeSettings) -> None:
+async def test_pinned_provider_goes_into_the_body(
+    g4f: FakeG4F, make_settings: MakeSettings
+) -> None:
     async with G4FClient(make_settings(g4f_provider="PollinationsAI")) as client:
         await collect(client, "gpt-4o")
         await client.chat(HELLO, model="gpt-4o", provider="OpenaiChat")

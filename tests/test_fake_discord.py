@@ -55,7 +55,9 @@ async def running(client: discord.Client) -> AsyncIterator[discord.Client]:
     try:
         await asyncio.wait({ready, task}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
         if not ready.done():
-            raise AssertionError(f"client not ready: {task.exception() if task.done() else 'timeout'}")
+            raise AssertionError(
+                f"client not ready: {task.exception() if task.done() else 'timeout'}"
+            )
         yield client
     finally:
         ready.cancel()
@@ -126,7 +128,10 @@ async def test_tree_sync_registers_global_and_guild_commands(fake: FakeDiscord) 
         guild_synced = await tree.sync(guild=guild)
     assert [c.name for c in synced] == ["ask"] and synced[0].options[0].name == "prompt"
     assert [c.name for c in guild_synced] == ["reset"]
-    assert {(c["name"], c["scope"]) for c in fake.commands} == {("ask", "global"), ("reset", "guild")}
+    assert {(c["name"], c["scope"]) for c in fake.commands} == {
+        ("ask", "global"),
+        ("reset", "guild"),
+    }
 
 
 async def test_defer_then_edit_original_three_times(fake: FakeDiscord) -> None:
@@ -303,7 +308,9 @@ async def test_button_click_reaches_view_callback(fake: FakeDiscord) -> None:
 
     class Confirm(discord.ui.View):
         @discord.ui.button(label="OK", custom_id="ok")
-        async def ok(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+        async def ok(
+            self, interaction: discord.Interaction, button: discord.ui.Button[Any]
+        ) -> None:
             await interaction.response.edit_message(content="clicked", view=None)
 
     @tree.command(name="btn", description="Button")
@@ -389,7 +396,7 @@ async def test_refusals_over_raw_http(fake: FakeDiscord) -> None:
     callback = f"/interactions/{inter.id}/{inter.token}/callback"
     status, content_type, body = await raw(fake, "POST", callback, {"type": 5}, auth=False)
     assert (status, content_type, body["code"]) == (400, "application/json", 40060)
-    status, _, body = await raw(fake, "POST", f"/interactions/1/x/callback", {"type": 5})
+    status, _, body = await raw(fake, "POST", "/interactions/1/x/callback", {"type": 5})
     assert (status, body["code"]) == (404, 10062)
     path = f"/channels/{fake.channel_id}/messages"
     status, _, body = await raw(fake, "POST", path, {"content": ""})
@@ -405,14 +412,17 @@ async def test_dm_ephemeral_reply_is_hidden_from_channel_routes(fake: FakeDiscor
 
     @tree.command(name="ask", description="Ask")
     async def ask(interaction: discord.Interaction) -> None:
-        await interaction.response.send_message(f"hi {interaction.user.id}", ephemeral=True)
+        note = discord.File(io.BytesIO(b"note"), "note.md")
+        await interaction.response.send_message(
+            f"hi {interaction.user.id}", ephemeral=True, file=note
+        )
 
     async with running(client):
         inter = await fake.slash("ask", dm=True, user_id=3003)
         await fake.wait_for(shows(fake, inter.id, "hi 3003"))
     assert inter.guild_id is None and inter.payload["user"]["id"] == "3003"
     msg = original(fake, inter.id)
-    assert msg is not None and msg.ephemeral
+    assert msg is not None and msg.ephemeral and msg.attachments == [("note.md", b"note")]
     status, _, body = await raw(fake, "GET", f"/channels/{inter.channel_id}/messages/{msg.id}")
     assert (status, body["code"]) == (404, 10008)
 
@@ -436,3 +446,19 @@ async def test_gateway_reconnect_resumes_the_session(fake: FakeDiscord) -> None:
         await fake.user_message(fake.channel_id, "after resume")
         await fake.wait_for(lambda: seen == ["after resume"])
     assert len(fake.identifies) == 1
+
+
+async def test_rate_limits_off_means_no_429_and_no_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with emulator(monkeypatch, enforce_rate_limits=False) as fake:
+        client, _ = make_bot()
+        async with running(client):
+            channel = client.get_channel(fake.channel_id)
+            assert isinstance(channel, discord.TextChannel)
+            message = await channel.send("0")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for i in range(1, 9):
+                await message.edit(content=str(i))
+            assert loop.time() - started < 2.0
+        assert fake.rate_limited == 0
+        assert [m.content for m in fake.messages(fake.channel_id)] == ["8"]

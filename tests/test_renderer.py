@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
+from core.render.split import join_parts
 
 from core.api_models import StreamDelta
 from core.errors import ProviderFailed, UpstreamTimeout
@@ -16,7 +18,6 @@ from core.render.renderer import (
     RenderResult,
     StreamRenderer,
 )
-from core.render.split import join_parts
 from core.render.surface import Button
 from tests.fakes.clock import ManualClock
 from tests.fakes.surface import ChatServer, RecordingSurface, ScriptedStream, words
@@ -65,13 +66,16 @@ def timeline(server: ChatServer) -> list[tuple[str, float, str, tuple[str, ...]]
 async def test_first_text_at_once_then_one_edit_per_interval_and_final_text(
     clock: ManualClock, server: ChatServer
 ) -> None:
-    stream = ScriptedStream(clock, [
-        (0.0, StreamDelta(content="Hello")),
-        (0.2, StreamDelta(content=" world")),
-        (0.5, StreamDelta(content="!")),
-        (1.5, StreamDelta(content=" Bye.")),
-        (1.6, StreamDelta(finish_reason="stop")),
-    ])
+    stream = ScriptedStream(
+        clock,
+        [
+            (0.0, StreamDelta(content="Hello")),
+            (0.2, StreamDelta(content=" world")),
+            (0.5, StreamDelta(content="!")),
+            (1.5, StreamDelta(content=" Bye.")),
+            (1.6, StreamDelta(finish_reason="stop")),
+        ],
+    )
     r = renderer(clock, stream, RecordingSurface(server), final_buttons=(REGEN,))
     result = await run_for(clock, r, 5)
     assert timeline(server) == [
@@ -133,7 +137,7 @@ async def test_answers_in_one_chat_share_its_budget_and_other_chats_are_not_slow
     assert server.rate_limited == 0
     assert all(r.text == text for r in results)
     group_writes = [w for w in server.writes if w.message_id.startswith("group/")]
-    gaps = [b.at - a.at for a, b in zip(group_writes, group_writes[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(group_writes)]
     assert all(g >= 1.0 - 1e-9 for g in gaps)
     other_first = next(w for w in server.writes if w.message_id.startswith("other/"))
     assert other_first.at - T0 == pytest.approx(0.1)
@@ -199,8 +203,13 @@ async def test_error_before_any_text_replaces_the_placeholder(
     result = await run_for(clock, r, 5)
     assert timeline(server) == [
         ("send", 0.0, "…" + INDICATOR, ("stop",)),
-        ("edit", 1.0, "⚠️ Timed out after 120 s waiting for the first word of the answer "
-                      "(G4F_TIMEOUT_FIRST_TOKEN).", ()),
+        (
+            "edit",
+            1.0,
+            "⚠️ Timed out after 120 s waiting for the first word of the answer "
+            "(G4F_TIMEOUT_FIRST_TOKEN).",
+            (),
+        ),
     ]
     assert result.outcome is Outcome.FAILED
 
@@ -211,9 +220,7 @@ async def test_error_after_text_keeps_the_text_and_adds_a_line(
     script = [*words("Partial answer", every=0.1), (0.3, ProviderFailed(partial_text="x"))]
     r = renderer(clock, ScriptedStream(clock, script), RecordingSurface(server))
     result = await run_for(clock, r, 5)
-    assert server.writes[-1].text == (
-        "Partial answer\n\n⚠️ The AI provider failed while answering."
-    )
+    assert server.writes[-1].text == ("Partial answer\n\n⚠️ The AI provider failed while answering.")
     assert result.text == "Partial answer"
 
 
@@ -251,8 +258,9 @@ async def test_reasoning_shown_as_a_separate_quoted_part(
         (0.0, StreamDelta(reasoning="Line one\nLine two")),
         (0.1, StreamDelta(content="The answer.")),
     ]
-    r = renderer(clock, ScriptedStream(clock, script), RecordingSurface(server),
-                 show_reasoning=True)
+    r = renderer(
+        clock, ScriptedStream(clock, script), RecordingSurface(server), show_reasoning=True
+    )
     result = await run_for(clock, r, 5)
     assert server.shown(result.messages) == [
         "💭 Thinking\n> Line one\n> Line two",

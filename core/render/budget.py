@@ -9,6 +9,7 @@ different chats are independent: one chat's wait never slows another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 
 from core.clock import Clock
@@ -66,10 +67,8 @@ class RateBudget:
                     nxt.set_result(None)
         else:
             # Cancelled while queued behind someone else.
-            try:
+            with contextlib.suppress(ValueError):
                 self._waiters.remove(fut)
-            except ValueError:
-                pass
 
     def penalize(self, retry_after: float) -> None:
         """The platform refused a write: no write in this chat for `retry_after` seconds."""

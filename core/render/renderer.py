@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from core.api_models import StreamDelta
 from core.clock import Clock
@@ -43,7 +43,7 @@ _Call = Callable[[], Awaitable[None]]
 _Desired = list[tuple[str, tuple[Button, ...]]]
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     DONE = "done"
     STOPPED = "stopped"
     FAILED = "failed"  # upstream error; partial text kept
@@ -152,7 +152,11 @@ class StreamRenderer:
             await asyncio.gather(self._reader, return_exceptions=True)
         r = self._result
         r.outcome, r.text, r.reasoning, r.error = (
-            self._outcome, self.text, "".join(self._reasoning), self._error)
+            self._outcome,
+            self.text,
+            "".join(self._reasoning),
+            self._error,
+        )
         r.messages = [s.ref for s in self._shown]
         return r
 
@@ -324,7 +328,6 @@ class StreamRenderer:
             self._draft_text = text
 
         return call
-
 
 
 class _Abort(Exception):

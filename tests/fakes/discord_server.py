@@ -1000,7 +1000,7 @@ class FakeDiscord:
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         """One gateway connection: HELLO, then IDENTIFY/RESUME/heartbeats."""
-        ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
+        ws = web.WebSocketResponse(timeout=2.0, max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)
         conn = _Conn(ws=ws, query=dict(request.query))
         self._conns.add(conn)
@@ -1219,7 +1219,13 @@ class FakeDiscord:
             raise ApiError(400, 50109, "The request body contains invalid JSON.") from None
 
     def _take_bucket(self, kind: str, params: dict[str, str]) -> dict[str, str]:
-        """Count a write against its bucket; 429 (write not applied) when exhausted."""
+        """Count a write against its bucket; 429 (write not applied) when exhausted.
+
+        With enforce_rate_limits off there is no bucket and no X-RateLimit headers at all,
+        so discord.py does not pace itself either.
+        """
+        if not self.enforce_rate_limits:
+            return {}
         key_value = params["channel_id"] if kind == "channel" else params["token"]
         bucket_hash = CHANNEL_BUCKET_HASH if kind == "channel" else TOKEN_BUCKET_HASH
         now = self._clock()
@@ -1235,7 +1241,7 @@ class FakeDiscord:
             "X-RateLimit-Reset-After": f"{reset_after:.3f}",
             "X-RateLimit-Bucket": bucket_hash,
         }
-        if self.enforce_rate_limits and bucket.count >= bucket.limit:
+        if bucket.count >= bucket.limit:
             self.rate_limited += 1
             err = ApiError(429, 0, "You are being rate limited.")
             err.body = {
@@ -1637,7 +1643,12 @@ class FakeDiscord:
             await self._store_new(msg)
             return {"type": cb_type, "message": self._message_payload(msg)}
         if cb_type in (6, 7):
-            assert inter.message_id is not None
+            if inter.message_id is None:
+                raise form_error(
+                    ("type",),
+                    "INTERACTION_RESPONSE_TYPE_INVALID",
+                    "This interaction has no message to update.",
+                )
             target = self._channels[inter.channel_id].messages[inter.message_id]
             if target.deleted:
                 raise ApiError(404, 10008, "Unknown Message")

@@ -184,7 +184,9 @@ class ScriptedStream:
             self.closed = True
 
 
-def words(text: str, *, start: float = 0.0, every: float = 0.05) -> list[tuple[float, StreamDelta | Exception]]:
+def words(
+    text: str, *, start: float = 0.0, every: float = 0.05
+) -> list[tuple[float, StreamDelta | Exception]]:
     """A script streaming `text` word by word (whitespace kept), one delta every `every` s."""
     import re
 

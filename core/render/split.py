@@ -1,0 +1,479 @@
+"""Split a chat answer into messages that fit a platform's length limit, losing nothing.
+
+`split_text(text, max_length)` cuts a markdown answer into parts with `length(part) <= max_length`
+(Discord counts characters, Telegram UTF-16 code units: pass the matching `length`).
+`join_parts(parts)` gives back the original text exactly.
+
+Where a part ends
+    Each part is cut as late as possible, at the best kind of boundary that is not "too early"
+    (the position of its first whitespace character, relative to the window of text that fits):
+
+    * a paragraph break (whitespace holding a blank line) in the last `PARAGRAPH_MIN_FRACTION`
+      of the window, else
+    * a line break in the last `LINE_MIN_FRACTION`, else
+    * a word break (any whitespace) in the last `WORD_MIN_FRACTION`, else
+    * a hard cut at the latest grapheme-cluster boundary (`regex`'s ``\\X``: a surrogate pair,
+      a combining sequence, a ZWJ emoji or a flag is never broken).
+
+    The whitespace of a break ends the earlier part, as far as it fits; the rest starts the next.
+    A cut never leaves a part (or the remainder) without a non-space character, except where the
+    text itself has a whitespace run too long for one message.
+
+Code fences
+    When a cut falls inside a fenced code block (``` or ~~~, indented by at most 3 spaces), the
+    earlier part gets ``"\\n" + close`` appended (the opening fence's characters, e.g. "\\n```")
+    and the next part starts with the opening line re-emitted (e.g. "```python\\n"). These added
+    characters count against `max_length`. Cuts inside a fence line itself (an opening or closing
+    line) are avoided, and so are cuts that would leave an empty code block.
+
+The `join_parts` invariant
+    The fence state at a position is the result of reading the complete lines before it (a line
+    counts once its "\\n" has been read). `join_parts` rebuilds the original text part by part
+    and, at each boundary, reads the earlier part's last line: the boundary carries added fence
+    lines exactly when that last line equals the close of the block open at the last "\\n" of the
+    part, and the next part starts with that block's opening line plus "\\n". `split_text` adds
+    fence lines exactly in that form, and it never makes a plain cut that matches the pattern
+    (such a cut would lie inside a fence line, which it avoids, and a forced cut is checked
+    explicitly). Hence ``join_parts(split_text(t, n)) == t`` for every `t` and `n`.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import regex
+
+__all__ = [
+    "LINE_MIN_FRACTION",
+    "MIN_MAX_LENGTH",
+    "PARAGRAPH_MIN_FRACTION",
+    "WORD_MIN_FRACTION",
+    "FenceState",
+    "fence_state_at_end",
+    "join_parts",
+    "open_fence_at_end",
+    "split_text",
+]
+
+MIN_MAX_LENGTH = 16
+"""The smallest `max_length` accepted: below it a reopened code fence leaves no room to progress."""
+
+PARAGRAPH_MIN_FRACTION = 0.5
+"""A paragraph break is used only if it starts at least this far into the window."""
+
+LINE_MIN_FRACTION = 0.5
+"""A line break is used only if it starts at least this far into the window."""
+
+WORD_MIN_FRACTION = 2 / 3
+"""A word break is used only if it starts at least this far into the window (its last third)."""
+
+_TIERS = (
+    (PARAGRAPH_MIN_FRACTION, 2),
+    (LINE_MIN_FRACTION, 1),
+    (WORD_MIN_FRACTION, 0),
+)  # (minimal position in the window, newlines the whitespace must hold), best first
+_LOWEST_FRACTION = min(fraction for fraction, _ in _TIERS)
+
+_FENCE_LINE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
+_FENCE_LINES = re.compile(r"^ {0,3}(?:`{3,}|~{3,}).*", re.MULTILINE)
+_SPACE_RUN = re.compile(r"(?<!\s)\s+")
+_NON_SPACE = re.compile(r"\S")
+
+_CLUSTER = regex.compile(r"\X")
+_BREAK_BEFORE = r"[\p{Grapheme_Cluster_Break=Other}\p{Grapheme_Cluster_Break=Control}\n]"
+_NO_JOIN_AFTER = (
+    r"[^\p{Grapheme_Cluster_Break=Extend}\p{Grapheme_Cluster_Break=ZWJ}"
+    r"\p{Grapheme_Cluster_Break=SpacingMark}]"
+)
+# A character after which a cluster always ends, unless the next one joins backwards. Such a pair
+# is a grapheme boundary in every Unicode rule (GB3-GB13), so segmentation can restart there.
+_SAFE_PAIR = regex.compile(f"{_BREAK_BEFORE}(?={_NO_JOIN_AFTER})")
+_LAST_SAFE_PAIR = regex.compile(f"(?r){_BREAK_BEFORE}(?={_NO_JOIN_AFTER})")
+
+
+@dataclass(frozen=True, slots=True)
+class FenceState:
+    """An open fenced code block.
+
+    line: the opening line as written (e.g. "```python" or "  ~~~~ js"), re-emitted on reopening.
+    char: the fence character, "`" or "~".
+    size: how many fence characters opened it (at least 3); the close repeats `char` that often.
+    info: the info string after the fence, stripped ("python"; "" when there is none).
+    """
+
+    line: str
+    char: str
+    size: int
+    info: str
+
+    @property
+    def close(self) -> str:
+        """The closing fence line this block gets when a part ends inside it."""
+        return self.char * self.size
+
+    @property
+    def language(self) -> str:
+        """The first word of the info string ("" when there is none)."""
+        words = self.info.split(maxsplit=1)
+        return words[0] if words else ""
+
+
+def _step(state: FenceState | None, line: str) -> FenceState | None:
+    """The fence state after reading one complete `line` (without its "\\n") in `state`."""
+    match = _FENCE_LINE.match(line)
+    if match is None:
+        return state
+    run, rest = match.group(1), match.group(2)
+    if state is None:
+        if run[0] == "`" and "`" in rest:
+            return None  # a backtick fence's info string may not contain a backtick
+        return FenceState(line=line, char=run[0], size=len(run), info=rest.strip())
+    if run[0] == state.char and len(run) >= state.size and not rest.strip(" \t\r"):
+        return None
+    return state
+
+
+def fence_state_at_end(text: str) -> FenceState | None:
+    """The code block `text` ends inside, or None (the last line counts even without "\\n")."""
+    state: FenceState | None = None
+    for match in _FENCE_LINES.finditer(text):
+        state = _step(state, match.group(0))
+    return state
+
+
+def open_fence_at_end(text: str) -> str | None:
+    """If `text` ends inside an unclosed ``` or ~~~ fence, its opening line (e.g. "```python")."""
+    state = fence_state_at_end(text)
+    return None if state is None else state.line
+
+
+def split_text(text: str, max_length: int, *, length: Callable[[str], int] = len) -> list[str]:
+    """Split `text` into parts, each with length(part) <= max_length.
+
+    An empty text gives [] (there is nothing to send); a text that fits gives [text]. See the
+    module docstring for where parts end and how code fences are closed and reopened;
+    `join_parts` undoes the split exactly. `length` must not shrink when a string grows
+    (len, or UTF-16 code units: ``lambda s: len(s.encode("utf-16-le")) // 2``).
+
+    Raises ValueError if `max_length` < MIN_MAX_LENGTH or a single character does not fit.
+    """
+    if max_length < MIN_MAX_LENGTH:
+        raise ValueError(f"max_length must be at least {MIN_MAX_LENGTH}, got {max_length}")
+    if not text:
+        return []
+    if length(text) <= max_length:
+        return [text]
+    return _Splitter(text, max_length, length).run()
+
+
+def join_parts(parts: Sequence[str]) -> str:
+    """Inverse of split_text: gives back the original text exactly.
+
+    The fence lines split_text added are recognised by re-reading the fence state of the text
+    rebuilt so far (see the module docstring); nothing is marked in the parts themselves.
+    """
+    scanner = _LineScanner()
+    pieces: list[str] = []
+    reopen: str | None = None
+    for index, part in enumerate(parts):
+        body = part
+        if reopen is not None:
+            if not part.startswith(reopen):
+                raise ValueError(f"part {index} does not reopen the code block with {reopen!r}")
+            body = part[len(reopen) :]
+        following = parts[index + 1] if index + 1 < len(parts) else None
+        original, reopen = _strip_added_close(scanner, body, following)
+        pieces.append(original)
+    return "".join(pieces)
+
+
+def _strip_added_close(
+    scanner: _LineScanner, body: str, following: str | None
+) -> tuple[str, str | None]:
+    """Split off the close split_text added to `body`: (original text, reopening prefix or None).
+
+    `scanner` has read the original text before `body` and reads `body`'s original text.
+    """
+    if following is None:
+        return body, None
+    newline = body.rfind("\n")
+    if newline < 0:
+        scanner.feed(body)
+        return body, None
+    head = body[:newline]
+    scanner.feed(head)
+    state = scanner.state
+    if (
+        state is not None
+        and body[newline + 1 :] == state.close
+        and following.startswith(state.line + "\n")
+    ):
+        return head, state.line + "\n"
+    scanner.feed(body[newline:])
+    return body, None
+
+
+class _LineScanner:
+    """Reads text in pieces and keeps the fence state after the last complete line."""
+
+    def __init__(self) -> None:
+        self.state: FenceState | None = None
+        self._partial: list[str] = []
+
+    def feed(self, chunk: str) -> None:
+        """Read `chunk`; a line is only taken into account once its "\\n" is read."""
+        lines = chunk.split("\n")
+        if len(lines) == 1:
+            if chunk:
+                self._partial.append(chunk)
+            return
+        self._partial.append(lines[0])
+        self.state = _step(self.state, "".join(self._partial))
+        for line in lines[1:-1]:
+            self.state = _step(self.state, line)
+        self._partial = [lines[-1]] if lines[-1] else []
+
+
+class _Fences:
+    """The fence lines of a text and the fence state at every position, found in one pass."""
+
+    def __init__(self, text: str) -> None:
+        self._line_starts: list[int] = []
+        self._line_ends: list[int] = []
+        self._change_at: list[int] = []
+        self._states: list[FenceState | None] = []
+        state: FenceState | None = None
+        for match in _FENCE_LINES.finditer(text):
+            self._line_starts.append(match.start())
+            self._line_ends.append(match.end())
+            new = _step(state, match.group(0))
+            if new is not state and match.end() < len(text):
+                self._change_at.append(match.end() + 1)
+                self._states.append(new)
+            state = new
+
+    def state_at(self, pos: int) -> tuple[FenceState | None, int]:
+        """The fence state after the complete lines before `pos`, and where that state began."""
+        index = bisect_right(self._change_at, pos) - 1
+        if index < 0:
+            return None, 0
+        return self._states[index], self._change_at[index]
+
+    def _line_index(self, pos: int) -> int:
+        """Index of the last fence line starting at or before `pos` (-1 if none)."""
+        return bisect_right(self._line_starts, pos) - 1
+
+    def line_around(self, pos: int) -> int | None:
+        """The start of the fence line `pos` lies strictly inside (or at the end of), else None."""
+        index = self._line_index(pos)
+        if index >= 0 and self._line_starts[index] < pos <= self._line_ends[index]:
+            return self._line_starts[index]
+        return None
+
+    def line_starts_at(self, pos: int) -> bool:
+        """Whether a fence line starts at `pos`."""
+        index = self._line_index(pos)
+        return index >= 0 and self._line_starts[index] == pos
+
+
+class _Graphemes:
+    """Grapheme-cluster boundaries of a text, found locally around the positions asked about.
+
+    `floor` is a known boundary (the start of the part being cut) that searches never go below.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self.floor = 0
+
+    def floor_boundary(self, pos: int) -> int:
+        """The last grapheme boundary at or before `pos` (and not below `floor`)."""
+        text = self._text
+        if pos <= self.floor or pos >= len(text) or _SAFE_PAIR.match(text, pos - 1):
+            return pos
+        safe = _LAST_SAFE_PAIR.search(text, self.floor, pos)
+        anchor = safe.end() if safe is not None else self.floor
+        last = anchor
+        for cluster in _CLUSTER.finditer(text, anchor):
+            if cluster.end() > pos:
+                break
+            last = cluster.end()
+        return last
+
+    def cluster_at(self, pos: int) -> str:
+        """The grapheme cluster starting at boundary `pos`."""
+        match = _CLUSTER.match(self._text, pos)
+        return "" if match is None else str(match.group())
+
+
+class _Splitter:
+    """One split of one text: precomputed fence lines, then greedy cuts from left to right."""
+
+    def __init__(self, text: str, max_length: int, length: Callable[[str], int]) -> None:
+        self._text = text
+        self._max = max_length
+        self._length = length
+        self._fences = _Fences(text)
+        self._marks = _Graphemes(text)
+        self._last_non_space = len(text.rstrip()) - 1
+
+    def run(self) -> list[str]:
+        """All parts, left to right."""
+        text = self._text
+        parts: list[str] = []
+        start, reopen = 0, ""
+        while True:
+            self._marks.floor = start
+            limit = self._limit(start, reopen, "", len(text))
+            if limit >= len(text):
+                parts.append(reopen + text[start:])
+                return parts
+            cut, fence = self._cut(start, reopen, limit)
+            close = "" if fence is None else "\n" + fence.close
+            parts.append(reopen + text[start:cut] + close)
+            reopen = "" if fence is None else fence.line + "\n"
+            start = cut
+
+    def _fits(self, start: int, end: int, prefix: str, suffix: str) -> bool:
+        """Whether prefix + text[start:end] + suffix fits in one message."""
+        if self._length is len:
+            return len(prefix) + (end - start) + len(suffix) <= self._max
+        return self._length(prefix + self._text[start:end] + suffix) <= self._max
+
+    def _limit(self, start: int, prefix: str, suffix: str, high: int) -> int:
+        """The largest end <= `high` such that prefix + text[start:end] + suffix fits (or start).
+
+        Gallops from `start` in steps of max_length, then bisects: O(max_length) per call for
+        any `length` that counts each character at least once.
+        """
+        if self._length is len:
+            room = self._max - len(prefix) - len(suffix)
+            return max(start, min(high, start + room))
+        low, step = start, self._max
+        while True:
+            probe = min(high, low + step)
+            if not self._fits(start, probe, prefix, suffix):
+                break
+            low = probe
+            if probe == high:
+                return high
+            step *= 2
+        while probe - low > 1:
+            middle = (low + probe) // 2
+            if self._fits(start, middle, prefix, suffix):
+                low = middle
+            else:
+                probe = middle
+        return low
+
+    def _cut(self, start: int, reopen: str, limit: int) -> tuple[int, FenceState | None]:
+        """Where the part starting at `start` ends, and the code block to close there if any."""
+        while limit > start:
+            cut = self._pick(start, limit)
+            if cut is None:
+                break
+            fence = self._fence_for(cut)
+            suffix = "" if fence is None else "\n" + fence.close
+            if not self._fits(start, cut, reopen, suffix):
+                limit = self._limit(start, reopen, suffix, cut - 1)
+            elif fence is None and self._ambiguous(start, cut):
+                limit = cut - 1
+            else:
+                return cut, fence
+        return self._forced_cut(start, reopen), None
+
+    def _pick(self, start: int, limit: int) -> int | None:
+        """The best cut in (start, limit] by boundary kind and position (see the module doc)."""
+        text, width = self._text, limit - start
+        low = max(start + 1, start + int(width * _LOWEST_FRACTION))
+        runs = [
+            (match.start(), match.end(), text.count("\n", match.start(), match.end()))
+            for match in _SPACE_RUN.finditer(text, low, min(limit + 1, len(text)))
+        ]
+        for fraction, newlines in _TIERS:
+            for begin, end, count in reversed(runs):
+                if begin < start + width * fraction:
+                    break
+                if count >= newlines:
+                    cut = self._run_cut(start, begin, end, limit)
+                    if cut is not None:
+                        return cut
+        return self._hard_cut(start, limit)
+
+    def _run_cut(self, start: int, begin: int, end: int, limit: int) -> int | None:
+        """The cut after as much of the whitespace text[begin:end] as fits, if acceptable."""
+        cut = self._settle(start, self._marks.floor_boundary(min(end, limit)))
+        if cut is None or cut < begin or cut > self._last_non_space:
+            return None
+        return cut if self._clean(start, cut) else None
+
+    def _hard_cut(self, start: int, limit: int) -> int | None:
+        """The latest acceptable grapheme boundary in (start, limit], or None."""
+        first = _NON_SPACE.search(self._text, start)
+        if first is None:
+            return None
+        cut: int | None = self._marks.floor_boundary(min(limit, self._last_non_space))
+        while cut is not None and cut > first.start():
+            settled = self._settle(start, cut)
+            if settled != cut:
+                cut = settled
+            elif self._clean(start, cut):
+                return cut
+            else:
+                cut = self._marks.floor_boundary(cut - 1)
+        return None
+
+    def _settle(self, start: int, cut: int) -> int | None:
+        """`cut`, or the start of the fence line it would split (None if not after `start`)."""
+        line_start = self._fences.line_around(cut)
+        if line_start is None:
+            return cut
+        return line_start if line_start > start else None
+
+    def _clean(self, start: int, cut: int) -> bool:
+        """Whether cutting at `cut` avoids an empty code block on either side of it."""
+        state, opened = self._fences.state_at(cut)
+        if state is None:
+            return True
+        if self._fences.line_starts_at(cut):
+            return False  # the next part would reopen the block only to close it
+        return _NON_SPACE.search(self._text, max(opened, start), cut) is not None
+
+    def _fence_for(self, cut: int) -> FenceState | None:
+        """The code block to close at `cut`: open there, and reopenable with room to progress."""
+        state, _ = self._fences.state_at(cut)
+        if state is None:
+            return None
+        probe = state.line + "\n" + self._marks.cluster_at(cut) + "\n" + state.close
+        return state if self._length(probe) <= self._max else None
+
+    def _ambiguous(self, start: int, cut: int) -> bool:
+        """Whether a plain cut at `cut` would look to join_parts like one with added fences."""
+        newline = self._text.rfind("\n", start, cut)
+        if newline < 0:
+            return False
+        state, _ = self._fences.state_at(newline)
+        return (
+            state is not None
+            and self._text[newline + 1 : cut] == state.close
+            and self._text.startswith(state.line + "\n", cut)
+        )
+
+    def _forced_cut(self, start: int, reopen: str) -> int:
+        """The latest plain cut that fits when no acceptable one does (a pathological text).
+
+        Prefers grapheme boundaries; splits an oversized grapheme cluster only as a last resort.
+        """
+        limit = self._limit(start, reopen, "", len(self._text))
+        cut = self._marks.floor_boundary(limit)
+        while cut > start:
+            if not self._ambiguous(start, cut):
+                return cut
+            cut = self._marks.floor_boundary(cut - 1)
+        for cut in range(limit, start, -1):
+            if not self._ambiguous(start, cut):
+                return cut
+        raise ValueError(f"max_length={self._max} cannot hold {self._text[start]!r}")

@@ -1,0 +1,106 @@
+"""Settings: names, defaults, validation, and secrets kept out of reprs and logs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from core.logs import RedactingFilter, configure_logging
+from core.settings import Settings, SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def example_names() -> dict[str, str]:
+    rows = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            rows[name] = value
+    return rows
+
+
+def test_env_example_lists_every_setting_with_its_default() -> None:
+    rows = example_names()
+    assert set(rows) == {name.upper() for name in Settings.model_fields}
+    from_example = load_settings(ROOT / ".env.example")
+    assert from_example == Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_every_setting_has_a_comment_line() -> None:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    for index, line in enumerate(lines):
+        if line and not line.startswith("#"):
+            assert lines[index - 1].startswith("# "), line
+
+
+def test_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("G4F_FALLBACK_MODELS", "gpt-4o-mini, llama-3.3-70b ,")
+    monkeypatch.setenv("ALLOWED_USER_IDS", "1,telegram:2")
+    settings = load_settings(None)
+    assert settings.g4f_fallback_models == ("gpt-4o-mini", "llama-3.3-70b")
+    assert settings.allowed_user_ids == ("1", "telegram:2")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("G4F_TIMEOUT_IDLE", "-1", "invalid setting G4F_TIMEOUT_IDLE: Input should be greater than 0"),
+        ("BRIDGE_LOG_FORMAT", "xml", "invalid setting BRIDGE_LOG_FORMAT: Input should be 'text' or 'json'"),
+        ("DISCORD_GATEWAY_URL", "http://x", "invalid setting DISCORD_GATEWAY_URL: must be a ws:// or wss:// URL"),
+        ("G4F_API_KEY_HEADER", "bad header", "invalid setting G4F_API_KEY_HEADER: must be an HTTP header name"),
+    ],
+)
+def test_invalid_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None)
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_secrets_stay_out_of_reprs_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_TOKEN", "999:secret-value-for-test")
+    monkeypatch.setenv("G4F_API_KEY", "api-secret-value")
+    settings = load_settings(None)
+    assert "secret-value" not in repr(settings) and "secret-value" not in str(settings)
+    monkeypatch.setenv("G4F_TIMEOUT_TOTAL", "api-secret-value")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None)
+    assert "api-secret-value" not in str(caught.value)
+
+
+def test_auth_header_forms() -> None:
+    s = Settings(_env_file=None, g4f_api_key="k1")  # type: ignore[call-arg]
+    assert s.auth_headers() == {"g4f-api-key": "k1"}
+    s = Settings(_env_file=None, g4f_api_key="k1", g4f_api_key_header="Authorization")  # type: ignore[call-arg]
+    assert s.auth_headers() == {"Authorization": "Bearer k1"}
+    assert Settings(_env_file=None).auth_headers() == {}  # type: ignore[call-arg]
+    assert Settings(_env_file=None).api_root_url == "http://localhost:1337"  # type: ignore[call-arg]
+
+
+def test_logs_never_show_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, telegram_token="123:tok-SECRET", bridge_log_format="json"
+    )
+    configure_logging(settings)
+    try:
+        logging.getLogger("telegram.ext").warning("POST https://x/bot%s/getMe", "123:tok-SECRET")
+        try:
+            raise RuntimeError("failed with 123:tok-SECRET")
+        except RuntimeError:
+            logging.getLogger("core").exception("boom")
+    finally:
+        logging.getLogger().handlers.clear()
+    err = capsys.readouterr().err
+    assert "tok-SECRET" not in err
+    assert '"message": "POST https://x/bot***/getMe"' in err
+    assert "failed with ***" in err
+
+
+def test_redacting_filter_ignores_tiny_values() -> None:
+    assert RedactingFilter(["ab", "long-secret"]).redact("ab long-secret") == "ab ***"
