@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 REGENERATE_BUTTON = Button("regenerate", "🔁 Regenerate")
 ACTIVITY_REPEAT = 4.0  # chat actions fade after ~5 s
 MAX_PROMPT_CHARS = 16_000
+TRIMMED_NOTICE = "ℹ️ Older messages were left out to fit the history limit."
 
 ModelKind = Literal["chat", "image", "all"]
 
@@ -245,9 +246,9 @@ class Bridge:
 
     async def _history(self, where: Where, parent: int | None, prompt: str) -> History:
         s = self.settings
-        earlier = (
-            await self.store.chain(parent, limit=s.bridge_history_max_messages) if parent else []
-        )
+        # One turn more than fits tells whether anything was left out.
+        limit = s.bridge_history_max_messages + 1
+        earlier = await self.store.chain(parent, limit=limit) if parent else []
         return build_history(
             await self.system_prompt_for(where),
             earlier,
@@ -273,10 +274,8 @@ class Bridge:
             )
 
         notes = []
-        if history.dropped:
-            notes.append(
-                f"ℹ️ {history.dropped} earlier message(s) were left out to fit the history limit."
-            )
+        if history.trimmed:
+            notes.append(TRIMMED_NOTICE)
         options = RenderOptions(
             show_reasoning=self.settings.bridge_show_reasoning,
             final_buttons=(REGENERATE_BUTTON,),
@@ -303,7 +302,7 @@ class Bridge:
             model=answering.model,
             messages=tuple(result.messages),
             turn_id=turn_id,
-            dropped_turns=history.dropped,
+            history_trimmed=history.trimmed,
             error=result.error.user_message if result.error else None,
         )
 

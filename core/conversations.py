@@ -7,7 +7,7 @@ Rules:
   it is reset or has been idle for the configured minutes.
 - Elsewhere, a message that is not a reply starts a new conversation.
 - History is trimmed oldest first to a message count and a character budget; the system prompt
-  and the new message are never dropped, and the result says how many turns were dropped.
+  and the new message are never dropped, and the result says whether anything was left out.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ class Where:
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """The messages to send, and how many earlier turns did not fit."""
+    """The messages to send, and whether earlier turns were left out."""
 
     messages: list[ChatMessage]
-    dropped: int
+    trimmed: bool
 
 
 async def find_parent(
@@ -92,5 +92,5 @@ def build_history(
     # A history that starts with an assistant turn lost its question: drop it too.
     while kept and kept[0].role == "assistant":
         kept.pop(0)
-    dropped = len([t for t in earlier if t.role != "system"]) - len(kept)
-    return History([*fixed, *kept, new], dropped)
+    trimmed = len([t for t in earlier if t.role != "system"]) > len(kept)
+    return History([*fixed, *kept, new], trimmed)

@@ -48,7 +48,7 @@ class Answered:
     model: str
     messages: tuple[MessageRef, ...]
     turn_id: int | None
-    dropped_turns: int = 0
+    history_trimmed: bool = False
     error: str | None = None
 
 

@@ -153,10 +153,10 @@ class TestConversations:
             "You said: two",
             "three",
         ]
-        assert third.dropped_turns == 2
+        assert third.history_trimmed
         shown = chat.messages[third.messages[-1].id]
         assert shown == (
-            "You said: three\n\nℹ️ 2 earlier message(s) were left out to fit the history limit."
+            "You said: three\n\nℹ️ Older messages were left out to fit the history limit."
         )
         assert third.text == "You said: three"
 
@@ -164,7 +164,7 @@ class TestConversations:
         self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
     ) -> None:
         bridge = await open_bridge(bridge_history_max_chars=100)
-        g4f.answers["long"] = "x" * 60
+        g4f.answers["long"] = "x" * 80
         await ask(bridge, chat, "long")
         await ask(bridge, chat, "short")
         await ask(bridge, chat, "last")

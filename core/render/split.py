@@ -56,6 +56,7 @@ __all__ = [
     "join_parts",
     "open_fence_at_end",
     "split_text",
+    "unwrap_parts",
 ]
 
 MIN_MAX_LENGTH = 16
@@ -175,6 +176,15 @@ def join_parts(parts: Sequence[str]) -> str:
     The fence lines split_text added are recognised by re-reading the fence state of the text
     rebuilt so far (see the module docstring); nothing is marked in the parts themselves.
     """
+    return "".join(unwrap_parts(parts))
+
+
+def unwrap_parts(parts: Sequence[str]) -> list[str]:
+    """The original text of each part of a split: `parts` without the fence lines split_text added.
+
+    Raises ValueError if a part that must reopen a code block does not start with its opening line
+    (the parts did not come from split_text).
+    """
     scanner = _LineScanner()
     pieces: list[str] = []
     reopen: str | None = None
@@ -187,7 +197,7 @@ def join_parts(parts: Sequence[str]) -> str:
         following = parts[index + 1] if index + 1 < len(parts) else None
         original, reopen = _strip_added_close(scanner, body, following)
         pieces.append(original)
-    return "".join(pieces)
+    return pieces
 
 
 def _strip_added_close(

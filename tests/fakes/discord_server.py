@@ -411,9 +411,7 @@ class FakeDiscord:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self._port = int(server.sockets[0].getsockname()[1])
+        self._port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         """Close gateway sockets, finish background sends and shut the server down."""
@@ -1155,6 +1153,9 @@ class FakeDiscord:
         except ApiError as err:
             status, payload = err.status, err.body
             headers = {**headers, **err.headers}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Malformed input (bad ids, wrong JSON shapes): a 400 rather than a retried 500.
+            status, payload = 400, {"message": f"Invalid Form Body ({exc!r})", "code": 50035}
         self.calls.append(
             RestCall(
                 method=request.method,
@@ -1181,7 +1182,8 @@ class FakeDiscord:
                 continue
             if route.method == method:
                 return route, found.groupdict()
-            path_known = path_known or found.groupdict()
+            if path_known is None:
+                path_known = found.groupdict()
         return None, path_known
 
     @staticmethod
