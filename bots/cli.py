@@ -128,6 +128,30 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK if problems == 0 else EXIT_UPSTREAM
 
 
+async def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
+    """The interactive terminal chat."""
+    from bots.terminal import chat
+    from core.bridge import Bridge
+
+    bridge = await Bridge.open(settings)
+    try:
+        return await chat(bridge)
+    finally:
+        await bridge.close()
+
+
+async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the configured platforms (the main job)."""
+    from bots.run import RunError, run
+
+    requested = args.platform.split(",") if args.platform else None
+    try:
+        return await run(settings, requested)
+    except RunError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+
+
 def _slug(text: str) -> str:
     slug = "".join(c if c.isalnum() else "-" for c in text.lower())[:40].strip("-")
     return "-".join(filter(None, slug.split("-"))) or "image"
@@ -160,6 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="check settings, the API and platform tokens")
     check.set_defaults(handler=cmd_check)
+
+    chat = sub.add_parser("chat", help="chat in the terminal (Ctrl-C stops an answer)")
+    chat.set_defaults(handler=cmd_chat)
+
+    run = sub.add_parser("run", help="serve Discord and Telegram (terminal chat when neither)")
+    run.add_argument(
+        "--platform",
+        help="comma list of platforms to start (default: every one whose token is set)",
+    )
+    run.set_defaults(handler=cmd_run)
     return parser
 
 

@@ -111,11 +111,13 @@ class Bridge:
 
     # --- access -----------------------------------------------------------------------------
     def is_admin(self, where: Where) -> bool:
-        return self.policy.is_admin(platform=where.platform, user_id=where.user_id)
+        return where.is_operator or self.policy.is_admin(
+            platform=where.platform, user_id=where.user_id
+        )
 
     def check_access(self, where: Where) -> Refusal | None:
         """None when the user may use the bot here; else a refusal (quiet after the first)."""
-        allowed = self.policy.is_allowed(
+        allowed = where.is_operator or self.policy.is_allowed(
             platform=where.platform,
             user_id=where.user_id,
             chat_id=where.chat_id,

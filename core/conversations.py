@@ -20,13 +20,17 @@ from core.store.base import ChatKey, ConversationStore, MessageKey, Turn
 
 @dataclass(frozen=True, slots=True)
 class Where:
-    """Where a message was written, in platform-neutral terms."""
+    """Where a message was written, in platform-neutral terms.
+
+    `is_operator`: the person running the bot (the terminal chat): always allowed, an admin.
+    """
 
     platform: str
     chat_id: str
     user_id: str
     guild_id: str | None = None
     is_private: bool = False
+    is_operator: bool = False
 
     @property
     def chat(self) -> ChatKey:

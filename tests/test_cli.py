@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 async def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, stdin: bytes = b""
 ) -> tuple[int, str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("G4F_", "BRIDGE_"))}
     clean["PYTHONPATH"] = str(ROOT)
@@ -28,10 +28,11 @@ async def run_cli(
         *args,
         env=clean,
         cwd=cwd or os.getcwd(),
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 
 import pytest
-from core.render.split import join_parts
 
 from core.api_models import StreamDelta
 from core.errors import ProviderFailed, UpstreamTimeout
@@ -18,6 +17,7 @@ from core.render.renderer import (
     RenderResult,
     StreamRenderer,
 )
+from core.render.split import join_parts
 from core.render.surface import Button
 from tests.fakes.clock import ManualClock
 from tests.fakes.surface import ChatServer, RecordingSurface, ScriptedStream, words

@@ -47,10 +47,26 @@ def test_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("G4F_TIMEOUT_IDLE", "-1", "invalid setting G4F_TIMEOUT_IDLE: Input should be greater than 0"),
-        ("BRIDGE_LOG_FORMAT", "xml", "invalid setting BRIDGE_LOG_FORMAT: Input should be 'text' or 'json'"),
-        ("DISCORD_GATEWAY_URL", "http://x", "invalid setting DISCORD_GATEWAY_URL: must be a ws:// or wss:// URL"),
-        ("G4F_API_KEY_HEADER", "bad header", "invalid setting G4F_API_KEY_HEADER: must be an HTTP header name"),
+        (
+            "G4F_TIMEOUT_IDLE",
+            "-1",
+            "invalid setting G4F_TIMEOUT_IDLE: Input should be greater than 0",
+        ),
+        (
+            "BRIDGE_LOG_FORMAT",
+            "xml",
+            "invalid setting BRIDGE_LOG_FORMAT: Input should be 'text' or 'json'",
+        ),
+        (
+            "DISCORD_GATEWAY_URL",
+            "http://x",
+            "invalid setting DISCORD_GATEWAY_URL: must be a ws:// or wss:// URL",
+        ),
+        (
+            "G4F_API_KEY_HEADER",
+            "bad header",
+            "invalid setting G4F_API_KEY_HEADER: must be an HTTP header name",
+        ),
     ],
 )
 def test_invalid_values_name_the_variable(

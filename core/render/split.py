@@ -71,17 +71,17 @@ LINE_MIN_FRACTION = 0.5
 WORD_MIN_FRACTION = 2 / 3
 """A word break is used only if it starts at least this far into the window (its last third)."""
 
-_TIERS = (
-    (PARAGRAPH_MIN_FRACTION, 2),
-    (LINE_MIN_FRACTION, 1),
-    (WORD_MIN_FRACTION, 0),
-)  # (minimal position in the window, newlines the whitespace must hold), best first
-_LOWEST_FRACTION = min(fraction for fraction, _ in _TIERS)
+# (lowest position in the window, the core of such a break, searched from the right), best first
+_BREAKS = (
+    (PARAGRAPH_MIN_FRACTION, regex.compile(r"(?r)\n[^\S\n]*\n")),
+    (LINE_MIN_FRACTION, regex.compile(r"(?r)\n")),
+    (WORD_MIN_FRACTION, regex.compile(r"(?r)\s")),
+)
 
 _FENCE_LINE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
 _FENCE_LINES = re.compile(r"^ {0,3}(?:`{3,}|~{3,}).*", re.MULTILINE)
-_SPACE_RUN = re.compile(r"(?<!\s)\s+")
-_NON_SPACE = re.compile(r"\S")
+_NON_SPACE = regex.compile(r"\S")
+_LAST_NON_SPACE = regex.compile(r"(?r)\S")
 
 _CLUSTER = regex.compile(r"\X")
 _BREAK_BEFORE = r"[\p{Grapheme_Cluster_Break=Other}\p{Grapheme_Cluster_Break=Control}\n]"
@@ -253,6 +253,7 @@ class _Fences:
     def __init__(self, text: str) -> None:
         self._line_starts: list[int] = []
         self._line_ends: list[int] = []
+        self._closes: list[bool] = []
         self._change_at: list[int] = []
         self._states: list[FenceState | None] = []
         state: FenceState | None = None
@@ -260,6 +261,7 @@ class _Fences:
             self._line_starts.append(match.start())
             self._line_ends.append(match.end())
             new = _step(state, match.group(0))
+            self._closes.append(state is not None and new is None)
             if new is not state and match.end() < len(text):
                 self._change_at.append(match.end() + 1)
                 self._states.append(new)
@@ -283,10 +285,10 @@ class _Fences:
             return self._line_starts[index]
         return None
 
-    def line_starts_at(self, pos: int) -> bool:
-        """Whether a fence line starts at `pos`."""
+    def closing_line_at(self, pos: int) -> bool:
+        """Whether the line starting at `pos` closes the code block open there."""
         index = self._line_index(pos)
-        return index >= 0 and self._line_starts[index] == pos
+        return index >= 0 and self._line_starts[index] == pos and self._closes[index]
 
 
 class _Graphemes:
@@ -307,7 +309,7 @@ class _Graphemes:
         safe = _LAST_SAFE_PAIR.search(text, self.floor, pos)
         anchor = safe.end() if safe is not None else self.floor
         last = anchor
-        for cluster in _CLUSTER.finditer(text, anchor):
+        for cluster in _CLUSTER.finditer(text, anchor, pos + 1):
             if cluster.end() > pos:
                 break
             last = cluster.end()
@@ -328,7 +330,8 @@ class _Splitter:
         self._length = length
         self._fences = _Fences(text)
         self._marks = _Graphemes(text)
-        self._last_non_space = len(text.rstrip()) - 1
+        last = _LAST_NON_SPACE.search(text)
+        self._last_non_space: int = -1 if last is None else last.start()
 
     def run(self) -> list[str]:
         """All parts, left to right."""
@@ -397,21 +400,34 @@ class _Splitter:
 
     def _pick(self, start: int, limit: int) -> int | None:
         """The best cut in (start, limit] by boundary kind and position (see the module doc)."""
-        text, width = self._text, limit - start
-        low = max(start + 1, start + int(width * _LOWEST_FRACTION))
-        runs = [
-            (match.start(), match.end(), text.count("\n", match.start(), match.end()))
-            for match in _SPACE_RUN.finditer(text, low, min(limit + 1, len(text)))
-        ]
-        for fraction, newlines in _TIERS:
-            for begin, end, count in reversed(runs):
-                if begin < start + width * fraction:
-                    break
-                if count >= newlines:
-                    cut = self._run_cut(start, begin, end, limit)
-                    if cut is not None:
-                        return cut
+        for fraction, pattern in _BREAKS:
+            cut = self._break_cut(start, limit, start + (limit - start) * fraction, pattern)
+            if cut is not None:
+                return cut
         return self._hard_cut(start, limit)
+
+    def _break_cut(
+        self, start: int, limit: int, lowest: float, pattern: regex.Pattern[str]
+    ) -> int | None:
+        """The latest acceptable cut in whitespace that holds `pattern` and begins at `lowest`+.
+
+        Searches from the right, so a window costs about the distance to the break found.
+        """
+        text = self._text
+        end = min(limit + 1, len(text))
+        while True:
+            match = pattern.search(text, int(lowest), end)
+            if match is None:
+                return None
+            before = _LAST_NON_SPACE.search(text, start, match.start())
+            begin = start if before is None else int(before.end())
+            if begin < lowest or begin <= start:
+                return None
+            after = _NON_SPACE.search(text, match.end(), end)
+            cut = self._run_cut(start, begin, end if after is None else int(after.start()), limit)
+            if cut is not None:
+                return cut
+            end = begin
 
     def _run_cut(self, start: int, begin: int, end: int, limit: int) -> int | None:
         """The cut after as much of the whitespace text[begin:end] as fits, if acceptable."""
@@ -422,7 +438,7 @@ class _Splitter:
 
     def _hard_cut(self, start: int, limit: int) -> int | None:
         """The latest acceptable grapheme boundary in (start, limit], or None."""
-        first = _NON_SPACE.search(self._text, start)
+        first = _NON_SPACE.search(self._text, start, limit)
         if first is None:
             return None
         cut: int | None = self._marks.floor_boundary(min(limit, self._last_non_space))
@@ -448,7 +464,7 @@ class _Splitter:
         state, opened = self._fences.state_at(cut)
         if state is None:
             return True
-        if self._fences.line_starts_at(cut):
+        if self._fences.closing_line_at(cut):
             return False  # the next part would reopen the block only to close it
         return _NON_SPACE.search(self._text, max(opened, start), cut) is not None
 

@@ -89,3 +89,28 @@ class InstantClock:
     def advance(self, seconds: float) -> None:
         """Move time on (e.g. to let a conversation go idle)."""
         self._now += seconds
+
+
+class ScaledClock:
+    """Implements `core.clock.Clock` on real time running `factor` times faster.
+
+    For end-to-end tests through real platform libraries: give the same clock to the bridge and to
+    the emulated platform, and a 3-second edit interval passes in 3/factor real seconds while every
+    rule (and every rate limit) still holds in clock time.
+    """
+
+    def __init__(self, factor: float = 10.0) -> None:
+        import time
+
+        self.factor = factor
+        self._origin = time.monotonic()
+        self._monotonic = time.monotonic
+
+    def now(self) -> float:
+        return 1000.0 + (self._monotonic() - self._origin) * self.factor
+
+    def wall(self) -> float:
+        return 1_800_000_000.0 + self.now()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self.factor)

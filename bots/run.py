@@ -1,0 +1,99 @@
+"""`g4f-bridge run`: serve every platform whose token is set, all sharing one core.
+
+With no token set it starts the terminal chat and says how to add a platform. It runs until
+SIGINT/SIGTERM, then stops every adapter and closes the store and the API client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from core.bridge import Bridge
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PLATFORMS = ("discord", "telegram")
+Serve = Callable[[Bridge], Coroutine[Any, Any, None]]
+
+
+class RunError(Exception):
+    """The run cannot start (a usage problem); the message is one line for the user."""
+
+
+def choose_platforms(settings: Settings, requested: Sequence[str] | None) -> list[str]:
+    """The platforms to start: the requested ones (each needs its token) or all configured."""
+    tokens = {"discord": settings.discord_token, "telegram": settings.telegram_token}
+    if not requested:
+        return [p for p in PLATFORMS if tokens[p] is not None]
+    chosen = []
+    for name in requested:
+        name = name.strip().lower()
+        if name not in PLATFORMS:
+            raise RunError(f"unknown platform {name!r}; choose from {', '.join(PLATFORMS)}")
+        if tokens[name] is None:
+            raise RunError(f"{name.upper()}_TOKEN is not set, so {name} cannot start")
+        chosen.append(name)
+    return chosen
+
+
+def _server(platform: str) -> Serve:
+    if platform == "telegram":
+        from bots.telegram.app import serve as telegram_serve
+
+        return telegram_serve
+    from bots.discord.app import serve as discord_serve
+
+    return discord_serve
+
+
+async def run(settings: Settings, requested: Sequence[str] | None = None) -> int:
+    """Start the adapters (or the terminal chat) and serve until stopped."""
+    platforms = choose_platforms(settings, requested)
+    bridge = await Bridge.open(settings)
+    try:
+        if not platforms:
+            from bots.terminal import chat
+
+            print(
+                "No platform token is set: starting the terminal chat. To serve Discord or "
+                "Telegram, set DISCORD_TOKEN or TELEGRAM_TOKEN in .env (see .env.example).",
+                file=sys.stderr,
+            )
+            return await chat(bridge)
+        return await _serve_until_stopped(bridge, platforms)
+    finally:
+        await bridge.close()
+
+
+async def _serve_until_stopped(bridge: Bridge, platforms: list[str]) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks: dict[asyncio.Task[None], str] = {
+        asyncio.create_task(_server(p)(bridge), name=p): p for p in platforms
+    }
+    log.info("serving %s", ", ".join(platforms))
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in [*tasks, stopper]:
+            task.cancel()
+        results = await asyncio.gather(*tasks, stopper, return_exceptions=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    failed = [
+        (tasks[t], r)
+        for t, r in zip(tasks, results, strict=False)
+        if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
+    ]
+    for platform, error in failed:
+        log.error("%s stopped: %s", platform, error, exc_info=error)
+    return 1 if failed or stopper not in done else 0
