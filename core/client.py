@@ -31,6 +31,7 @@ from core.api_models import (
     ModelInfo,
     ModelList,
     StreamDelta,
+    Usage,
 )
 from core.clock import Clock, SystemClock
 from core.errors import (
@@ -254,8 +255,8 @@ class G4FClient:
                 events = EventSource(response).aiter_sse()
                 first = await anext(events, None)
                 opened = _OpenStream(response, events, first)
-                if first is not None:
-                    self._raise_if_error_event(first, partial="")
+                if first is not None and '"error"' in first.data:
+                    _event_deltas(first.data, [])  # raises for the error event
                 return opened
         except TimeoutError:
             if response is not None:
@@ -273,57 +274,30 @@ class G4FClient:
     ) -> AsyncIterator[StreamDelta]:
         """Yield deltas from an open stream, applying the idle and total timeouts."""
         s = self.settings
-        loop = asyncio.get_running_loop()
-        total_deadline = loop.time() + s.g4f_timeout_total
+        watchdog = _Watchdog(s.g4f_timeout_idle, s.g4f_timeout_total)
         event: ServerSentEvent | None = opened.first
-        while event is not None:
-            if event.data.strip() == "[DONE]":
-                opened.done = True
-                return
-            self._raise_if_error_event(event, partial="".join(text))
-            for delta in self._event_deltas(event):
-                text.append(delta.content)
-                yield delta
-            idle_deadline = loop.time() + s.g4f_timeout_idle
-            phase = "idle" if idle_deadline < total_deadline else "total"
-            try:
-                async with asyncio.timeout_at(min(idle_deadline, total_deadline)):
-                    event = await anext(opened.events, None)
-            except TimeoutError:
-                seconds = s.g4f_timeout_idle if phase == "idle" else s.g4f_timeout_total
-                raise UpstreamTimeout(phase, seconds, partial_text="".join(text)) from None
-            except httpx.TransportError as exc:
-                raise AnswerCutOff(
-                    detail=f"connection dropped mid-answer: {exc!r}", partial_text="".join(text)
-                ) from None
-
-    def _event_deltas(self, event: ServerSentEvent) -> list[StreamDelta]:
         try:
-            chunk = ChatCompletion.model_validate_json(event.data)
-        except ValidationError:
-            log.warning("skipping unreadable stream event: %.200s", event.data)
-            return []
-        deltas = []
-        for choice in chunk.choices[:1]:
-            d = choice.delta or choice.message
-            content = (d.content if d else None) or ""
-            reasoning = ((d.reasoning or d.reasoning_content) if d else None) or ""
-            if content or reasoning or choice.finish_reason or chunk.usage:
-                deltas.append(StreamDelta(content, reasoning, choice.finish_reason, chunk.usage))
-        if not chunk.choices and chunk.usage:
-            deltas.append(StreamDelta(usage=chunk.usage))
-        return deltas
-
-    def _raise_if_error_event(self, event: ServerSentEvent, *, partial: str) -> None:
-        if '"error"' not in event.data:
-            return
-        try:
-            data = json.loads(event.data)
-        except json.JSONDecodeError:
-            return
-        if isinstance(data, dict) and data.get("error"):
-            message = _error_message(data)
-            raise ProviderFailed(detail=f"in-stream error: {message}", partial_text=partial)
+            while event is not None:
+                if event.data.strip() == "[DONE]":
+                    opened.done = True
+                    return
+                for delta in _event_deltas(event.data, text):
+                    text.append(delta.content)
+                    yield delta
+                try:
+                    event = await watchdog.wait(anext(opened.events, None))
+                except httpx.TransportError as exc:
+                    raise AnswerCutOff(
+                        detail=f"connection dropped mid-answer: {exc!r}",
+                        partial_text="".join(text),
+                    ) from None
+                except _Expired as expired:
+                    seconds = s.g4f_timeout_idle if expired.phase == "idle" else s.g4f_timeout_total
+                    raise UpstreamTimeout(
+                        expired.phase, seconds, partial_text="".join(text)
+                    ) from None
+        finally:
+            watchdog.close()
 
     @staticmethod
     def _whole_as_delta(completion: ChatCompletion) -> StreamDelta:
@@ -470,6 +444,91 @@ class G4FClient:
             return model_type.model_validate_json(content)  # type: ignore[attr-defined, no-any-return]
         except ValidationError as exc:
             raise BadResponse(detail=f"{model_type.__name__}: {exc.errors()[:1]}") from None
+
+
+def _event_deltas(data: str, text: list[str]) -> list[StreamDelta]:
+    """The deltas of one stream event (parsed with json, not pydantic: this is the hot path).
+
+    Raises ProviderFailed for the in-stream error event, with the text so far.
+    """
+    try:
+        chunk = json.loads(data)
+    except json.JSONDecodeError:
+        log.warning("skipping unreadable stream event: %.200s", data)
+        return []
+    if not isinstance(chunk, dict):
+        return []
+    if chunk.get("error"):
+        message = _error_message(chunk)
+        raise ProviderFailed(detail=f"in-stream error: {message}", partial_text="".join(text))
+    raw_usage = chunk.get("usage")
+    usage = Usage.model_validate(raw_usage) if isinstance(raw_usage, dict) else None
+    choices = chunk.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        return [StreamDelta(usage=usage)] if usage else []
+    choice = choices[0]
+    delta = choice.get("delta") or choice.get("message") or {}
+    content = delta.get("content") or ""
+    reasoning = delta.get("reasoning") or delta.get("reasoning_content") or ""
+    finish = choice.get("finish_reason")
+    if not (content or reasoning or finish or usage):
+        return []
+    if not isinstance(content, str) or not isinstance(reasoning, str):
+        return []
+    return [StreamDelta(content, reasoning, finish if isinstance(finish, str) else None, usage)]
+
+
+class _Expired(Exception):
+    def __init__(self, phase: str) -> None:
+        self.phase = phase
+
+
+class _Watchdog:
+    """Idle and total deadlines for a stream, without a timer per event.
+
+    Each `wait` records activity; one timer fires at the current deadline and, when there was
+    activity since it was armed, re-arms for the new deadline. It only interrupts a `wait` (time
+    the consumer spends between events is not the upstream's idleness).
+    """
+
+    def __init__(self, idle: float, total: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._idle = idle
+        now = self._loop.time()
+        self._end = now + total
+        self._last = now
+        self._waiter: asyncio.Task[Any] | None = None
+        self._expired: str | None = None
+        self._handle = self._loop.call_at(self._deadline(), self._check)
+
+    def _deadline(self) -> float:
+        return min(self._last + self._idle, self._end)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if now < self._deadline() or self._waiter is None:
+            self._handle = self._loop.call_at(max(self._deadline(), now + 0.05), self._check)
+            return
+        self._expired = "idle" if self._last + self._idle <= self._end else "total"
+        self._waiter.cancel()
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiter = task
+        try:
+            result = await awaitable
+        except asyncio.CancelledError:
+            if self._expired is not None and task.uncancel() == 0:
+                raise _Expired(self._expired) from None
+            raise
+        finally:
+            self._waiter = None
+        self._last = self._loop.time()
+        return result
+
+    def close(self) -> None:
+        self._handle.cancel()
 
 
 class _EndpointMissing(UpstreamError):

@@ -1,6 +1,9 @@
 """Write budgets: how often a bot may write to one chat, shared by every answer in that chat.
 
-A budget is a token bucket on a `Clock`: `burst` writes back to back, then one per `interval`.
+A budget is a token bucket on a `Clock`: `burst` writes back to back, then one per `interval`,
+counted from when the previous write *completed* (`done`): a platform counts from when it received
+a write, which lies between its start and its completion, so counting from completion keeps
+writes at least `interval` apart at the platform however much each call's latency varies.
 Waiters are served first come, first served, so answers streaming in one chat take turns. When the
 platform still says "retry after N", `penalize` blocks the whole chat for N seconds. Budgets of
 different chats are independent: one chat's wait never slows another.
@@ -69,6 +72,10 @@ class RateBudget:
             # Cancelled while queued behind someone else.
             with contextlib.suppress(ValueError):
                 self._waiters.remove(fut)
+
+    def done(self) -> None:
+        """A write taken with `acquire` completed: refill counts from now."""
+        self._updated = max(self._updated, self._clock.now())
 
     def penalize(self, retry_after: float) -> None:
         """The platform refused a write: no write in this chat for `retry_after` seconds."""

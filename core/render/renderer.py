@@ -224,6 +224,7 @@ class StreamRenderer:
             try:
                 await write()
             except SurfaceRateLimited as exc:
+                self._budget.done()
                 self._result.rate_limited += 1
                 log.info("rate limited, retrying in %.1fs", exc.retry_after)
                 self._budget.penalize(exc.retry_after)
@@ -235,6 +236,7 @@ class StreamRenderer:
                 log.warning("giving up on this answer's messages: %r", exc)
                 self._abort(Outcome.FORBIDDEN)
             else:
+                self._budget.done()
                 self._result.writes += 1
                 if self._result.first_visible_at is None and self._answer:
                     self._result.first_visible_at = self._clock.now()

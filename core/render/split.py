@@ -16,6 +16,7 @@ Where a part ends
       a combining sequence, a ZWJ emoji or a flag is never broken).
 
     The whitespace of a break ends the earlier part, as far as it fits; the rest starts the next.
+    Whitespace after the break's last line break is the next line's indentation and stays with it.
     A cut never leaves a part (or the remainder) without a non-space character, except where the
     text itself has a whitespace run too long for one message.
 
@@ -182,18 +183,14 @@ def join_parts(parts: Sequence[str]) -> str:
 def unwrap_parts(parts: Sequence[str]) -> list[str]:
     """The original text of each part of a split: `parts` without the fence lines split_text added.
 
-    Raises ValueError if a part that must reopen a code block does not start with its opening line
-    (the parts did not come from split_text).
+    A part is taken to reopen a code block only if the part before it ends with that block's
+    close, so any list of strings is accepted (those not from split_text are simply joined).
     """
     scanner = _LineScanner()
     pieces: list[str] = []
     reopen: str | None = None
     for index, part in enumerate(parts):
-        body = part
-        if reopen is not None:
-            if not part.startswith(reopen):
-                raise ValueError(f"part {index} does not reopen the code block with {reopen!r}")
-            body = part[len(reopen) :]
+        body = part if reopen is None else part[len(reopen) :]
         following = parts[index + 1] if index + 1 < len(parts) else None
         original, reopen = _strip_added_close(scanner, body, following)
         pieces.append(original)
@@ -399,7 +396,12 @@ class _Splitter:
         return self._forced_cut(start, reopen), None
 
     def _pick(self, start: int, limit: int) -> int | None:
-        """The best cut in (start, limit] by boundary kind and position (see the module doc)."""
+        """The best cut in (start, limit] by boundary kind and position (see the module doc).
+
+        The window ends at the last non-space character at the latest: a cut after it would leave
+        a whitespace-only remainder.
+        """
+        limit = min(limit, self._last_non_space)
         for fraction, pattern in _BREAKS:
             cut = self._break_cut(start, limit, start + (limit - start) * fraction, pattern)
             if cut is not None:
@@ -430,8 +432,14 @@ class _Splitter:
             end = begin
 
     def _run_cut(self, start: int, begin: int, end: int, limit: int) -> int | None:
-        """The cut after as much of the whitespace text[begin:end] as fits, if acceptable."""
-        cut = self._settle(start, self._marks.floor_boundary(min(end, limit)))
+        """The cut after as much of the whitespace text[begin:end] as fits, if acceptable.
+
+        If that whitespace holds a line break, the cut follows the line break, so that the next
+        line keeps its indentation (code, nested lists).
+        """
+        stop = min(end, limit)
+        newline = self._text.rfind("\n", begin, stop)
+        cut = self._settle(start, self._marks.floor_boundary(stop if newline < 0 else newline + 1))
         if cut is None or cut < begin or cut > self._last_non_space:
             return None
         return cut if self._clean(start, cut) else None

@@ -370,13 +370,21 @@ class FakeDiscord:
         interaction_token_ttl: float = 900.0,
         rate_limit: int = 5,
         rate_limit_window: float = 5.0,
+        header_time_scale: float = 1.0,
     ) -> None:
+        """`header_time_scale`: rate-limit windows run on `clock`, but discord.py waits the
+        times the headers report in real seconds; with a clock running N times faster than real
+        time pass N, and reported times are divided by it (1.0: report clock seconds as they are).
+        """
+        if header_time_scale <= 0:
+            raise ValueError("header_time_scale must be positive")
         self.token = token
         self._clock = clock
         self.enforce_rate_limits = enforce_rate_limits
         self.interaction_token_ttl = interaction_token_ttl
         self.rate_limit = rate_limit
         self.rate_limit_window = rate_limit_window
+        self.header_time_scale = header_time_scale
 
         self.calls: list[RestCall] = []
         self.rate_limited = 0
@@ -1236,7 +1244,7 @@ class FakeDiscord:
         )
         if now >= bucket.reset_at:
             bucket.count, bucket.reset_at = 0, now + bucket.window
-        reset_after = max(bucket.reset_at - now, 0.001)
+        reset_after = max((bucket.reset_at - now) / self.header_time_scale, 0.001)
         base = {
             "X-RateLimit-Limit": str(bucket.limit),
             "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",

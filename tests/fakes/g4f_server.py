@@ -14,6 +14,7 @@ import base64
 import binascii
 import contextlib
 import json
+import random
 import re
 import secrets
 import signal
@@ -399,7 +400,8 @@ class FakeG4F:
         self.big_image_size = 3 * 1024 * 1024
         self.stream_delay = 0.0
         self.chunk_size_words = 1
-        self.disabled_paths: set[str] = set()  # answered 404 like a server without the route
+        self.disabled_paths: set[str] = set()
+        self.answer_words = 0  # > 0: default answers are long (see long_answer)  # answered 404 like a server without the route
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._inflight: dict[int, web.Request] = {}
@@ -459,7 +461,12 @@ class FakeG4F:
         return [r for r in self.requests if r.method == "POST" and r.path == "/v1/chat/completions"]
 
     def default_answer(self, prompt: str) -> str:
-        """The deterministic answer used when `answers` has no entry for the prompt."""
+        """The deterministic answer used when `answers` has no entry for the prompt.
+
+        With `answer_words` set (the benchmark), a long prose-and-code answer of that many words.
+        """
+        if self.answer_words:
+            return long_answer(prompt, self.answer_words)
         return f"You said: {prompt}"
 
     def answer_for(self, prompt: str) -> str:
@@ -880,18 +887,41 @@ def _basic_password(token: str) -> str:
 # ---------------------------------------------------------------------- standalone
 
 
+def long_answer(prompt: str, words: int) -> str:
+    """A deterministic, realistic answer: paragraphs, a list, a code block, some emoji."""
+    rng = random.Random(prompt)
+    vocabulary = (
+        "the model streams tokens quickly while users wait for a helpful reply about code "
+        "and data with some longer explanations of configuration options 🙂 naïve café"
+    ).split()
+    out: list[str] = []
+    for index in range(words):
+        out.append(rng.choice(vocabulary))
+        if index % 40 == 39:
+            out.append("\n\n")
+        elif index % 97 == 96:
+            out.append("\n\n```python\nprint('hello')\nfor i in range(3):\n    print(i)\n```\n\n")
+        elif index % 15 == 14:
+            out.append("\n- ")
+        else:
+            out.append(" ")
+    return "".join(out).strip()
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run the emulated G4F API server.")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--stream-delay", type=float, default=0.0)
+    parser.add_argument("--answer-words", type=int, default=0)
     return parser.parse_args(argv)
 
 
 async def _serve(args: argparse.Namespace) -> None:
     server = FakeG4F(api_key=args.api_key, host=args.host)
     server.stream_delay = args.stream_delay
+    server.answer_words = args.answer_words
     await server.start(args.port)
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -49,6 +49,7 @@ class ChatServer:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     in_flight: dict[str, int] = field(default_factory=dict)
     max_in_flight_per_message: int = 0
+    keep_writes: bool = True  # the benchmark turns the write log off
 
     def _check_rate(self, key: str) -> None:
         now = self.clock.now()
@@ -80,13 +81,14 @@ class RecordingSurface:
         max_length: int = 100,
         supports_draft: bool = False,
         placeholder: str | None = None,
+        interval: float | None = None,
     ) -> None:
         self.server = server
         self.chat = chat
         self.drafts: list[str] = []
         self._limits = SurfaceLimits(
             max_length=max_length,
-            min_edit_interval=server.interval,
+            min_edit_interval=server.interval if interval is None else interval,
             budget_key=chat,
             burst=server.burst,
             supports_draft=supports_draft,
@@ -112,8 +114,9 @@ class RecordingSurface:
             s.in_flight[message_id] -= 1
 
     def _record(self, kind: str, message_id: str, text: str, buttons: tuple[Button, ...]) -> None:
-        labels = tuple(b.action for b in buttons)
-        self.server.writes.append(Write(kind, self.server.clock.now(), message_id, text, labels))
+        if self.server.keep_writes:
+            labels = tuple(b.action for b in buttons)
+            self.server.writes.append(Write(kind, self.server.clock.now(), message_id, text, labels))
 
     async def send(self, text: str, *, buttons: tuple[Button, ...] = ()) -> MessageRef:
         assert 0 < len(text) <= self._limits.max_length, f"bad length {len(text)}"

@@ -1,0 +1,446 @@
+"""Discord message surfaces: where one answer (or one image) is shown.
+
+`InteractionSurface` serves slash commands and button clicks after they were deferred: the first
+write fills the deferred "thinking…" response (@original), further messages are followups, edits go
+through the interaction token. The token lives 15 minutes; when it runs out mid-answer (error 50027,
+or the surface's clock says it is about to), the answer continues through the channel routes: the
+existing messages are edited as ordinary channel messages and further parts are sent as new channel
+messages. Ephemeral (private) answers cannot do that (only the token can reach them): they end with
+what was shown, like a message the user deleted.
+
+`ChannelSurface` serves mentions and DMs: the first message replies to the user's message, later
+parts are plain messages, edits use the channel route.
+
+Both share one write budget per channel (`discord:{channel_id}`, about 5 writes per 5 s, which is
+what Discord tolerates for edits), so answers streaming side by side in a channel take turns instead
+of provoking 429s. Platform failures become the core's `SurfaceError` family; missing permissions
+are explained once per channel (a log line and, where possible, one message).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Literal
+
+import aiohttp
+import discord
+
+from core.clock import Clock
+from core.render.surface import (
+    Button,
+    MessageRef,
+    SurfaceError,
+    SurfaceForbidden,
+    SurfaceLimits,
+    SurfaceMessageGone,
+    SurfaceRateLimited,
+    SurfaceRejected,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_LENGTH = 2000
+MIN_EDIT_INTERVAL = 1.1  # Discord tolerates about 5 edits per 5 s in one channel
+MAX_CAPTION = 4096  # the caption becomes an embed description
+TOKEN_LIFETIME = 14.5 * 60  # interaction tokens live 15 minutes; stop using them a bit earlier
+DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+CHANNEL_PLACEHOLDER = "…"
+
+STOP_ID = "g4f:stop"
+REGENERATE_ID = "g4f:regen"
+CUSTOM_ID_PREFIX = "g4f:"
+_CUSTOM_IDS = {"stop": STOP_ID, "regenerate": REGENERATE_ID}
+_STYLES = {"stop": discord.ButtonStyle.danger, "regenerate": discord.ButtonStyle.secondary}
+
+# Discord error codes this module reacts to.
+UNKNOWN_MESSAGE = 10008
+TOO_MANY_EDITS_TO_OLD_MESSAGES = 30046
+INVALID_WEBHOOK_TOKEN = 50027
+INVALID_FORM_BODY = 50035
+EMPTY_MESSAGE = 50006
+PAYLOAD_TOO_LARGE = 40005
+CANNOT_MESSAGE_USER = 50007
+
+FORBIDDEN_NOTICE = (
+    "⚠️ I can't write here: I'm missing permissions in this channel. Please ask a server admin to "
+    "let me View Channel, Send Messages, Read Message History, Embed Links and Attach Files."
+)
+
+Tell = Callable[[str], Awaitable[object]]
+
+
+def custom_id_for(button: Button) -> str:
+    """The component custom id of a core button: g4f:stop, g4f:regen, g4f:<action>:<payload>."""
+    known = _CUSTOM_IDS.get(button.action)
+    if known is not None:
+        return known
+    return f"{CUSTOM_ID_PREFIX}{button.action}:{button.payload}"[:100]
+
+
+class ButtonsView(discord.ui.View):
+    """Buttons shown on a message.
+
+    The view only renders: it is not dispatchable, so discord.py keeps no per-message state for
+    it, and clicks reach the client's one component handler by custom id. That also works for
+    messages sent before a restart.
+    """
+
+    def __init__(self, buttons: Sequence[Button]) -> None:
+        super().__init__(timeout=None)
+        for button in buttons:
+            self.add_item(
+                discord.ui.Button(
+                    label=button.label[:80],
+                    custom_id=custom_id_for(button),
+                    style=_STYLES.get(button.action, discord.ButtonStyle.secondary),
+                )
+            )
+
+    def is_dispatchable(self) -> bool:
+        """Never stored in discord.py's view store (see the class docstring)."""
+        return False
+
+
+def buttons_view(buttons: Sequence[Button]) -> ButtonsView | None:
+    """A view for `buttons`, or None (no components) when there are none."""
+    return ButtonsView(buttons) if buttons else None
+
+
+class PermissionNotices:
+    """Explains missing permissions once per channel: a warning in the log, and one message."""
+
+    def __init__(self) -> None:
+        self._told: set[int] = set()
+
+    async def explain(self, channel_id: int, exc: discord.Forbidden, tell: Tell | None) -> None:
+        """Log the refusal and, the first time for this channel, tell the user if we can."""
+        if channel_id in self._told:
+            return
+        self._told.add(channel_id)
+        log.warning(
+            "Discord refused a write in channel %s (code %s: %s); check the bot's permissions",
+            channel_id,
+            exc.code,
+            exc.text,
+        )
+        if tell is None or exc.code == CANNOT_MESSAGE_USER:
+            return
+        try:
+            await tell(FORBIDDEN_NOTICE)
+        except (discord.DiscordException, aiohttp.ClientError, OSError) as err:
+            log.info("could not explain the missing permissions in %s: %r", channel_id, err)
+
+
+def translate(exc: BaseException) -> SurfaceError:
+    """The core's view of a Discord failure (rate limit, message gone, forbidden, rejected)."""
+    if isinstance(exc, discord.RateLimited):
+        return SurfaceRateLimited(exc.retry_after)
+    if isinstance(exc, discord.HTTPException):
+        if exc.status == 429:
+            return SurfaceRateLimited(_retry_after(exc))
+        if isinstance(exc, discord.Forbidden):
+            return SurfaceForbidden(f"{exc.code}: {exc.text}")
+        if exc.code in (UNKNOWN_MESSAGE, TOO_MANY_EDITS_TO_OLD_MESSAGES):
+            return SurfaceMessageGone(f"{exc.code}: {exc.text}")
+        if isinstance(exc, discord.NotFound):
+            return SurfaceForbidden(f"{exc.code}: {exc.text}")  # channel or webhook gone
+        if exc.code in (INVALID_FORM_BODY, EMPTY_MESSAGE, PAYLOAD_TOO_LARGE) or exc.status in (
+            400,
+            413,
+        ):
+            return SurfaceRejected(f"{exc.code}: {exc.text}")
+    return SurfaceError(repr(exc))
+
+
+def _retry_after(exc: discord.HTTPException) -> float:
+    raw = exc.response.headers.get("Retry-After", "") if exc.response is not None else ""
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        return 1.0
+
+
+_PLATFORM_ERRORS = (discord.DiscordException, aiohttp.ClientError, OSError, TimeoutError)
+
+
+def _is_token_expired(exc: discord.HTTPException) -> bool:
+    return exc.code == INVALID_WEBHOOK_TOKEN
+
+
+def _image_embed(caption: str, filename: str) -> discord.Embed:
+    """The caption's prompt as the description, its last line (the model) as the footer."""
+    head, sep, model = caption.rpartition("\n— ")
+    embed = discord.Embed(description=(head if sep else caption)[:MAX_CAPTION])
+    if sep:
+        embed.set_footer(text=model[:2048])
+    embed.set_image(url=f"attachment://{filename}")
+    return embed
+
+
+class _Base:
+    """What both surfaces share: limits, error translation, the permission notice."""
+
+    def __init__(
+        self,
+        channel: discord.PartialMessageable,
+        *,
+        notices: PermissionNotices,
+        attachment_limit: int,
+        placeholder: str | None,
+    ) -> None:
+        self._channel = channel
+        self._notices = notices
+        self._attachment_limit = attachment_limit
+        self._limits = SurfaceLimits(
+            max_length=MAX_LENGTH,
+            min_edit_interval=MIN_EDIT_INTERVAL,
+            budget_key=f"discord:{channel.id}",
+            burst=1,
+            placeholder=placeholder,
+            max_caption=MAX_CAPTION,
+        )
+
+    @property
+    def limits(self) -> SurfaceLimits:
+        return self._limits
+
+    async def draft(self, text: str) -> None:
+        """Discord has no drafts (limits.supports_draft is False)."""
+        raise SurfaceRejected("Discord has no draft messages")
+
+    def _tell(self) -> Tell | None:
+        """How to tell the user about missing permissions (None: no way)."""
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _platform_errors(self) -> AsyncIterator[None]:
+        """Turn Discord failures into SurfaceErrors (explaining a Forbidden once)."""
+        try:
+            yield
+        except discord.Forbidden as exc:
+            await self._notices.explain(self._channel.id, exc, self._tell())
+            raise translate(exc) from exc
+        except SurfaceError:
+            raise
+        except _PLATFORM_ERRORS as exc:
+            raise translate(exc) from exc
+
+    def _file(self, data: bytes, filename: str) -> discord.File:
+        if len(data) > self._attachment_limit:
+            raise SurfaceRejected(
+                f"the image has {len(data)} bytes; Discord accepts {self._attachment_limit} here"
+            )
+        return discord.File(io.BytesIO(data), filename=filename)
+
+    async def _channel_send(self, **kwargs: Any) -> MessageRef:
+        async with self._platform_errors():
+            message = await self._channel.send(**kwargs)
+        return MessageRef(str(message.id))
+
+    async def _channel_edit(self, message_id: int, **kwargs: Any) -> None:
+        async with self._platform_errors():
+            await self._channel.get_partial_message(message_id).edit(**kwargs)
+
+
+class ChannelSurface(_Base):
+    """An answer to a mention or a DM: replies to the user's message, edits via the channel."""
+
+    def __init__(
+        self,
+        channel: discord.PartialMessageable,
+        *,
+        notices: PermissionNotices,
+        reply_to: discord.Message | None = None,
+        attachment_limit: int = DEFAULT_ATTACHMENT_LIMIT,
+    ) -> None:
+        super().__init__(
+            channel,
+            notices=notices,
+            attachment_limit=attachment_limit,
+            placeholder=CHANNEL_PLACEHOLDER,
+        )
+        self._reference = reply_to.to_reference(fail_if_not_exists=False) if reply_to else None
+
+    def _take_reference(self) -> dict[str, Any]:
+        """The reply reference for the answer's first message only."""
+        reference, self._reference = self._reference, None
+        return {"reference": reference} if reference is not None else {}
+
+    def _tell(self) -> Tell | None:
+        return lambda text: self._channel.send(text)
+
+    async def send(self, text: str, *, buttons: tuple[Button, ...] = ()) -> MessageRef:
+        """Send a message (the first one replies to the user's message)."""
+        view = buttons_view(buttons)
+        extra = {"view": view} if view is not None else {}
+        return await self._channel_send(content=text, **extra, **self._take_reference())
+
+    async def edit(self, ref: MessageRef, text: str, *, buttons: tuple[Button, ...] = ()) -> None:
+        """Edit one of this answer's messages (no buttons: components removed)."""
+        await self._channel_edit(int(ref.id), content=text, view=buttons_view(buttons))
+
+    async def upload(
+        self, data: bytes, *, filename: str, content_type: str, caption: str
+    ) -> MessageRef:
+        """Send the image as an attachment with an embed (prompt, model)."""
+        file = self._file(data, filename)
+        embed = _image_embed(caption, filename)
+        return await self._channel_send(file=file, embed=embed, **self._take_reference())
+
+    async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
+        """Show "typing…" (Discord has one indicator; it lasts about 10 s)."""
+        async with self._platform_errors():
+            await self._channel.typing()
+
+
+class InteractionSurface(_Base):
+    """An answer to a deferred interaction (slash command or button), see the module docstring."""
+
+    def __init__(
+        self,
+        interaction: discord.Interaction,
+        *,
+        clock: Clock,
+        notices: PermissionNotices,
+        ephemeral: bool = False,
+        original_id: int | None = None,
+        token_lifetime: float = TOKEN_LIFETIME,
+    ) -> None:
+        channel = interaction.client.get_partial_messageable(
+            interaction.channel_id or 0, guild_id=interaction.guild_id
+        )
+        super().__init__(
+            channel,
+            notices=notices,
+            attachment_limit=interaction.filesize_limit,
+            placeholder=None,  # the deferred response already shows "thinking…"
+        )
+        self._interaction = interaction
+        self._clock = clock
+        self._deadline = clock.now() + token_lifetime
+        self._ephemeral = ephemeral
+        self._original_id = original_id
+        self._original_filled = False
+        self._expired = False
+
+    @property
+    def token_expired(self) -> bool:
+        """True once the answer continues through the channel routes (or cannot continue)."""
+        return self._expired
+
+    def _token_usable(self) -> bool:
+        if not self._expired and self._clock.now() >= self._deadline:
+            self._switch_to_channel("the interaction is about to expire")
+        return not self._expired
+
+    def _switch_to_channel(self, why: str) -> None:
+        self._expired = True
+        if self._ephemeral:
+            log.info("%s; this private answer ends with what was shown", why)
+        else:
+            log.info("%s; continuing in channel %s", why, self._channel.id)
+
+    def _tell(self) -> Tell | None:
+        if not self._token_usable():
+            return None
+        return lambda text: self._interaction.followup.send(text, ephemeral=True)
+
+    def _check_channel_possible(self) -> None:
+        if self._ephemeral:
+            raise SurfaceMessageGone("interaction token expired; a private answer cannot go on")
+
+    @contextlib.asynccontextmanager
+    async def _via_token(self) -> AsyncIterator[list[bool]]:
+        """Run a token call; the yielded flag is set when the token turned out to be expired."""
+        expired = [False]
+        async with self._platform_errors():
+            try:
+                yield expired
+            except discord.HTTPException as exc:
+                if not _is_token_expired(exc):
+                    raise
+                self._switch_to_channel(f"interaction token expired ({exc.code})")
+                expired[0] = True
+
+    async def send(self, text: str, *, buttons: tuple[Button, ...] = ()) -> MessageRef:
+        """First write: fill the deferred response; then followups (or channel messages)."""
+        view = buttons_view(buttons)
+        if self._token_usable():
+            async with self._via_token() as expired:
+                if not self._original_filled:
+                    message = await self._interaction.edit_original_response(
+                        content=text, view=view
+                    )
+                    self._original_id, self._original_filled = message.id, True
+                    return MessageRef(str(message.id))
+                followup = self._interaction.followup
+                if view is None:
+                    sent = await followup.send(text, ephemeral=self._ephemeral, wait=True)
+                else:
+                    sent = await followup.send(
+                        text, ephemeral=self._ephemeral, wait=True, view=view
+                    )
+                return MessageRef(str(sent.id))
+            assert expired[0]
+        return await self._send_via_channel(text, view)
+
+    async def edit(self, ref: MessageRef, text: str, *, buttons: tuple[Button, ...] = ()) -> None:
+        """Edit @original or a followup through the token, else through the channel."""
+        view = buttons_view(buttons)
+        message_id = int(ref.id)
+        if self._token_usable():
+            async with self._via_token():
+                if message_id == self._original_id:
+                    await self._interaction.edit_original_response(content=text, view=view)
+                else:
+                    await self._interaction.followup.edit_message(
+                        message_id, content=text, view=view
+                    )
+                return
+        self._check_channel_possible()
+        await self._channel_edit(message_id, content=text, view=view)
+
+    async def upload(
+        self, data: bytes, *, filename: str, content_type: str, caption: str
+    ) -> MessageRef:
+        """The image (attachment + embed with prompt and model) in the deferred response."""
+        embed = _image_embed(caption, filename)
+        if self._token_usable():
+            async with self._via_token():
+                file = self._file(data, filename)
+                if not self._original_filled:
+                    message = await self._interaction.edit_original_response(
+                        content=None, embed=embed, attachments=[file]
+                    )
+                    self._original_id, self._original_filled = message.id, True
+                    return MessageRef(str(message.id))
+                sent = await self._interaction.followup.send(
+                    file=file, embed=embed, ephemeral=self._ephemeral, wait=True
+                )
+                return MessageRef(str(sent.id))
+        self._check_channel_possible()
+        ref = await self._channel_send(file=self._file(data, filename), embed=embed)
+        self._original_filled = True
+        return ref
+
+    async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
+        """Nothing to do: the deferred response shows "thinking…" until the first write."""
+
+    async def _send_via_channel(self, text: str, view: ButtonsView | None) -> MessageRef:
+        """After expiry: fill the deferred message through the channel if possible, else send."""
+        self._check_channel_possible()
+        if not self._original_filled and self._original_id is not None:
+            try:
+                await self._channel_edit(self._original_id, content=text, view=view)
+            except (SurfaceForbidden, SurfaceMessageGone, SurfaceRejected) as exc:
+                log.info("could not fill the deferred response through the channel: %r", exc)
+            else:
+                self._original_filled = True
+                return MessageRef(str(self._original_id))
+        extra = {"view": view} if view is not None else {}
+        ref = await self._channel_send(content=text, **extra)
+        self._original_filled = True
+        return ref

@@ -1,0 +1,680 @@
+"""The Telegram adapter: python-telegram-bot updates in, Bridge use cases out.
+
+Nothing here decides anything: access, limits, conversations and models are the Bridge's
+(core.bridge). The handlers find out who wrote what where, build a `TelegramSurface` for the answer,
+call the use case, and show the typed result. State lives in one `TelegramBot` object (kept in
+`application.bot_data`), never in module globals.
+
+Where prompts come from: in private chats any text; in groups /ask, a message that mentions the
+bot, or a reply to one of the bot's messages (all of which Telegram delivers with privacy mode on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from telegram import (
+    BotCommand,
+    CallbackQuery,
+    Chat,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    MessageEntity,
+    Update,
+    User,
+)
+from telegram.constants import ChatType
+from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bots.telegram.format import cut_utf16
+from bots.telegram.surface import (
+    CALLBACK_REGENERATE,
+    CALLBACK_STOP,
+    MAX_CALLBACK_DATA,
+    SentMessages,
+    StreamMode,
+    TelegramSurface,
+)
+from core.bridge import Bridge
+from core.conversations import Where
+from core.render.surface import SurfaceError, SurfaceRateLimited
+from core.results import (
+    ConversationReset,
+    ModelChosen,
+    ModelPage,
+    Refusal,
+    Status,
+    SystemPromptSet,
+)
+from core.settings import SettingsError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Context = ContextTypes.DEFAULT_TYPE
+TelegramApp = Application[Any, Any, Any, Any, Any, Any]
+
+STATE_KEY = "g4f_bridge"
+PLATFORM = "telegram"
+MODELS_PER_PAGE = 10
+MAX_CALLBACK_ANSWER = 200
+WRITE_ATTEMPTS = 3
+
+COMMANDS = (
+    BotCommand("ask", "Ask the AI (in private chats, just write)"),
+    BotCommand("imagine", "Draw a picture from a description"),
+    BotCommand("models", "Choose a chat model from a list"),
+    BotCommand("model", "Choose a chat model by name"),
+    BotCommand("new", "Start a new conversation"),
+    BotCommand("reset", "Start a new conversation"),
+    BotCommand("stop", "Stop your answer that is being written"),
+    BotCommand("status", "Your model, limits and conversation"),
+    BotCommand("system", "Set this chat's persona (admins only)"),
+    BotCommand("help", "What this bot does"),
+)
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]{}()#+\-.!|>~<])")
+
+
+def escape_markdown(text: str) -> str:
+    """`text` shown literally when rendered as markdown."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def where_of(chat: Chat, user: User) -> Where:
+    """The platform-neutral place of a message."""
+    return Where(
+        platform=PLATFORM,
+        chat_id=str(chat.id),
+        user_id=str(user.id),
+        guild_id=None,
+        is_private=chat.type == ChatType.PRIVATE,
+    )
+
+
+def command_argument(message: Message) -> str:
+    """The text after the leading /command (newlines kept)."""
+    text = message.text or ""
+    for entity in message.entities:
+        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+            return text[len(message.parse_entity(entity)) :].strip()
+    return text.strip()
+
+
+def replied_bot_message(message: Message, bot_id: int) -> int | None:
+    """The id of the bot message this message replies to, if it does."""
+    replied = message.reply_to_message
+    if replied is not None and replied.from_user is not None and replied.from_user.id == bot_id:
+        return replied.message_id
+    return None
+
+
+def mentions(message: Message, username: str) -> bool:
+    """Whether the message @mentions the bot."""
+    wanted = f"@{username}".lower()
+    return any(
+        text.lower() == wanted for text in message.parse_entities([MessageEntity.MENTION]).values()
+    )
+
+
+def strip_mention(text: str, username: str) -> str:
+    return re.sub(rf"@{re.escape(username)}\b", "", text, flags=re.IGNORECASE).strip()
+
+
+def help_text(model: str, username: str) -> str:
+    return (
+        "🤖 **G4F bridge**: I answer with an AI model.\n\n"
+        "In a private chat just write to me; each message continues our conversation until "
+        f"/new. In groups use /ask, mention @{escape_markdown(username)}, or reply to one of my "
+        "messages.\n\n"
+        f"Your model: `{model}`\n\n"
+        "/ask TEXT: ask a question\n"
+        "/imagine TEXT: draw a picture\n"
+        "/models: choose a model from a list; /model NAME: by name\n"
+        "/new or /reset: start a new conversation\n"
+        "/stop: stop your answer that is being written\n"
+        "/status: your model, limits and conversation\n"
+        "/system TEXT: set this chat's persona (admins)\n\n"
+        "Under each answer: ⏹ Stop while it is written, 🔁 Regenerate when it is done."
+    )
+
+
+def status_text(status: Status) -> str:
+    persona = status.system_prompt.strip()
+    lines = [
+        "**Status**",
+        f"Model: `{status.model}` (pictures: `{status.image_model}`)",
+        f"Requests left: {status.requests_left} (limit {escape_markdown(status.rate)})",
+        f"Conversation: {status.conversation_turns} messages",
+        f"Answer being written: {'yes' if status.busy else 'no'}; "
+        f"waiting for a free slot: {status.queue_waiting}",
+        "Persona: " + (escape_markdown(cut_utf16(persona, 300)) if persona else "(none)"),
+    ]
+    lines += [f"{escape_markdown(k)}: {escape_markdown(v)}" for k, v in status.extra.items()]
+    return "\n".join(lines)
+
+
+def model_callback(page: ModelPage, index: int) -> str:
+    """m:<id> when it fits in Telegram's 64 bytes, else mi:<page>:<index>."""
+    data = f"m:{page.items[index].id}"
+    return data if len(data.encode()) <= MAX_CALLBACK_DATA else f"mi:{page.page}:{index}"
+
+
+def models_view(page: ModelPage) -> tuple[str, InlineKeyboardMarkup | None]:
+    """The /models message: text and a keyboard of models with ◀ ▶ paging."""
+    if not page.items:
+        return "The server lists no chat models.", None
+    buttons = [
+        InlineKeyboardButton(
+            f"✅ {model.id}" if model.id == page.current else model.id,
+            callback_data=model_callback(page, index),
+        )
+        for index, model in enumerate(page.items)
+    ]
+    rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+    nav = []
+    if page.page > 0:
+        nav.append(InlineKeyboardButton("◀", callback_data=f"mp:{page.page - 1}"))
+    if page.page < page.pages - 1:
+        nav.append(InlineKeyboardButton("▶", callback_data=f"mp:{page.page + 1}"))
+    if nav:
+        rows.append(nav)
+    text = (
+        f"Choose a chat model (page {page.page + 1} of {page.pages}, {page.total} in all).\n"
+        f"Your model: `{page.current}`"
+    )
+    return text, InlineKeyboardMarkup(rows)
+
+
+@dataclass(slots=True, eq=False)
+class RunningAnswer:
+    """An answer being written, for /stop and for stopping at shutdown."""
+
+    where: Where
+    surface: TelegramSurface
+    task: asyncio.Task[Any] | None
+
+
+class CallbackAck:
+    """Answers a callback query once: at the answer's first write, or with the refusal."""
+
+    def __init__(self, query: CallbackQuery) -> None:
+        self._query = query
+        self._done = False
+
+    async def __call__(self, text: str | None = None) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            await self._query.answer(cut_utf16(text, MAX_CALLBACK_ANSWER) if text else None)
+        except TelegramError as exc:
+            log.info("could not answer a button press: %s", exc.message)
+
+
+class TelegramBot:
+    """The handlers and their state: the bridge, the chats' draft support, running answers."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self.sent = SentMessages()
+        self.no_drafts: set[int] = set()  # chats whose server refused sendMessageDraft
+        self.running: list[RunningAnswer] = []
+
+    def register(self, app: TelegramApp) -> None:
+        """Add every handler and the one error handler to `app`."""
+        app.add_handler(CommandHandler(["start", "help"], self.on_help))
+        app.add_handler(CommandHandler("ask", self.on_ask))
+        app.add_handler(CommandHandler("imagine", self.on_imagine))
+        app.add_handler(CommandHandler("models", self.on_models))
+        app.add_handler(CommandHandler("model", self.on_model))
+        app.add_handler(CommandHandler(["reset", "new"], self.on_reset))
+        app.add_handler(CommandHandler("system", self.on_system))
+        app.add_handler(CommandHandler("status", self.on_status))
+        app.add_handler(CommandHandler("stop", self.on_stop))
+        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.on_text))
+        app.add_handler(CallbackQueryHandler(self.on_stop_button, pattern=f"^{CALLBACK_STOP}$"))
+        app.add_handler(
+            CallbackQueryHandler(self.on_regenerate_button, pattern=f"^{CALLBACK_REGENERATE}$")
+        )
+        app.add_handler(CallbackQueryHandler(self.on_model_page, pattern=r"^mp:\d+$"))
+        app.add_handler(CallbackQueryHandler(self.on_model_button, pattern=r"^(m:|mi:\d+:\d+$)"))
+        app.add_handler(CallbackQueryHandler(self.on_other_button))
+        app.add_error_handler(self.on_error)
+
+    # --- surfaces and writes ----------------------------------------------------------------
+    def stream_mode(self, chat_id: int, private: bool) -> StreamMode:
+        """Drafts in private chats (unless configured off or refused there), else edits."""
+        if self.bridge.settings.telegram_stream_mode == "edit" or not private:
+            return "edit"
+        return "edit" if chat_id in self.no_drafts else "draft"
+
+    def surface(
+        self,
+        context: Context,
+        chat: Chat,
+        *,
+        reply_to: int | None,
+        on_first_write: Callable[[], Awaitable[None]] | None = None,
+    ) -> TelegramSurface:
+        private = chat.type == ChatType.PRIVATE
+        return TelegramSurface(
+            context.bot,
+            chat.id,
+            private=private,
+            mode=self.stream_mode(chat.id, private),
+            reply_to=reply_to,
+            sent=self.sent,
+            on_draft_refused=lambda: self.no_drafts.add(chat.id),
+            on_first_write=on_first_write,
+        )
+
+    async def paced(self, surface: TelegramSurface, call: Callable[[], Awaitable[T]]) -> T | None:
+        """A write of our own, inside the chat's write budget that answers share."""
+        limits = surface.limits
+        budget = self.bridge.budgets.get(limits.budget_key, limits.min_edit_interval, limits.burst)
+        for _ in range(WRITE_ATTEMPTS):
+            await budget.acquire()
+            try:
+                return await call()
+            except SurfaceRateLimited as exc:
+                budget.penalize(exc.retry_after)
+            except SurfaceError as exc:
+                log.warning("could not write to chat %s: %r", surface.chat_id, exc)
+                return None
+        return None
+
+    async def say(
+        self, surface: TelegramSurface, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> int | None:
+        """Post markdown `text` where the answer would go; the message id, None on failure."""
+        return await self.paced(surface, lambda: surface.post(text, markup=markup))
+
+    async def refuse(self, surface: TelegramSurface, refusal: Refusal) -> None:
+        """Show a refusal's message, unless it is quiet (the user was told already)."""
+        if not refusal.quiet:
+            await self.say(surface, escape_markdown(refusal.message))
+
+    @contextlib.asynccontextmanager
+    async def tracked(self, where: Where, surface: TelegramSurface) -> AsyncIterator[None]:
+        """Keep an answer findable by /stop and by shutdown while it runs."""
+        run = RunningAnswer(where, surface, asyncio.current_task())
+        self.running.append(run)
+        try:
+            yield
+        finally:
+            self.running.remove(run)
+
+    def stop_answers(self, where: Where) -> bool:
+        """Stop the running answers of `where.user_id` in `where.chat_id`."""
+        stopped = False
+        for run in list(self.running):
+            if (run.where.chat_id, run.where.user_id) != (where.chat_id, where.user_id):
+                continue
+            for message_id in run.surface.message_ids:
+                if self.bridge.stop(where, str(message_id)):
+                    stopped = True
+                    break
+        return stopped
+
+    def stop_all(self) -> None:
+        """At shutdown: stop every answer (a bare draft, with no message yet, is cancelled)."""
+        for run in list(self.running):
+            ids = run.surface.message_ids
+            if not any(self.bridge.stop(run.where, str(i)) for i in ids) and run.task:
+                run.task.cancel()
+
+    # --- messages ---------------------------------------------------------------------------
+    async def on_help(self, update: Update, context: Context) -> None:
+        """/start and /help: what the bot does, the user's model, the commands."""
+        if (parts := _parts(update)) is None:
+            return
+        message, chat, user = parts
+        where = where_of(chat, user)
+        surface = self.surface(context, chat, reply_to=message.message_id)
+        refusal = self.bridge.check_access(where)
+        if refusal is not None:
+            await self.refuse(surface, refusal)
+            return
+        model = await self.bridge.model_for(where)
+        await self.say(surface, help_text(model, context.bot.username))
+
+    async def on_ask(self, update: Update, context: Context) -> None:
+        """/ask PROMPT, anywhere."""
+        if (parts := _parts(update)) is None:
+            return
+        message = parts[0]
+        await self.answer(
+            update, context, command_argument(message), replied_bot_message(message, context.bot.id)
+        )
+
+    async def on_text(self, update: Update, context: Context) -> None:
+        """Plain text: a prompt in private chats; in groups only if it mentions/replies to us."""
+        if (parts := _parts(update)) is None:
+            return
+        message, chat, _ = parts
+        text = message.text or ""
+        replied = replied_bot_message(message, context.bot.id)
+        if chat.type != ChatType.PRIVATE:
+            if mentions(message, context.bot.username):
+                text = strip_mention(text, context.bot.username)
+            elif replied is None:
+                return  # group chatter not meant for the bot
+        await self.answer(update, context, text, replied)
+
+    async def answer(
+        self, update: Update, context: Context, prompt: str, replied: int | None
+    ) -> None:
+        """Stream the answer to `prompt`; in groups it replies to the asker's message."""
+        if (parts := _parts(update)) is None:
+            return
+        message, chat, user = parts
+        where = where_of(chat, user)
+        surface = self.surface(context, chat, reply_to=message.message_id)
+        async with self.tracked(where, surface):
+            result = await self.bridge.ask(
+                where, prompt, surface, reply_to=str(replied) if replied is not None else None
+            )
+        if isinstance(result, Refusal):
+            await self.refuse(surface, result)
+
+    async def on_stop(self, update: Update, context: Context) -> None:
+        """/stop: stop the user's answer in this chat (once it has a message to stop)."""
+        if (parts := _parts(update)) is None:
+            return
+        message, chat, user = parts
+        where = where_of(chat, user)
+        if self.stop_answers(where):
+            return  # the answer itself now says "Stopped"
+        surface = self.surface(context, chat, reply_to=message.message_id)
+        refusal = self.bridge.check_access(where)
+        if refusal is not None:
+            await self.refuse(surface, refusal)
+            return
+        await self.say(surface, "There is no answer of yours being written here that I can stop.")
+
+    async def on_imagine(self, update: Update, context: Context) -> None:
+        """/imagine PROMPT: core shows progress, uploads the picture or shows the failure."""
+        if (parts := _parts(update)) is None:
+            return
+        message, chat, user = parts
+        where = where_of(chat, user)
+        surface = self.surface(context, chat, reply_to=message.message_id)
+        result = await self.bridge.imagine(where, command_argument(message), surface)
+        if isinstance(result, Refusal):
+            await self.refuse(surface, result)
+
+    async def on_models(self, update: Update, context: Context) -> None:
+        """/models: the first page of chat models as buttons."""
+        if (parts := _parts(update)) is None:
+            return
+        message, chat, user = parts
+        surface = self.surface(context, chat, reply_to=message.message_id)
+        page = await self.bridge.models(where_of(chat, user), page_size=MODELS_PER_PAGE)
+        if isinstance(page, Refusal):
+            await self.refuse(surface, page)
+            return
+        text, markup = models_view(page)
+        await self.say(surface, text, markup)
+
+    async def on_model(self, update: Update, context: Context) -> None:
+        """/model NAME: choose a model by name (suggestions come with a refusal)."""
+        if (parts := _parts(update)) is None:
+            return
+        message, chat, user = parts
+        where = where_of(chat, user)
+        surface = self.surface(context, chat, reply_to=message.message_id)
+        name = command_argument(message)
+        if not name:
+            refusal = self.bridge.check_access(where)
+            if refusal is not None:
+                await self.refuse(surface, refusal)
+                return
+            current = await self.bridge.model_for(where)
+            await self.say(
+                surface, f"Your model: `{current}`. Change it with /model NAME or /models."
+            )
+            return
+        result = await self.bridge.set_model(where, name)
+        if isinstance(result, Refusal):
+            await self.refuse(surface, result)
+            return
+        await self.say(surface, chosen_text(result, user, chat))
+
+    async def on_reset(self, update: Update, context: Context) -> None:
+        """/reset and /new: the next message starts a new conversation."""
+        if (parts := _parts(update)) is None:
+            return
+        message, chat, user = parts
+        surface = self.surface(context, chat, reply_to=message.message_id)
+        result = await self.bridge.reset(where_of(chat, user))
+        if isinstance(result, Refusal):
+            await self.refuse(surface, result)
+            return
+        await self.say(surface, reset_text(result))
+
+    async def on_system(self, update: Update, context: Context) -> None:
+        """/system TEXT: this chat's persona (admins; core refuses others); empty: default."""
+        if (parts := _parts(update)) is None:
+            return
+        message, chat, user = parts
+        surface = self.surface(context, chat, reply_to=message.message_id)
+        result = await self.bridge.set_system_prompt(
+            where_of(chat, user), command_argument(message)
+        )
+        if isinstance(result, Refusal):
+            await self.refuse(surface, result)
+            return
+        await self.say(surface, persona_text(result))
+
+    async def on_status(self, update: Update, context: Context) -> None:
+        """/status: a few lines about the user's model, limits and conversation."""
+        if (parts := _parts(update)) is None:
+            return
+        message, chat, user = parts
+        surface = self.surface(context, chat, reply_to=message.message_id)
+        result = await self.bridge.status(where_of(chat, user))
+        if isinstance(result, Refusal):
+            await self.refuse(surface, result)
+            return
+        await self.say(surface, status_text(result))
+
+    # --- buttons ----------------------------------------------------------------------------
+    async def on_stop_button(self, update: Update, context: Context) -> None:
+        """⏹ Stop under an answer being written."""
+        if (found := _button(update)) is None:
+            return await _answer_stale(update)
+        query, message, user = found
+        stopped = self.bridge.stop(where_of(message.chat, user), str(message.message_id))
+        await CallbackAck(query)(
+            "⏹ Stopping…" if stopped else "Only the person who asked can stop this answer."
+        )
+
+    async def on_regenerate_button(self, update: Update, context: Context) -> None:
+        """🔁 Regenerate under an answer: a new answer to the same question."""
+        if (found := _button(update)) is None:
+            return await _answer_stale(update)
+        query, message, user = found
+        where = where_of(message.chat, user)
+        ack = CallbackAck(query)
+        asker = message.reply_to_message.message_id if message.reply_to_message else None
+        surface = self.surface(context, message.chat, reply_to=asker, on_first_write=ack)
+        async with self.tracked(where, surface):
+            result = await self.bridge.regenerate(where, str(message.message_id), surface)
+        if isinstance(result, Refusal):
+            await ack(None if result.quiet else result.message)
+        else:
+            await ack()
+
+    async def on_model_page(self, update: Update, context: Context) -> None:
+        """◀ ▶ under the model list."""
+        if (found := _button(update)) is None:
+            return await _answer_stale(update)
+        query, message, user = found
+        ack = CallbackAck(query)
+        number = int((query.data or "mp:0").removeprefix("mp:"))
+        page = await self.bridge.models(
+            where_of(message.chat, user), page=number, page_size=MODELS_PER_PAGE
+        )
+        if isinstance(page, Refusal):
+            await ack(None if page.quiet else page.message)
+            return
+        await ack()
+        text, markup = models_view(page)
+        surface = self.surface(context, message.chat, reply_to=None)
+        await self.paced(surface, lambda: surface.revise(message.message_id, text, markup=markup))
+
+    async def on_model_button(self, update: Update, context: Context) -> None:
+        """A model under the model list: choose it, and say so in place of the list."""
+        if (found := _button(update)) is None:
+            return await _answer_stale(update)
+        query, message, user = found
+        ack = CallbackAck(query)
+        where = where_of(message.chat, user)
+        name = await self._model_of_button(where, query.data or "")
+        if name is None:
+            await ack("This list is out of date; open /models again.")
+            return
+        result = await self.bridge.set_model(where, name)
+        if isinstance(result, Refusal):
+            await ack(None if result.quiet else result.message)
+            return
+        await ack(f"✅ {result.model}")
+        surface = self.surface(context, message.chat, reply_to=None)
+        text = chosen_text(result, user, message.chat)
+        await self.paced(surface, lambda: surface.revise(message.message_id, text))
+
+    async def _model_of_button(self, where: Where, data: str) -> str | None:
+        if data.startswith("m:"):
+            return data.removeprefix("m:")
+        _, page_number, index = data.split(":")
+        page = await self.bridge.models(where, page=int(page_number), page_size=MODELS_PER_PAGE)
+        if isinstance(page, Refusal) or page.page != int(page_number):
+            return None
+        items = page.items
+        return items[int(index)].id if int(index) < len(items) else None
+
+    async def on_other_button(self, update: Update, context: Context) -> None:
+        """A button we no longer know (an old keyboard): answered so the spinner stops."""
+        await _answer_stale(update)
+
+    # --- errors -----------------------------------------------------------------------------
+    async def on_error(self, update: object, context: Context) -> None:
+        """The one error handler: log what failed (never the token: logging redacts it)."""
+        update_id = update.update_id if isinstance(update, Update) else None
+        error = context.error
+        if error is None:
+            return
+        log.error(
+            "error while handling update %s: %r",
+            update_id,
+            error,
+            exc_info=(type(error), error, error.__traceback__),
+        )
+
+
+def chosen_text(result: ModelChosen, user: User, chat: Chat) -> str:
+    if chat.type == ChatType.PRIVATE:
+        return f"✅ Your model is now `{result.model}`."
+    return f"✅ {escape_markdown(user.first_name)}'s model is now `{result.model}`."
+
+
+def reset_text(result: ConversationReset) -> str:
+    if result.had_conversation:
+        return "🆕 New conversation: I have forgotten what we talked about here."
+    return "🆕 Your next message starts a new conversation."
+
+
+def persona_text(result: SystemPromptSet) -> str:
+    if not result.prompt:
+        return "✅ This chat now has no persona."
+    return "✅ This chat's persona is now:\n" + escape_markdown(cut_utf16(result.prompt, 1000))
+
+
+def _parts(update: Update) -> tuple[Message, Chat, User] | None:
+    message, chat, user = update.effective_message, update.effective_chat, update.effective_user
+    if message is None or chat is None or user is None:
+        return None
+    return message, chat, user
+
+
+def _button(update: Update) -> tuple[CallbackQuery, Message, User] | None:
+    query = update.callback_query
+    if query is None or not isinstance(query.message, Message):
+        return None
+    return query, query.message, query.from_user
+
+
+async def _answer_stale(update: Update) -> None:
+    if update.callback_query is not None:
+        await CallbackAck(update.callback_query)()
+
+
+def build_application(bridge: Bridge) -> TelegramApp:
+    """The PTB Application for the configured bot, handlers registered, updates concurrent."""
+    settings = bridge.settings
+    if settings.telegram_token is None:
+        raise SettingsError("TELEGRAM_TOKEN is not set")
+    app: TelegramApp = (
+        ApplicationBuilder()
+        .token(settings.telegram_token.get_secret_value())
+        .base_url(settings.telegram_base_url)
+        .base_file_url(settings.telegram_base_file_url)
+        .concurrent_updates(True)  # several answers stream at once
+        .build()
+    )
+    bot = TelegramBot(bridge)
+    app.bot_data[STATE_KEY] = bot
+    bot.register(app)
+    return app
+
+
+async def serve(bridge: Bridge, *, ready: asyncio.Event | None = None) -> None:
+    """Poll Telegram until cancelled; then stop answers, polling and the app cleanly."""
+    app = build_application(bridge)
+    bot: TelegramBot = app.bot_data[STATE_KEY]
+    await app.initialize()
+    try:
+        try:
+            await app.bot.set_my_commands(COMMANDS)
+        except TelegramError as exc:
+            log.warning("could not set the command list: %s", exc.message)
+        await app.start()
+        if app.updater is None:
+            raise RuntimeError("the application has no updater")
+        await app.updater.start_polling(
+            drop_pending_updates=False,
+            allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY],
+        )
+        log.info("Telegram: polling as @%s", app.bot.username)
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()
+    finally:
+        await _shutdown(app, bot)
+
+
+async def _shutdown(app: TelegramApp, bot: TelegramBot) -> None:
+    if app.updater is not None and app.updater.running:
+        await app.updater.stop()
+    bot.stop_all()
+    if app.running:
+        await app.stop()  # waits for the handlers, which finish their answers' last writes
+    await app.shutdown()
+    log.info("Telegram: stopped")
