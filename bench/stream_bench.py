@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import statistics
 import subprocess
@@ -54,9 +55,20 @@ class Run:
 
 def start_server(rate: float, words: int) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.g4f_server", "--port", "0",
-         "--stream-delay", str(1 / rate), "--answer-words", str(words)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.g4f_server",
+            "--port",
+            "0",
+            "--stream-delay",
+            str(1 / rate),
+            "--answer-words",
+            str(words),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
@@ -79,10 +91,15 @@ async def one_run(base_url: str, n: int, words: int, interval: float, max_length
             prompt = f"question {i}"
             stream = client.chat_stream([ChatMessage(role="user", content=prompt)])
             surface = RecordingSurface(platform, chat=f"chat-{i}", max_length=max_length)
-            renderers.append(StreamRenderer(
-                stream, surface, budgets=budgets, clock=clock,
-                options=RenderOptions(),
-            ))
+            renderers.append(
+                StreamRenderer(
+                    stream,
+                    surface,
+                    budgets=budgets,
+                    clock=clock,
+                    options=RenderOptions(),
+                )
+            )
         cpu0, wall0 = time.process_time(), time.monotonic()
         results: list[RenderResult] = await asyncio.gather(*(r.run() for r in renderers))
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
@@ -97,10 +114,26 @@ async def one_run(base_url: str, n: int, words: int, interval: float, max_length
             lost += max(1, abs(len(expected) - len(shown)))
     visible = [
         r.first_visible_at - r.first_token_at
-        for r in results if r.first_visible_at is not None and r.first_token_at is not None
+        for r in results
+        if r.first_visible_at is not None and r.first_token_at is not None
     ]
-    return Run(n, visible, [r.writes for r in results], platform.rate_limited, lost, failed,
-               deltas, cpu, wall)
+    return Run(
+        n,
+        visible,
+        [r.writes for r in results],
+        platform.rate_limited,
+        lost,
+        failed,
+        deltas,
+        cpu,
+        wall,
+    )
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -111,6 +144,10 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def report(run: Run) -> None:
     ms = [v * 1000 for v in run.first_visible]
     print(
@@ -118,7 +155,7 @@ def report(run: Run) -> None:
         f"p99={percentile(ms, 99):6.1f} ms  writes/answer={statistics.mean(run.writes):5.1f}  "
         f"rate-limits={run.rate_limited}  chars-lost={run.chars_lost}  failed={run.failed}  "
         f"cpu/1k-deltas={run.cpu / max(1, run.deltas) * 1000:.3f} s  deltas={run.deltas}  "
-        f"wall={run.wall:.1f} s  peak-rss={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB",
+        f"wall={run.wall:.1f} s  peak-rss={peak_rss_mib():.0f} MiB",
         flush=True,
     )
 
@@ -128,13 +165,17 @@ def main() -> None:
     parser.add_argument("--answers", default="1,100,1000", help="comma list of N")
     parser.add_argument("--words", type=int, default=200, help="words per answer")
     parser.add_argument("--rate", type=float, default=20.0, help="deltas per second per answer")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between writes per chat")
+    parser.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between writes per chat"
+    )
     parser.add_argument("--max-length", type=int, default=2000, help="message length limit")
     args = parser.parse_args()
     proc, base_url = start_server(args.rate, args.words)
     try:
         for n in (int(x) for x in args.answers.split(",")):
+            server_cpu = process_cpu(proc.pid)
             report(asyncio.run(one_run(base_url, n, args.words, args.interval, args.max_length)))
+            print(f"  (emulated server process: {process_cpu(proc.pid) - server_cpu:.1f} CPU s)")
     finally:
         proc.terminate()
         proc.wait(10)

@@ -199,6 +199,7 @@ class TelegramSurface:
 
     async def draft(self, text: str) -> None:
         """Show the live preview; falls back to an edited message if drafts are refused."""
+        await self._first_write()
         if not self._drafts_refused:
             formatted, entities = to_entities(text)
             try:

@@ -390,6 +390,7 @@ class FakeDiscord:
         self.rate_limited = 0
         self.identifies: list[JsonObj] = []
         self.interactions: dict[int, Interaction] = {}
+        self.denied_channels: set[int] = set()  # see deny_writes
 
         self._last_id = 0
         self.bot_user_id = self._snowflake()
@@ -504,6 +505,10 @@ class FakeDiscord:
         msg.deleted = True
         if not msg.ephemeral:
             self._spawn(self._dispatch("MESSAGE_DELETE", self._delete_payload(msg)))
+
+    def deny_writes(self, channel_id: int) -> None:
+        """Take the bot's permission to write in a channel: its channel writes get 403 50013."""
+        self.denied_channels.add(channel_id)
 
     def expire_interaction(self, token: str) -> None:
         """Make an interaction token expired now (callbacks 10062, webhooks 50027)."""
@@ -1152,6 +1157,10 @@ class FakeDiscord:
                 )
             if route.auth and request.headers.get("Authorization") != f"Bot {self.token}":
                 raise ApiError(401, 0, "401: Unauthorized")
+            if route.bucket == "channel" and int((params or {})["channel_id"]) in (
+                self.denied_channels
+            ):
+                raise ApiError(403, 50013, "Missing Permissions")
             if route.bucket is not None:
                 headers = self._take_bucket(route.bucket, params or {})
             handler = getattr(self, route.handler)
@@ -1762,12 +1771,17 @@ class FakeDiscord:
         return 204, None
 
     async def _post_followup(self, req: _Req) -> tuple[int, Any]:
-        """POST /webhooks/{app}/{token}: a followup; the first one after a defer fills @original."""
+        """POST /webhooks/{app}/{token}: a followup; the first one after a defer fills @original.
+
+        Once the deferred @original was deleted, followups are new messages again.
+        """
         inter = self._token_interaction(req)
         body: JsonObj = req.body or {}
         if inter.response_type == 5:
-            original = self._original(inter)
-            if original.flags & FLAG_LOADING:
+            original = self._channels[inter.channel_id].messages.get(
+                inter.original_message_id or 0
+            )
+            if original is not None and not original.deleted and original.flags & FLAG_LOADING:
                 self._apply_edit(original, body, req.uploads)
                 await self._announce_edit(original)
                 return self._webhook_reply(req, original)

@@ -401,7 +401,7 @@ class FakeG4F:
         self.stream_delay = 0.0
         self.chunk_size_words = 1
         self.disabled_paths: set[str] = set()
-        self.answer_words = 0  # > 0: default answers are long (see long_answer)  # answered 404 like a server without the route
+        self.answer_words = 0  # > 0: default answers are long (see long_answer)
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._inflight: dict[int, web.Request] = {}
@@ -891,8 +891,8 @@ def long_answer(prompt: str, words: int) -> str:
     """A deterministic, realistic answer: paragraphs, a list, a code block, some emoji."""
     rng = random.Random(prompt)
     vocabulary = (
-        "the model streams tokens quickly while users wait for a helpful reply about code "
-        "and data with some longer explanations of configuration options 🙂 naïve café"
+        "the model streams tokens quickly while users wait for a helpful reply about code and "
+        "data with some longer explanations of configuration options 🙂 naïve café"
     ).split()
     out: list[str] = []
     for index in range(words):

@@ -116,7 +116,9 @@ class RecordingSurface:
     def _record(self, kind: str, message_id: str, text: str, buttons: tuple[Button, ...]) -> None:
         if self.server.keep_writes:
             labels = tuple(b.action for b in buttons)
-            self.server.writes.append(Write(kind, self.server.clock.now(), message_id, text, labels))
+            self.server.writes.append(
+                Write(kind, self.server.clock.now(), message_id, text, labels)
+            )
 
     async def send(self, text: str, *, buttons: tuple[Button, ...] = ()) -> MessageRef:
         assert 0 < len(text) <= self._limits.max_length, f"bad length {len(text)}"

@@ -1,0 +1,504 @@
+"""The Discord adapter: slash commands, mentions, DMs and buttons become `Bridge` use cases.
+
+What users can do
+    /ask prompt [model] [private], /imagine prompt [model] [size], /models [filter], /model name,
+    /reset, /system prompt (admins), /status; mention the bot or DM it; reply to one of its answers
+    to continue that conversation (replying to an older answer forks it); press Stop or Regenerate.
+
+Gateway intents (for the README)
+    The bot asks only for `guilds`, `guild_messages` and `dm_messages`, none of them privileged.
+    It does not need the privileged Message Content intent: Discord still delivers the text of
+    DMs, of messages that mention the bot, and of replies that ping it (Discord's default for a
+    reply). Slash commands never need it. A reply to the bot's answer with the ping switched off
+    arrives with empty text and is ignored, unless the Message Content intent is enabled in the
+    Developer Portal (Bot → Privileged Gateway Intents) and passed as `message_content=True`.
+
+Networking
+    `DISCORD_API_BASE_URL` and `DISCORD_GATEWAY_URL` point discord.py at Discord (the defaults)
+    or at a REST/gateway proxy, as large bots run in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+import aiohttp
+import discord
+import yarl
+from discord import app_commands
+
+from bots.discord.surface import (
+    DEFAULT_ATTACHMENT_LIMIT,
+    REGENERATE_ID,
+    STOP_ID,
+    ChannelSurface,
+    InteractionSurface,
+    PermissionNotices,
+    buttons_view,
+)
+from bots.discord.texts import (
+    NOT_STOPPABLE,
+    SORRY,
+    model_chosen_message,
+    models_message,
+    parse_page_id,
+    reset_message,
+    status_message,
+    system_prompt_message,
+)
+from core.bridge import Bridge, ModelKind
+from core.conversations import Where
+from core.results import ModelPage, Refusal
+from core.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+MODELS_PAGE_SIZE = 10
+MAX_CHOICES = 25
+PROMPT_MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+INTENTS_NOTICE = (
+    "Discord intents: guilds, guild_messages, dm_messages. Mentions, DMs and replies that ping "
+    "the bot work without the privileged Message Content intent; replies without the ping "
+    "need it (enable it in the Developer Portal and pass message_content=True)."
+)
+_PLATFORM_ERRORS = (discord.DiscordException, aiohttp.ClientError, OSError, TimeoutError)
+
+
+def where_of_interaction(interaction: discord.Interaction) -> Where:
+    """The platform-neutral place of an interaction."""
+    channel = interaction.channel
+    return Where(
+        platform=PLATFORM,
+        chat_id=str(interaction.channel_id),
+        user_id=str(interaction.user.id),
+        guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+        is_private=channel is not None and channel.type is discord.ChannelType.private,
+    )
+
+
+def where_of_message(message: discord.Message) -> Where:
+    """The platform-neutral place of a message."""
+    return Where(
+        platform=PLATFORM,
+        chat_id=str(message.channel.id),
+        user_id=str(message.author.id),
+        guild_id=str(message.guild.id) if message.guild else None,
+        is_private=message.channel.type is discord.ChannelType.private,
+    )
+
+
+def bridge_intents(*, message_content: bool = False) -> discord.Intents:
+    """The fewest intents the adapter needs (see the module docstring)."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.message_content = message_content
+    return intents
+
+
+class BridgeClient(discord.Client):
+    """The discord.py client: translates events into `Bridge` calls and shows the results."""
+
+    def __init__(
+        self,
+        bridge: Bridge,
+        *,
+        guild_ready_timeout: float | None = None,
+        message_content: bool = False,
+    ) -> None:
+        options: dict[str, Any] = {}
+        if guild_ready_timeout is not None:
+            options["guild_ready_timeout"] = guild_ready_timeout
+        super().__init__(
+            intents=bridge_intents(message_content=message_content),
+            allowed_mentions=discord.AllowedMentions.none(),  # model output never pings
+            **options,
+        )
+        self.bridge = bridge
+        self.tree: app_commands.CommandTree[BridgeClient] = app_commands.CommandTree(self)
+        self.notices = PermissionNotices()
+        self.ready_event: asyncio.Event | None = None
+        self._synced = False
+        self.tree.error(self.on_app_command_error)
+        register_commands(self)
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def on_ready(self) -> None:
+        """Sync the slash commands once, then tell the caller we are ready."""
+        if not self._synced:
+            self._synced = True
+            await self.sync_commands()
+        log.info("Discord: connected as %s", self.user)
+        if self.ready_event is not None:
+            self.ready_event.set()
+
+    async def sync_commands(self) -> None:
+        """Register the commands globally, or in DISCORD_GUILD_IDS (visible there at once)."""
+        guild_ids = self.bridge.settings.discord_guild_ids
+        try:
+            if not guild_ids:
+                synced = await self.tree.sync()
+                log.info("Discord: %d global commands synced", len(synced))
+                return
+            for guild_id in guild_ids:
+                guild = discord.Object(int(guild_id))
+                self.tree.copy_global_to(guild=guild)
+                synced = await self.tree.sync(guild=guild)
+                log.info("Discord: %d commands synced to guild %s", len(synced), guild_id)
+        except (discord.HTTPException, ValueError) as exc:
+            log.error("Discord: could not sync the slash commands: %s", exc)
+
+    # --- errors -----------------------------------------------------------------------------
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        """The one handler for errors in events (messages, buttons): log, apologise if we can."""
+        log.exception("Discord: error in %s", event_method)
+        interaction = next((a for a in args if isinstance(a, discord.Interaction)), None)
+        if interaction is not None:
+            await self.apologize(interaction)
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """The one handler for errors in slash commands: log, apologise if we can."""
+        name = interaction.command.name if interaction.command else "?"
+        log.error("Discord: /%s failed", name, exc_info=error)
+        await self.apologize(interaction)
+
+    async def apologize(self, interaction: discord.Interaction) -> None:
+        """Tell the user privately that something failed (interactions must be answered)."""
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(SORRY, ephemeral=True)
+            else:
+                await interaction.response.send_message(SORRY, ephemeral=True)
+        except _PLATFORM_ERRORS as exc:
+            log.info("Discord: could not apologise: %r", exc)
+
+    # --- showing results --------------------------------------------------------------------
+    async def reply(
+        self, interaction: discord.Interaction, text: str, *, view: discord.ui.View | None = None
+    ) -> None:
+        """A private reply; after an ephemeral defer it fills the deferred message."""
+        if interaction.response.is_done():
+            await interaction.edit_original_response(content=text, view=view)
+        elif view is None:
+            await interaction.response.send_message(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True, view=view)
+
+    async def refuse_early(self, interaction: discord.Interaction, where: Where) -> bool:
+        """Answer privately and return True when the user may not use the bot here."""
+        refusal = self.bridge.check_access(where)
+        if refusal is None:
+            return False
+        await self.reply(interaction, refusal.message)
+        return True
+
+    async def defer_answer(
+        self, interaction: discord.Interaction, *, ephemeral: bool
+    ) -> InteractionSurface:
+        """Defer (Discord shows "thinking…") and return the surface the answer goes to."""
+        callback = await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+        return InteractionSurface(
+            interaction,
+            clock=self.bridge.clock,
+            notices=self.notices,
+            ephemeral=ephemeral,
+            original_id=callback.message_id if callback is not None else None,
+        )
+
+    async def refuse_deferred(
+        self, interaction: discord.Interaction, refusal: Refusal, *, ephemeral: bool
+    ) -> None:
+        """Show a refusal privately in place of a deferred answer."""
+        if ephemeral:
+            await interaction.edit_original_response(content=refusal.message)
+            return
+        await interaction.delete_original_response()
+        await interaction.followup.send(refusal.message, ephemeral=True)
+
+    # --- slash commands ---------------------------------------------------------------------
+    async def cmd_ask(
+        self, interaction: discord.Interaction, prompt: str, model: str | None, private: bool
+    ) -> None:
+        """/ask: defer at once, then stream the answer into the deferred message."""
+        where = where_of_interaction(interaction)
+        if await self.refuse_early(interaction, where):
+            return
+        surface = await self.defer_answer(interaction, ephemeral=private)
+        result = await self.bridge.ask(where, prompt, surface, model=model)
+        if isinstance(result, Refusal):
+            await self.refuse_deferred(interaction, result, ephemeral=private)
+
+    async def cmd_imagine(
+        self, interaction: discord.Interaction, prompt: str, model: str | None, size: str | None
+    ) -> None:
+        """/imagine: defer, then the image (or the error) replaces the deferred message."""
+        where = where_of_interaction(interaction)
+        if await self.refuse_early(interaction, where):
+            return
+        surface = await self.defer_answer(interaction, ephemeral=False)
+        result = await self.bridge.imagine(where, prompt, surface, model=model, size=size)
+        if isinstance(result, Refusal):
+            await self.refuse_deferred(interaction, result, ephemeral=False)
+
+    async def cmd_models(self, interaction: discord.Interaction, query: str) -> None:
+        """/models: the first page of the (filtered) model list, privately."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        page = await self.bridge.models(
+            where_of_interaction(interaction), query=query, page_size=MODELS_PAGE_SIZE
+        )
+        await self.show_models(interaction, page)
+
+    async def show_models(
+        self, interaction: discord.Interaction, page: ModelPage | Refusal
+    ) -> None:
+        """Fill the (deferred) message with a page of models and its page buttons."""
+        if isinstance(page, Refusal):
+            await interaction.edit_original_response(content=page.message, view=None)
+            return
+        text, buttons = models_message(page)
+        await interaction.edit_original_response(content=text, view=buttons_view(buttons))
+
+    async def cmd_model(self, interaction: discord.Interaction, name: str, here: bool) -> None:
+        """/model: choose the user's model (everywhere, or only in this channel)."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        result = await self.bridge.set_model(
+            where_of_interaction(interaction), name, scope="chat" if here else "user"
+        )
+        text = result.message if isinstance(result, Refusal) else model_chosen_message(result)
+        await self.reply(interaction, text)
+
+    async def model_choices(
+        self, interaction: discord.Interaction, current: str, kind: ModelKind
+    ) -> list[app_commands.Choice[str]]:
+        """Autocomplete: up to 25 models whose name contains what the user typed."""
+        page = await self.bridge.models(
+            where_of_interaction(interaction), query=current, page_size=MAX_CHOICES, kind=kind
+        )
+        if isinstance(page, Refusal):
+            return []
+        return [app_commands.Choice(name=m.id[:100], value=m.id[:100]) for m in page.items]
+
+    async def cmd_reset(self, interaction: discord.Interaction) -> None:
+        """/reset: start a new conversation in this channel."""
+        result = await self.bridge.reset(where_of_interaction(interaction))
+        text = result.message if isinstance(result, Refusal) else reset_message(result)
+        await self.reply(interaction, text)
+
+    async def cmd_system(self, interaction: discord.Interaction, prompt: str) -> None:
+        """/system: set this channel's system prompt (the core lets only admins)."""
+        result = await self.bridge.set_system_prompt(where_of_interaction(interaction), prompt)
+        text = result.message if isinstance(result, Refusal) else system_prompt_message(result)
+        await self.reply(interaction, text)
+
+    async def cmd_status(self, interaction: discord.Interaction) -> None:
+        """/status: the user's model, limits and this channel's conversation."""
+        result = await self.bridge.status(where_of_interaction(interaction))
+        text = result.message if isinstance(result, Refusal) else status_message(result)
+        await self.reply(interaction, text)
+
+    # --- buttons ----------------------------------------------------------------------------
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Route button clicks (custom ids g4f:*); slash commands go through the tree."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        custom_id = str(interaction.data.get("custom_id", "")) if interaction.data else ""
+        message = interaction.message
+        if message is None:
+            return
+        if custom_id == STOP_ID:
+            await self.stop_clicked(interaction, message)
+        elif custom_id == REGENERATE_ID:
+            await self.regenerate_clicked(interaction, message)
+        elif (page := parse_page_id(custom_id)) is not None:
+            await self.page_clicked(interaction, *page)
+
+    async def stop_clicked(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        """Stop: end the answer streaming in the clicked message (its asker or an admin)."""
+        if self.bridge.stop(where_of_interaction(interaction), str(message.id)):
+            await interaction.response.defer()  # the answer's own final edit shows "Stopped"
+        else:
+            await interaction.response.send_message(NOT_STOPPABLE, ephemeral=True)
+
+    async def regenerate_clicked(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        """Regenerate: answer the same question again, as a new message (a new branch)."""
+        where = where_of_interaction(interaction)
+        if await self.refuse_early(interaction, where):
+            return
+        private = message.flags.ephemeral
+        surface = await self.defer_answer(interaction, ephemeral=private)
+        result = await self.bridge.regenerate(where, str(message.id), surface)
+        if isinstance(result, Refusal):
+            await self.refuse_deferred(interaction, result, ephemeral=private)
+
+    async def page_clicked(self, interaction: discord.Interaction, page: int, query: str) -> None:
+        """Turn a page of a /models list."""
+        await interaction.response.defer()
+        result = await self.bridge.models(
+            where_of_interaction(interaction), query=query, page=page, page_size=MODELS_PAGE_SIZE
+        )
+        await self.show_models(interaction, result)
+
+    # --- messages ---------------------------------------------------------------------------
+    async def on_message(self, message: discord.Message) -> None:
+        """A DM, a mention of the bot or a reply to one of its answers is a prompt."""
+        prompt = self.prompt_of(message)
+        if prompt is None:
+            return
+        reference = message.reference
+        reply_to = (
+            str(reference.message_id)
+            if reference is not None
+            and reference.message_id is not None
+            and reference.channel_id == message.channel.id
+            else None
+        )
+        guild = message.guild
+        surface = ChannelSurface(
+            self.get_partial_messageable(message.channel.id, guild_id=guild.id if guild else None),
+            notices=self.notices,
+            reply_to=message,
+            attachment_limit=guild.filesize_limit if guild else DEFAULT_ATTACHMENT_LIMIT,
+        )
+        where = where_of_message(message)
+        result = await self.bridge.ask(where, prompt, surface, reply_to=reply_to)
+        if isinstance(result, Refusal) and not result.quiet:
+            await self.refuse_message(message, result)
+
+    def prompt_of(self, message: discord.Message) -> str | None:
+        """The prompt in a message addressed to the bot (mention removed), else None."""
+        me = self.user
+        if me is None or message.author.bot or message.type not in PROMPT_MESSAGE_TYPES:
+            return None
+        direct = message.channel.type is discord.ChannelType.private
+        mentioned = any(user.id == me.id for user in message.mentions)
+        resolved = message.reference.resolved if message.reference else None
+        replied = isinstance(resolved, discord.Message) and resolved.author.id == me.id
+        if not (direct or mentioned or replied):
+            return None
+        text = re.sub(rf"<@!?{me.id}>", "", message.content).strip()
+        if not text and not (direct or mentioned):
+            log.debug("Discord: a reply without text (needs the Message Content intent)")
+            return None
+        return text
+
+    async def refuse_message(self, message: discord.Message, refusal: Refusal) -> None:
+        """Reply to a prompt message with a refusal."""
+        try:
+            await message.reply(refusal.message, mention_author=False)
+        except _PLATFORM_ERRORS as exc:
+            log.info("Discord: could not send a refusal in %s: %r", message.channel.id, exc)
+
+
+def register_commands(bot: BridgeClient) -> None:
+    """Declare the slash commands; each one hands over to a `BridgeClient` method."""
+    tree = bot.tree
+
+    async def chat_models(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return await bot.model_choices(interaction, current, "chat")
+
+    async def image_models(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return await bot.model_choices(interaction, current, "image")
+
+    @tree.command(name="ask", description="Ask the AI a question")
+    @app_commands.describe(
+        prompt="Your question",
+        model="Model for this answer (default: yours)",
+        private="Only you see the answer",
+    )
+    @app_commands.autocomplete(model=chat_models)
+    async def ask(
+        interaction: discord.Interaction,
+        prompt: str,
+        model: str | None = None,
+        private: bool = False,
+    ) -> None:
+        await bot.cmd_ask(interaction, prompt, model, private)
+
+    @tree.command(name="imagine", description="Draw a picture")
+    @app_commands.describe(
+        prompt="What to draw", model="Image model", size="Size as WxH, e.g. 1024x1024"
+    )
+    @app_commands.autocomplete(model=image_models)
+    async def imagine(
+        interaction: discord.Interaction,
+        prompt: str,
+        model: str | None = None,
+        size: str | None = None,
+    ) -> None:
+        await bot.cmd_imagine(interaction, prompt, model, size)
+
+    @tree.command(name="models", description="List the chat models")
+    @app_commands.describe(filter="Only models whose name contains this")
+    async def models(interaction: discord.Interaction, filter: str = "") -> None:
+        await bot.cmd_models(interaction, filter)
+
+    @tree.command(name="model", description="Choose your chat model")
+    @app_commands.describe(name="Model name", here="Only in this channel")
+    @app_commands.autocomplete(name=chat_models)
+    async def model(interaction: discord.Interaction, name: str, here: bool = False) -> None:
+        await bot.cmd_model(interaction, name, here)
+
+    @tree.command(name="reset", description="Start a new conversation in this channel")
+    async def reset(interaction: discord.Interaction) -> None:
+        await bot.cmd_reset(interaction)
+
+    @tree.command(name="system", description="Set this channel's persona (admins)")
+    @app_commands.describe(prompt="The system prompt; leave empty for the default")
+    async def system(interaction: discord.Interaction, prompt: str = "") -> None:
+        await bot.cmd_system(interaction, prompt)
+
+    @tree.command(name="status", description="Your model, limits and conversation")
+    async def status(interaction: discord.Interaction) -> None:
+        await bot.cmd_status(interaction)
+
+
+def build_client(
+    bridge: Bridge, *, guild_ready_timeout: float | None = None, message_content: bool = False
+) -> BridgeClient:
+    """A ready-to-run client with its command tree (not logged in)."""
+    return BridgeClient(
+        bridge, guild_ready_timeout=guild_ready_timeout, message_content=message_content
+    )
+
+
+def point_at(settings: Settings) -> None:
+    """Send discord.py's REST calls and gateway connection where the settings say."""
+    discord.http.Route.BASE = settings.discord_api_base_url
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+async def serve(
+    bridge: Bridge,
+    *,
+    ready: asyncio.Event | None = None,
+    guild_ready_timeout: float | None = None,
+    message_content: bool = False,
+) -> None:
+    """Run the Discord bot until cancelled, then disconnect cleanly."""
+    token = bridge.settings.discord_token
+    if token is None:
+        raise SettingsError("DISCORD_TOKEN is not set")
+    point_at(bridge.settings)
+    client = build_client(
+        bridge, guild_ready_timeout=guild_ready_timeout, message_content=message_content
+    )
+    client.ready_event = ready
+    log.info(INTENTS_NOTICE)
+    async with client:
+        await client.login(token.get_secret_value())
+        await client.connect(reconnect=True)

@@ -1,0 +1,571 @@
+"""The Discord adapter end to end: the real discord.py client against FakeDiscord over loopback.
+
+Time: the bridge and the emulator share a ScaledClock running FACTOR times faster than real time,
+and the emulator divides the times it reports in rate-limit headers by the same factor, so every
+platform window (5 writes per 5 s, 1.1 s between edits) holds in clock time while tests run fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+import pytest
+
+from bots.discord.app import serve
+from core.bridge import Bridge
+from core.client import G4FClient
+from core.conversations import Where
+from core.render.split import join_parts, unwrap_parts
+from core.results import Status
+from core.store.base import open_store
+from tests.conftest import MakeSettings
+from tests.fakes.clock import ScaledClock
+from tests.fakes.discord_server import FakeDiscord, FakeMessage, Interaction
+from tests.fakes.g4f_server import FakeG4F
+
+FACTOR = 10.0
+USER = 2001
+STOP = "g4f:stop"
+REGEN = "g4f:regen"
+
+
+@dataclass
+class World:
+    fake: FakeDiscord
+    g4f: FakeG4F
+    bridge: Bridge
+    clock: ScaledClock
+    task: asyncio.Task[None]  # the running serve()
+
+    @property
+    def channel(self) -> int:
+        return self.fake.channel_id
+
+
+Start = Callable[..., Awaitable[World]]
+
+
+async def _stop_task(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.fixture
+async def start(
+    make_settings: MakeSettings, g4f: FakeG4F, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Start]:
+    """Start FakeDiscord, a Bridge and `serve` (settings overrides as keyword arguments)."""
+    # serve() points discord.py at the emulator; monkeypatch restores the defaults afterwards.
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket,
+        "DEFAULT_GATEWAY",
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+    )
+    g4f.trickle_interval = 0.02
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start_(**overrides: Any) -> World:
+            clock = ScaledClock(FACTOR)
+            fake = FakeDiscord(clock=clock.now, header_time_scale=FACTOR)
+            await stack.enter_async_context(fake)
+            settings = make_settings(
+                discord_token=fake.token,
+                discord_api_base_url=fake.api_base,
+                discord_gateway_url=fake.gateway_url,
+                **overrides,
+            )
+            store = open_store(settings.bridge_store_url)
+            await store.open()
+            client = G4FClient(settings, clock=clock)
+            bridge = Bridge(settings, client=client, store=store, clock=clock)
+            stack.push_async_callback(bridge.close)
+            ready = asyncio.Event()
+            task = asyncio.create_task(serve(bridge, ready=ready, guild_ready_timeout=0.05))
+            stack.push_async_callback(_stop_task, task)
+            waiter = asyncio.create_task(ready.wait())
+            await asyncio.wait({waiter, task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if not ready.is_set():
+                raise AssertionError(f"bot not ready: {task.exception() if task.done() else ''}")
+            return World(fake, g4f, bridge, clock, task)
+
+        yield start_
+
+
+@pytest.fixture
+async def world(start: Start) -> World:
+    return await start()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def button_ids(message: FakeMessage) -> list[str]:
+    return [c["custom_id"] for row in message.components for c in row.get("components", [])]
+
+
+def bot_messages(world: World, channel_id: int | None = None) -> list[FakeMessage]:
+    channel = world.channel if channel_id is None else channel_id
+    return [m for m in world.fake.messages(channel) if m.author_id == world.fake.bot_user_id]
+
+
+def original(world: World, inter: Interaction) -> FakeMessage | None:
+    if inter.original_message_id is None:
+        return None
+    with contextlib.suppress(KeyError):
+        return world.fake.message(inter.original_message_id)
+    return None
+
+
+def finished(world: World, channel_id: int | None = None, count: int = 1) -> Callable[[], bool]:
+    """Predicate: `count` answers in the channel carry their final Regenerate button."""
+    return lambda: sum(REGEN in button_ids(m) for m in bot_messages(world, channel_id)) >= count
+
+
+async def settled(world: World, channel_id: int, user_id: int = USER) -> None:
+    """Wait until the user's answer in the channel is fully stored (the in-flight lock is free)."""
+    where = Where("discord", str(channel_id), str(user_id))
+    for _ in range(500):
+        status = await world.bridge.status(where)
+        if isinstance(status, Status) and not status.busy:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the answer never finished")
+
+
+def last_messages(g4f: FakeG4F) -> list[str]:
+    body = g4f.chat_requests()[-1].json
+    assert body is not None
+    return [m["content"] for m in body["messages"]]
+
+
+def words(count: int, prefix: str = "word") -> str:
+    return " ".join(f"{prefix}{i}" for i in range(count))
+
+
+FENCE = re.compile(r"^(```|~~~)(\S*)\s*$")
+
+
+def fence_languages(text: str) -> tuple[list[str], str | None]:
+    """The languages of the code blocks opened in `text`, and the one still open at its end."""
+    opened: list[str] = []
+    current: str | None = None
+    for line in text.split("\n"):
+        found = FENCE.match(line)
+        if not found:
+            continue
+        if current is None:
+            current = found.group(2)
+            opened.append(current)
+        else:
+            current = None
+    return opened, current
+
+
+def long_answer_with_code() -> str:
+    prose = "\n\n".join(f"Paragraph {i}: " + words(40, f"p{i}w") + "." for i in range(6))
+    python = "```python\n" + "\n".join(f"value_{i} = compute({i})  # step {i}" for i in range(120))
+    javascript = "```js\n" + "\n".join(f"const item{i} = build({i});" for i in range(90))
+    text = f"{prose}\n\n{python}\n```\n\nMore text.\n\n{javascript}\n```\n\n{prose}\n\nThe end."
+    assert 9_000 < len(text) < 11_000, len(text)
+    return text
+
+
+# --------------------------------------------------------------------------- answers
+
+
+async def test_ask_streams_into_the_deferred_message(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    answer = words(40)
+    g4f.answers["tell me"] = answer
+    inter = await fake.slash("ask", {"prompt": "tell me", "model": "trickle"})
+
+    def streaming() -> bool:
+        msg = original(world, inter)
+        return msg is not None and msg.content.endswith("▌") and button_ids(msg) == [STOP]
+
+    await fake.wait_for(streaming)
+    await fake.wait_for(finished(world))
+    msg = original(world, inter)
+    assert msg is not None
+    assert msg.content == answer and button_ids(msg) == [REGEN]
+    assert msg.edits >= 3 and not msg.ephemeral and msg.interaction_id == inter.id
+    assert [m.id for m in bot_messages(world)] == [msg.id]
+    assert inter.response_type == 5
+    assert g4f.chat_requests()[-1].json["model"] == "trickle"
+
+
+async def test_three_answers_at_once_share_the_channel_without_429s(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    for user in (1, 2, 3):
+        g4f.answers[f"question {user}"] = words(30, f"u{user}w")
+    inters = await asyncio.gather(
+        *(
+            fake.slash("ask", {"prompt": f"question {u}", "model": "trickle"}, user_id=3000 + u)
+            for u in (1, 2, 3)
+        )
+    )
+    await fake.wait_for(finished(world, count=3), timeout=15)
+    for user, inter in zip((1, 2, 3), inters, strict=True):
+        msg = original(world, inter)
+        assert msg is not None and msg.content == words(30, f"u{user}w")
+    assert fake.rate_limited == 0
+    assert 429 not in {c.status for c in fake.calls}
+
+
+async def test_long_answer_with_code_is_split_with_fences_reopened(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    text = long_answer_with_code()
+    g4f.answers["long one"] = text
+    g4f.chunk_size_words = 20
+    await fake.slash("ask", {"prompt": "long one"})
+    await fake.wait_for(finished(world), timeout=15)
+    parts = [m.content for m in bot_messages(world)]
+    assert len(parts) >= 5
+    assert all(len(p) <= 2000 for p in parts)
+    assert join_parts(parts) == text
+    joined_lines = set("\n".join(parts).split("\n"))
+    assert all(line in joined_lines for line in text.split("\n"))
+    # Each message closes its code blocks; one cut inside a block reopens it, same language.
+    reopened: list[str] = []
+    shown_so_far = ""
+    for part, following, piece in zip(parts, [*parts[1:], ""], unwrap_parts(parts), strict=True):
+        assert fence_languages(part)[1] is None, part[-60:]
+        shown_so_far += piece
+        language = fence_languages(shown_so_far)[1]
+        if language is not None:
+            assert following.startswith(f"```{language}\n"), following[:40]
+            reopened.append(language)
+    assert "python" in reopened and "js" in reopened
+    assert REGEN in button_ids(bot_messages(world)[-1])
+    assert fake.rate_limited == 0
+
+
+async def test_private_answer_is_ephemeral(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    answer = words(450)  # over 2000 characters: a followup, ephemeral too
+    g4f.answers["secret"] = answer
+    inter = await fake.slash("ask", {"prompt": "secret", "private": True})
+    await fake.wait_for(finished(world))
+    messages = bot_messages(world)
+    assert len(messages) == 2 and all(m.ephemeral for m in messages)
+    assert messages[0].id == inter.original_message_id
+    assert join_parts([m.content for m in messages]) == answer
+
+
+async def test_mention_and_dm_are_prompts(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    asked = await fake.user_message(world.channel, "hello there", mention_bot=True)
+    await fake.wait_for(finished(world))
+    reply = bot_messages(world)[-1]
+    assert reply.content == "You said: hello there" and reply.reference == asked
+    assert last_messages(g4f) == ["hello there"]
+
+    dm = fake.add_channel(guild=False, user_id=2002)
+    asked_dm = await fake.user_message(dm, "hi in private", user_id=2002)
+    await fake.wait_for(finished(world, dm))
+    answer = bot_messages(world, dm)[-1]
+    assert answer.content == "You said: hi in private" and answer.reference == asked_dm
+
+    await fake.user_message(world.channel, "not for the bot")
+    await fake.user_message(dm, "bots are ignored", user_id=fake.bot_user_id)
+    await settled(world, dm, 2002)
+    assert len(g4f.chat_requests()) == 2
+
+
+async def test_reply_chain_continues_and_older_reply_forks(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+
+    async def ask(text: str, reply_to: int | None = None, mention: bool = False) -> int:
+        before = len(bot_messages(world))
+        await fake.user_message(world.channel, text, reply_to=reply_to, mention_bot=mention)
+        await fake.wait_for(lambda: finished(world, count=before + 1)())
+        await settled(world, world.channel)
+        return bot_messages(world)[-1].id
+
+    a1 = await ask("q1", mention=True)
+    a2 = await ask("q2", reply_to=a1)
+    await ask("q3", reply_to=a2)
+    assert last_messages(g4f) == ["q1", "You said: q1", "q2", "You said: q2", "q3"]
+    await ask("fork", reply_to=a1)
+    assert last_messages(g4f) == ["q1", "You said: q1", "fork"]
+
+
+async def test_stop_ends_the_answer_and_keeps_the_text(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    g4f.answers["go on"] = words(300)
+    inter = await fake.slash("ask", {"prompt": "go on", "model": "trickle"})
+
+    def some_text() -> bool:
+        msg = original(world, inter)
+        return msg is not None and "word5" in msg.content and STOP in button_ids(msg)
+
+    await fake.wait_for(some_text)
+    assert inter.original_message_id is not None
+    click = await fake.click(inter.original_message_id, STOP)
+    await fake.wait_for(finished(world))
+    msg = original(world, inter)
+    assert msg is not None and msg.content.endswith("\n\n⏹ Stopped.")
+    assert msg.content.startswith("word0 word1") and "word299" not in msg.content
+    assert button_ids(msg) == [REGEN]
+    assert click.response_type == 6
+
+
+async def test_regenerate_answers_again_in_a_new_message(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    first = await fake.slash("ask", {"prompt": "again please"})
+    await fake.wait_for(finished(world))
+    await settled(world, world.channel)
+    assert first.original_message_id is not None
+    click = await fake.click(first.original_message_id, REGEN)
+    await fake.wait_for(finished(world, count=2))
+    new = original(world, click)
+    assert new is not None and new.id != first.original_message_id
+    assert new.content == "You said: again please" and button_ids(new) == [REGEN]
+    assert click.response_type == 5
+    requests = g4f.chat_requests()
+    assert len(requests) == 2
+    assert requests[0].json["messages"] == requests[1].json["messages"]
+
+
+async def test_upstream_error_mid_stream_keeps_the_text_and_warns(world: World) -> None:
+    fake = world.fake
+    inter = await fake.slash(
+        "ask", {"prompt": "one two three four five six", "model": "midstream-error"}
+    )
+    await fake.wait_for(finished(world))
+    msg = original(world, inter)
+    assert msg is not None
+    text, _, warning = msg.content.partition("\n\n")
+    assert text and "You said: one two three".startswith(text[:10])
+    assert warning.startswith("⚠️ ")
+    assert button_ids(msg) == [REGEN]
+
+
+async def test_expired_token_continues_as_channel_messages(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    answer = words(500)  # about 4,400 characters: several messages
+    g4f.answers["slow and long"] = answer
+    g4f.chunk_size_words = 25
+    g4f.trickle_interval = 0.1
+    inter = await fake.slash("ask", {"prompt": "slow and long", "model": "trickle"})
+
+    def started() -> bool:
+        msg = original(world, inter)
+        return msg is not None and len(msg.content) > 100
+
+    await fake.wait_for(started)
+    fake.expire_interaction(inter.token)
+    await fake.wait_for(finished(world), timeout=15)
+    messages = bot_messages(world)
+    assert messages[0].id == inter.original_message_id
+    assert join_parts([m.content for m in messages]) == answer
+    statuses = {(c.method, c.route, c.status) for c in fake.calls}
+    assert any(s == 401 for _, route, s in statuses if route.startswith("/webhooks/"))
+    channel_writes = [
+        c for c in fake.calls if c.route.startswith("/channels/{channel_id}/messages")
+    ]
+    assert channel_writes and all(c.status == 200 for c in channel_writes)
+
+
+async def test_private_answer_ends_quietly_when_the_token_expires(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    g4f.answers["private and slow"] = words(300)
+    g4f.chunk_size_words = 20
+    g4f.trickle_interval = 0.1
+    inter = await fake.slash(
+        "ask", {"prompt": "private and slow", "model": "trickle", "private": True}
+    )
+
+    def started() -> bool:
+        msg = original(world, inter)
+        return msg is not None and len(msg.content) > 50
+
+    await fake.wait_for(started)
+    shown = original(world, inter)
+    fake.expire_interaction(inter.token)
+    await settled(world, world.channel)
+    assert [m.ephemeral for m in bot_messages(world)] == [True]
+    msg = original(world, inter)
+    assert msg is not None and shown is not None and msg.content.startswith(shown.content[:40])
+    assert not any(c.route.startswith("/channels/{channel_id}/messages") for c in fake.calls)
+
+
+# --------------------------------------------------------------------------- other commands
+
+
+async def test_imagine_uploads_the_image_with_prompt_and_model(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    inter = await fake.slash("imagine", {"prompt": "a red square"})
+
+    def has_image() -> bool:
+        msg = original(world, inter)
+        return msg is not None and bool(msg.attachments)
+
+    await fake.wait_for(has_image)
+    msg = original(world, inter)
+    assert msg is not None
+    ((filename, data),) = msg.attachments
+    assert data == g4f.image_bytes and filename.startswith("image.")
+    embed = msg.embeds[0]
+    assert "a red square" in embed["description"] and embed["footer"]["text"] == "flux"
+    assert embed["image"]["url"] == f"attachment://{filename}"
+
+
+async def test_model_autocomplete_and_choice(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    inter = await fake.autocomplete("model", "name", "gpt-4")
+    await fake.wait_for(lambda: inter.autocomplete_choices is not None)
+    assert inter.autocomplete_choices is not None
+    names = [c["name"] for c in inter.autocomplete_choices]
+    assert set(names) == {"gpt-4o", "gpt-4o-mini", "gpt-4.1"}
+
+    chosen = await fake.slash("model", {"name": "gpt-4o-mini"})
+    await fake.wait_for(lambda: (m := original(world, chosen)) is not None and not m.loading)
+    msg = original(world, chosen)
+    assert msg is not None and msg.ephemeral and "`gpt-4o-mini`" in msg.content
+    await fake.slash("ask", {"prompt": "which model?"})
+    await fake.wait_for(finished(world))
+    assert g4f.chat_requests()[-1].json["model"] == "gpt-4o-mini"
+
+    typo = await fake.slash("model", {"name": "gpt4o"})
+    await fake.wait_for(lambda: (m := original(world, typo)) is not None and not m.loading)
+    msg = original(world, typo)
+    assert msg is not None and msg.ephemeral and "Did you mean" in msg.content
+
+
+async def test_models_list_turns_pages(world: World) -> None:
+    fake = world.fake
+    inter = await fake.slash("models", {})
+    await fake.wait_for(lambda: (m := original(world, inter)) is not None and not m.loading)
+    first = original(world, inter)
+    assert first is not None and first.ephemeral and "page 1/" in first.content
+    if "g4f:page:1:" not in button_ids(first):
+        pytest.skip("the fake server lists too few chat models for two pages")
+    await fake.click(first.id, "g4f:page:1:")
+    await fake.wait_for(lambda: "page 2/" in fake.message(first.id).content)
+
+
+async def test_reset_status_and_system_prompt(start: Start) -> None:
+    world = await start(admin_user_ids="discord:9999")
+    fake = world.fake
+
+    async def command(name: str, options: dict[str, object], user: int = USER) -> str:
+        inter = await fake.slash(name, options, user_id=user)
+        await fake.wait_for(lambda: (m := original(world, inter)) is not None and not m.loading)
+        msg = original(world, inter)
+        assert msg is not None and msg.ephemeral
+        return msg.content
+
+    assert "Model:" in await command("status", {})
+    assert "no conversation" in await command("reset", {})
+    assert "admins" in await command("system", {"prompt": "Be a pirate."})
+    assert "persona is now" in await command("system", {"prompt": "Be a pirate."}, user=9999)
+    assert "Be a pirate." in await command("status", {})
+
+
+async def test_allowlist_refusal_is_private_and_given_once_in_channels(start: Start) -> None:
+    world = await start(allowed_user_ids="someone-else", admin_user_ids="9999")
+    fake, g4f = world.fake, world.g4f
+    for _ in range(2):  # an interaction always needs an answer: shown each time, privately
+        inter = await fake.slash("ask", {"prompt": "let me in"})
+        await fake.wait_for(lambda i=inter: original(world, i) is not None)  # type: ignore[misc]
+        msg = original(world, inter)
+        assert msg is not None and msg.ephemeral and "not available to you" in msg.content
+        assert inter.response_type == 4
+    first = await fake.user_message(world.channel, "and now?", mention_bot=True, user_id=2005)
+    await fake.user_message(world.channel, "still?", mention_bot=True, user_id=2005)
+    await fake.user_message(world.channel, "admin here", mention_bot=True, user_id=9999)
+    await fake.wait_for(finished(world))
+    public = [(m.content, m.reference) for m in bot_messages(world) if not m.ephemeral]
+    assert public == [
+        ("Sorry, this bot is private and not available to you here.", first),
+        ("You said: admin here", public[-1][1]),
+    ]
+    assert len(g4f.chat_requests()) == 1
+
+
+async def test_commands_are_synced_and_intents_are_minimal(world: World) -> None:
+    fake = world.fake
+    assert {c["name"] for c in fake.commands} == {
+        "ask",
+        "imagine",
+        "models",
+        "model",
+        "reset",
+        "system",
+        "status",
+    }
+    intents = discord.Intents._from_value(fake.identifies[0]["intents"])
+    assert intents.guilds and intents.guild_messages and intents.dm_messages
+    assert not intents.message_content and not intents.members and not intents.presences
+
+
+async def test_second_question_while_one_streams_is_refused_privately(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    g4f.answers["slow"] = words(200)
+    first = await fake.slash("ask", {"prompt": "slow", "model": "trickle"})
+    await fake.wait_for(lambda: (m := original(world, first)) is not None and bool(m.content))
+    second = await fake.slash("ask", {"prompt": "impatient"})
+    await fake.wait_for(lambda: bool(second.followup_ids))
+    notice = fake.message(second.followup_ids[0])
+    assert notice.ephemeral and "already have an answer coming" in notice.content
+    assert original(world, second) is None  # the public "thinking…" message was removed
+    await fake.wait_for(finished(world))
+    assert len(g4f.chat_requests()) == 1
+
+
+async def test_deleted_answer_stops_quietly(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    g4f.answers["long story"] = words(150)  # one message
+    g4f.trickle_interval = 0.05
+    await fake.user_message(world.channel, "long story", mention_bot=True)
+    await fake.wait_for(lambda: any("word3 " in m.content for m in bot_messages(world)))
+    answer = bot_messages(world)[-1]
+    fake.delete_message(world.channel, answer.id)
+    await settled(world, world.channel)
+    assert bot_messages(world) == []
+    assert not any(c.status == 404 and c.method == "POST" for c in fake.calls)
+
+
+async def test_missing_permissions_are_explained_once_per_channel(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = world.fake
+    fake.deny_writes(world.channel)
+    for text in ("first try", "second try"):
+        await fake.user_message(world.channel, text, mention_bot=True)
+        await fake.wait_for(lambda t=text: last_messages(world.g4f)[-1:] == [t])  # type: ignore[misc]
+        await settled(world, world.channel)
+    denied = [c for c in fake.calls if c.status == 403]
+    assert len(denied) == 3  # the first answer, the one explanation, the second answer
+    warnings = [r for r in caplog.records if "check the bot's permissions" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert bot_messages(world) == []
+
+
+async def test_serve_stops_cleanly_and_never_logs_the_token(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    before = asyncio.all_tasks()
+    world = await start()
+    inter = await world.fake.slash("ask", {"prompt": "hello"})
+    await world.fake.wait_for(finished(world))
+    world.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await world.task
+    await settled(world, world.channel)
+    left = asyncio.all_tasks() - before - {asyncio.current_task()}
+    assert {t for t in left if not t.done()} == set()
+    assert world.fake.token not in caplog.text and inter.token not in caplog.text
+    assert "message-content" in caplog.text.lower() or "message content" in caplog.text.lower()

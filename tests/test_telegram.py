@@ -1,0 +1,471 @@
+"""The Telegram adapter end to end: the real PTB Application against FakeTelegram over loopback.
+
+The bridge and the emulator share one ScaledClock, so Telegram's 1-second limits pass quickly in
+real time while every rule (and every 429 the emulator would give) still holds in clock time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from bots.telegram.app import serve
+from bots.telegram.format import to_entities, utf16_len
+from core.bridge import Bridge
+from core.client import G4FClient
+from core.conversations import Where
+from core.results import Status
+from core.store.base import open_store
+from tests.conftest import MakeSettings
+from tests.fakes.clock import ScaledClock
+from tests.fakes.g4f_server import FakeG4F
+from tests.fakes.telegram_server import FakeMessage, FakeTelegram
+
+FACTOR = 20.0
+PRIVATE = 4242
+GROUP = -100555
+ANN, BOB, CID = 1001, 1002, 1003
+WRITES = {"sendmessage", "editmessagetext", "sendphoto", "editmessagereplymarkup"}
+
+
+@dataclass
+class Harness:
+    """One emulated Telegram, one emulated G4F, and the adapter serving between them."""
+
+    fake: FakeTelegram
+    g4f: FakeG4F
+    clock: ScaledClock
+    make_settings: MakeSettings
+    bridge: Bridge | None = None
+    task: asyncio.Task[None] | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    async def start(self, **overrides: Any) -> None:
+        """Open a bridge on the shared SQLite file and serve Telegram until `stop`."""
+        self.overrides = {**self.overrides, **overrides}
+        settings = self.make_settings(
+            telegram_token=self.fake.token,
+            telegram_base_url=self.fake.base_url,
+            telegram_base_file_url=self.fake.base_file_url,
+            **self.overrides,
+        )
+        store = open_store(settings.bridge_store_url)
+        await store.open()
+        client = G4FClient(settings, clock=self.clock)
+        self.bridge = Bridge(settings, client=client, store=store, clock=self.clock)
+        ready = asyncio.Event()
+        self.task = asyncio.create_task(serve(self.bridge, ready=ready))
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait([self.task, waiter], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if self.task.done():
+            self.task.result()  # serve failed: show why
+        assert ready.is_set(), "serve() did not become ready"
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+        if self.bridge is not None:
+            await self.bridge.close()
+            self.bridge = None
+
+    # --- driving and looking --------------------------------------------------------------
+    def ask(self, chat: int, text: str, *, user: int = ANN, **kw: Any) -> int:
+        """A user writes `text`; its message id."""
+        chat_type = "private" if chat > 0 else "supergroup"
+        return int(
+            self.fake.push_text(chat, text, user_id=user, chat_type=chat_type, **kw)["message_id"]
+        )
+
+    def bot(self, chat: int) -> list[FakeMessage]:
+        return self.fake.bot_messages(chat)
+
+    async def until(self, predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+        await self.fake.wait_for(predicate, timeout=seconds)
+
+    async def finished(
+        self, chat: int, count: int = 1, users: tuple[int, ...] = (ANN,)
+    ) -> list[FakeMessage]:
+        """Wait until `count` answers in `chat` show their final state and are stored."""
+        await self.until(lambda: len([m for m in self.bot(chat) if _has(m, "regen")]) >= count)
+        for user in users:
+            await self.idle(chat, user)
+        return self.bot(chat)
+
+    async def idle(self, chat: int, user: int = ANN) -> None:
+        """Wait until the user's answer in `chat` is stored (it shows before it is stored)."""
+        assert self.bridge is not None
+        where = Where("telegram", str(chat), str(user), is_private=chat > 0)
+        async with asyncio.timeout(5):
+            while True:
+                status = await self.bridge.status(where)
+                if isinstance(status, Status) and not status.busy:
+                    return
+                await asyncio.sleep(0.01)
+
+    def writes(self, chat: int) -> list[float]:
+        return [
+            c.at for c in self.fake.calls if c.ok and c.chat_id == chat and c.name.lower() in WRITES
+        ]
+
+    def assert_clean(self) -> None:
+        """No 429 was provoked, and no edit that changed nothing."""
+        assert self.fake.rate_limited == 0
+        assert not [c for c in self.fake.calls if "not modified" in (c.description or "")]
+        assert not [c for c in self.fake.calls if c.error_code == 500]
+
+
+def _has(message: FakeMessage, data: str) -> bool:
+    rows = (message.reply_markup or {}).get("inline_keyboard", [])
+    return any(button.get("callback_data") == data for row in rows for button in row)
+
+
+def _buttons(message: FakeMessage) -> list[str]:
+    rows = (message.reply_markup or {}).get("inline_keyboard", [])
+    return [str(button["callback_data"]) for row in rows for button in row]
+
+
+def _shown(answer: str) -> str:
+    """The text Telegram shows for markdown `answer`."""
+    return to_entities(answer)[0]
+
+
+def _words(n: int, tag: str) -> str:
+    return " ".join(f"{tag}{i}" for i in range(n))
+
+
+@pytest.fixture
+async def harness(g4f: FakeG4F, make_settings: MakeSettings) -> AsyncIterator[Harness]:
+    clock = ScaledClock(FACTOR)
+    async with FakeTelegram(clock=clock.now) as fake:
+        h = Harness(fake, g4f, clock, make_settings)
+        try:
+            yield h
+        finally:
+            await h.stop()
+
+
+@pytest.fixture
+async def tg(harness: Harness) -> Harness:
+    await harness.start()
+    return harness
+
+
+def _inflight(g4f: FakeG4F) -> int:
+    """Requests the G4F emulator is still answering (its streams still open)."""
+    return len(g4f._inflight)
+
+
+# --- streaming ---------------------------------------------------------------------------------
+
+
+async def test_private_answer_streams_as_drafts_then_one_message(tg: Harness) -> None:
+    answer = _words(80, "draftword")
+    tg.g4f.answers["tell me a story"] = answer
+    tg.g4f.stream_delay = 0.01
+    tg.ask(PRIVATE, "tell me a story")
+    [message] = await tg.finished(PRIVATE)
+    assert message.text == answer
+    assert message.reply_to is None  # private chats need no reply
+    drafts = tg.fake.drafts(PRIVATE)
+    assert len(drafts) >= 2
+    assert len({draft_id for draft_id, _ in drafts}) == 1 and drafts[0][0] != 0
+    assert all(answer.startswith(text.removesuffix(" ▌")) for _, text in drafts)
+    assert tg.fake.calls_named("editMessageText") == []
+    assert [c.params["action"] for c in tg.fake.calls_named("sendChatAction")] == []
+    tg.assert_clean()
+
+
+async def test_group_answer_edits_placeholder_in_place_and_replies(tg: Harness) -> None:
+    answer = _words(60, "groupword")
+    tg.g4f.answers["explain groups"] = answer
+    tg.g4f.stream_delay = 0.01
+    asked = tg.ask(GROUP, "/ask explain groups")
+    [message] = await tg.finished(GROUP)
+    first = tg.fake.calls_named("sendMessage")[0]
+    assert first.params["text"] == "… ▌"
+    assert first.params["reply_parameters"]["message_id"] == asked
+    assert _buttons(message) == ["regen"]
+    assert message.text == answer and message.reply_to == asked and message.edits >= 2
+    assert tg.fake.drafts(GROUP) == []
+    tg.assert_clean()
+
+
+async def test_three_answers_at_once_in_one_group_without_429(tg: Harness) -> None:
+    tg.g4f.stream_delay = 0.01
+    asked = {}
+    for user in (ANN, BOB, CID):
+        tg.g4f.answers[f"question of {user}"] = _words(40, f"u{user}w")
+        asked[user] = tg.ask(GROUP, f"/ask question of {user}", user=user)
+    messages = await tg.finished(GROUP, count=3, users=(ANN, BOB, CID))
+    assert len(messages) == 3
+    by_asker = {m.reply_to: m.text for m in messages}
+    assert by_asker == {asked[u]: _words(40, f"u{u}w") for u in (ANN, BOB, CID)}
+    times = tg.writes(GROUP)
+    assert all(b - a >= 2.5 for a, b in itertools.pairwise(times))
+    tg.assert_clean()
+
+
+def _long_answer() -> str:
+    sections = []
+    for n in range(16):
+        code = "\n".join(f"value_{n}_{i} = compute({i}, {n})  # step {i}" for i in range(18))
+        sections.append(
+            f"Section {n} explains **item {n}** in plain words.\n\n```python\n{code}\n```"
+        )
+    return "\n\n".join(sections)
+
+
+async def test_long_answer_with_code_is_split_into_valid_messages(tg: Harness) -> None:
+    answer = _long_answer()
+    assert len(answer) > 10_000
+    tg.g4f.answers["long please"] = answer
+    tg.g4f.chunk_size_words = 25
+    tg.ask(PRIVATE, "long please")
+    messages = await tg.finished(PRIVATE)
+    assert len(messages) >= 3
+    for message in messages:
+        assert message.text is not None and utf16_len(message.text) <= 4096
+        pres = [e for e in message.entities if e["type"] == "pre"]
+        lines = message.text.split("\n")
+        code_lines = [line for line in lines if line.startswith("value_")]
+        assert code_lines and pres  # every part carries code, as pre entities
+        covered = "".join(_utf16_slice(message.text, e["offset"], e["length"]) for e in pres)
+        assert all(line in covered for line in code_lines)
+    shown = "\n".join(m.text or "" for m in messages)
+    for line in answer.split("\n"):
+        if line and not line.startswith("```"):
+            assert line.replace("**", "") in shown
+    tg.assert_clean()
+
+
+def _utf16_slice(text: str, offset: int, length: int) -> str:
+    raw = text.encode("utf-16-le")
+    return raw[offset * 2 : (offset + length) * 2].decode("utf-16-le")
+
+
+# --- stop, regenerate, failures ----------------------------------------------------------------
+
+
+async def test_stop_button_ends_a_trickling_answer(harness: Harness) -> None:
+    await harness.start(g4f_default_model="trickle")
+    harness.g4f.trickle_interval = 0.05
+    harness.g4f.answers["slowly"] = _words(100, "slow")
+    harness.ask(GROUP, "/ask slowly")
+    await harness.until(
+        lambda: any("slow3" in (m.text or "") and _has(m, "stop") for m in harness.bot(GROUP))
+    )
+    [streaming] = harness.bot(GROUP)
+    harness.fake.push_callback(GROUP, streaming.message_id, "stop", user_id=ANN)
+    [message] = await harness.finished(GROUP)
+    assert message.text is not None and message.text.endswith("⏹ Stopped.")
+    assert "slow99" not in message.text
+    await harness.until(lambda: _inflight(harness.g4f) == 0, seconds=2)
+    assert [c.ok for c in harness.fake.calls_named("answerCallbackQuery")] == [True]
+    harness.assert_clean()
+
+
+async def test_stop_command_and_other_users_cannot_stop(harness: Harness) -> None:
+    await harness.start(g4f_default_model="trickle")
+    harness.g4f.trickle_interval = 0.05
+    harness.g4f.answers["slowly"] = _words(100, "slow")
+    harness.ask(GROUP, "/ask slowly")
+    await harness.until(lambda: any("slow2" in (m.text or "") for m in harness.bot(GROUP)))
+    [streaming] = harness.bot(GROUP)
+    harness.fake.push_callback(GROUP, streaming.message_id, "stop", user_id=BOB)
+    await harness.until(lambda: len(harness.fake.calls_named("answerCallbackQuery")) == 1)
+    assert "Stopped" not in (harness.bot(GROUP)[0].text or "")
+    harness.ask(GROUP, "/stop")
+    [message] = await harness.finished(GROUP)
+    assert message.text is not None and message.text.endswith("⏹ Stopped.")
+    harness.assert_clean()
+
+
+async def test_regenerate_answers_the_same_question_again(tg: Harness) -> None:
+    asked = tg.ask(GROUP, "/ask roll a die")
+    [first] = await tg.finished(GROUP)
+    tg.fake.push_callback(GROUP, first.message_id, "regen", user_id=ANN)
+    messages = await tg.finished(GROUP, count=2)
+    assert [m.text for m in messages] == ["You said: roll a die"] * 2
+    assert messages[1].reply_to == asked
+    prompts = [r.json["messages"][-1]["content"] for r in tg.g4f.chat_requests()]
+    assert prompts == ["roll a die", "roll a die"]
+    assert [c.ok for c in tg.fake.calls_named("answerCallbackQuery")] == [True]
+    tg.assert_clean()
+
+
+async def test_upstream_error_midstream_keeps_text_and_adds_warning(harness: Harness) -> None:
+    await harness.start(g4f_default_model="midstream-error")
+    answer = _words(30, "partial")
+    harness.g4f.answers["break"] = answer
+    harness.ask(PRIVATE, "break")
+    await harness.until(lambda: any("⚠️" in (m.text or "") for m in harness.bot(PRIVATE)))
+    [message] = harness.bot(PRIVATE)
+    assert message.text is not None
+    kept, _, warning = message.text.partition("\n\n⚠️ ")
+    assert kept and answer.startswith(kept) and kept != answer
+    assert warning
+    harness.assert_clean()
+
+
+async def test_deleted_message_ends_the_stream_and_the_request(harness: Harness) -> None:
+    await harness.start(g4f_default_model="trickle")
+    harness.g4f.trickle_interval = 0.05
+    harness.g4f.answers["to delete"] = _words(100, "gone")
+    harness.ask(GROUP, "/ask to delete")
+    await harness.until(lambda: any("gone2" in (m.text or "") for m in harness.bot(GROUP)))
+    [streaming] = harness.bot(GROUP)
+    harness.fake.delete_message(GROUP, streaming.message_id)
+    await harness.until(lambda: _inflight(harness.g4f) == 0, seconds=2)
+    failed = [c for c in harness.fake.calls_named("editMessageText") if not c.ok]
+    assert [c.description for c in failed] == ["Bad Request: message to edit not found"]
+    assert harness.bot(GROUP) == []
+    harness.assert_clean()
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+async def test_imagine_uploads_the_picture_with_a_caption(tg: Harness) -> None:
+    asked = tg.ask(GROUP, "/imagine a red fox")
+    await tg.until(lambda: any(m.photo for m in tg.bot(GROUP)))
+    [photo] = tg.bot(GROUP)
+    assert photo.photo == tg.g4f.image_bytes
+    assert photo.caption is not None and "a red fox" in photo.caption and "flux" in photo.caption
+    assert photo.reply_to == asked
+    assert {c.params["action"] for c in tg.fake.calls_named("sendChatAction")} == {"upload_photo"}
+    tg.assert_clean()
+
+
+async def test_imagine_failure_is_shown_as_a_message(harness: Harness) -> None:
+    await harness.start(g4f_image_model="img-fail")
+    harness.ask(PRIVATE, "/imagine a broken fox")
+    await harness.until(lambda: len(harness.bot(PRIVATE)) == 1)
+    [message] = harness.bot(PRIVATE)
+    assert message.photo is None and message.text is not None and message.text.startswith("⚠️")
+    harness.assert_clean()
+
+
+# --- access, models, commands ------------------------------------------------------------------
+
+
+async def test_allowlist_refuses_once_then_stays_quiet(harness: Harness) -> None:
+    allowed = 777
+    await harness.start(allowed_user_ids=str(allowed))
+    harness.ask(PRIVATE, "hello?")
+    await harness.until(lambda: len(harness.bot(PRIVATE)) == 1)
+    harness.ask(PRIVATE, "anyone?")
+    harness.ask(PRIVATE, "/status")
+    # Updates are handled in order; once the allowed user has an answer, the two before it
+    # (refused quietly, without any request) have been handled too.
+    harness.ask(allowed, "/help", user=allowed)
+    await harness.until(lambda: len(harness.bot(allowed)) == 1)
+    [refusal] = harness.bot(PRIVATE)
+    assert refusal.text is not None and "private" in refusal.text
+    assert harness.g4f.chat_requests() == []
+    harness.assert_clean()
+
+
+async def test_choosing_a_model_from_the_keyboard(tg: Harness) -> None:
+    tg.ask(PRIVATE, "/models")
+    await tg.until(lambda: len(tg.bot(PRIVATE)) == 1)
+    [menu] = tg.bot(PRIVATE)
+    assert "mp:1" in _buttons(menu) and "m:gpt-4o" in _buttons(menu)
+    tg.fake.push_callback(PRIVATE, menu.message_id, "mp:1")
+    await tg.until(lambda: "page 2 of 2" in (tg.bot(PRIVATE)[0].text or ""))
+    assert "mp:0" in _buttons(tg.bot(PRIVATE)[0])
+    tg.fake.push_callback(PRIVATE, menu.message_id, "mp:0")
+    await tg.until(lambda: "page 1 of 2" in (tg.bot(PRIVATE)[0].text or ""))
+    tg.fake.push_callback(PRIVATE, menu.message_id, "m:gpt-4.1")
+    await tg.until(
+        lambda: "gpt-4.1" in (tg.bot(PRIVATE)[0].text or "") and not _buttons(tg.bot(PRIVATE)[0])
+    )
+    assert tg.bot(PRIVATE)[0].text == "✅ Your model is now gpt-4.1."
+    tg.ask(PRIVATE, "which model?")
+    await tg.finished(PRIVATE)
+    assert tg.g4f.chat_requests()[-1].json["model"] == "gpt-4.1"
+    assert all(c.ok for c in tg.fake.calls_named("answerCallbackQuery"))
+    tg.assert_clean()
+
+
+async def test_model_by_name_refusal_carries_suggestions(tg: Harness) -> None:
+    tg.ask(PRIVATE, "/model gpt-4.0")
+    await tg.until(lambda: len(tg.bot(PRIVATE)) == 1)
+    text = tg.bot(PRIVATE)[0].text or ""
+    assert "Did you mean" in text and "gpt-4o" in text
+    tg.assert_clean()
+
+
+async def test_help_status_reset_and_commands(tg: Harness) -> None:
+    assert {c["command"] for c in tg.fake.commands} >= {"ask", "imagine", "models", "stop"}
+    tg.ask(PRIVATE, "/start")
+    await tg.until(lambda: len(tg.bot(PRIVATE)) == 1)
+    assert "gpt-4o" in (tg.bot(PRIVATE)[0].text or "")
+    tg.ask(PRIVATE, "remember me")
+    await tg.finished(PRIVATE)
+    tg.ask(PRIVATE, "/status")
+    await tg.until(lambda: len(tg.bot(PRIVATE)) == 3)
+    status = tg.bot(PRIVATE)[2].text or ""
+    assert "Conversation: 2 messages" in status and "gpt-4o" in status
+    tg.ask(PRIVATE, "/new")
+    await tg.until(lambda: len(tg.bot(PRIVATE)) == 4)
+    tg.ask(PRIVATE, "fresh start")
+    await tg.finished(PRIVATE, count=2)
+    assert [m["content"] for m in tg.g4f.chat_requests()[-1].json["messages"]] == ["fresh start"]
+    tg.assert_clean()
+
+
+async def test_group_mentions_and_replies_are_answered_chatter_is_not(tg: Harness) -> None:
+    tg.ask(GROUP, "just chatting among ourselves")
+    tg.ask(GROUP, "@bridge_test_bot what is up")
+    [first] = await tg.finished(GROUP)
+    assert first.text == "You said: what is up"
+    tg.ask(GROUP, "and then?", user=BOB, reply_to=first.message_id)
+    await tg.finished(GROUP, count=2)
+    contents = [m["content"] for m in tg.g4f.chat_requests()[-1].json["messages"]]
+    assert contents == ["what is up", "You said: what is up", "and then?"]
+    assert len(tg.g4f.chat_requests()) == 2
+    tg.assert_clean()
+
+
+# --- restarts and fallbacks --------------------------------------------------------------------
+
+
+async def test_conversation_continues_across_a_restart(tg: Harness) -> None:
+    tg.ask(PRIVATE, "first turn")
+    await tg.finished(PRIVATE)
+    await tg.stop()
+    await tg.start()
+    tg.ask(PRIVATE, "second turn")
+    messages = await tg.finished(PRIVATE, count=2)
+    assert [m.text for m in messages] == ["You said: first turn", "You said: second turn"]
+    contents = [m["content"] for m in tg.g4f.chat_requests()[-1].json["messages"]]
+    assert contents == ["first turn", "You said: first turn", "second turn"]
+    tg.assert_clean()
+
+
+async def test_refused_drafts_fall_back_to_an_edited_message(harness: Harness) -> None:
+    # A Bot API server without sendMessageDraft (an older self-hosted one) answers 404.
+    harness.fake._handlers.pop("sendmessagedraft")
+    await harness.start()
+    answer = _words(60, "fallback")
+    harness.g4f.answers["no drafts here"] = answer
+    harness.g4f.stream_delay = 0.01
+    harness.ask(PRIVATE, "no drafts here")
+    [message] = await harness.finished(PRIVATE)
+    assert message.text == answer and message.edits >= 1
+    assert len(harness.fake.calls_named("sendMessageDraft")) == 1
+    harness.ask(PRIVATE, "again")
+    await harness.finished(PRIVATE, count=2)
+    assert len(harness.fake.calls_named("sendMessageDraft")) == 1  # remembered for the chat
+    assert harness.bot(PRIVATE)[1].text == "You said: again"
+    harness.assert_clean()
