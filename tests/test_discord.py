@@ -542,12 +542,17 @@ async def test_missing_permissions_are_explained_once_per_channel(
 ) -> None:
     fake = world.fake
     fake.deny_writes(world.channel)
-    for text in ("first try", "second try"):
-        await fake.user_message(world.channel, text, mention_bot=True)
-        await fake.wait_for(lambda t=text: last_messages(world.g4f)[-1:] == [t])  # type: ignore[misc]
-        await settled(world, world.channel)
-    denied = [c for c in fake.calls if c.status == 403]
-    assert len(denied) == 3  # the first answer, the one explanation, the second answer
+
+    def denied() -> list[str]:
+        return [c.route for c in fake.calls if c.status == 403]
+
+    await fake.user_message(world.channel, "first try", mention_bot=True)
+    await fake.wait_for(lambda: len(denied()) == 2)  # the answer, then the explanation
+    await settled(world, world.channel)
+    await fake.user_message(world.channel, "second try", mention_bot=True)
+    await fake.wait_for(lambda: len(denied()) == 3)  # only the answer
+    await settled(world, world.channel)
+    assert denied() == ["/channels/{channel_id}/messages"] * 3
     warnings = [r for r in caplog.records if "check the bot's permissions" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     assert bot_messages(world) == []
@@ -569,3 +574,21 @@ async def test_serve_stops_cleanly_and_never_logs_the_token(
     assert {t for t in left if not t.done()} == set()
     assert world.fake.token not in caplog.text and inter.token not in caplog.text
     assert "message-content" in caplog.text.lower() or "message content" in caplog.text.lower()
+
+
+async def test_shutdown_stops_streaming_answers_with_a_final_edit(world: World) -> None:
+    fake, g4f = world.fake, world.g4f
+    g4f.answers["endless"] = words(200)
+    g4f.trickle_interval = 0.05
+    inter = await fake.slash("ask", {"prompt": "endless", "model": "trickle"})
+    await fake.user_message(world.channel, "endless", mention_bot=True, user_id=2002)
+    await fake.wait_for(
+        lambda: sum("word2 " in m.content for m in bot_messages(world)) == 2, timeout=10
+    )
+    world.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await world.task
+    messages = bot_messages(world)
+    assert len(messages) == 2 and messages[0].id == inter.original_message_id
+    for msg in messages:
+        assert msg.content.endswith("\n\n⏹ Stopped.") and button_ids(msg) == [REGEN]

@@ -120,3 +120,9 @@ def test_logs_never_show_secrets(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_redacting_filter_ignores_tiny_values() -> None:
     assert RedactingFilter(["ab", "long-secret"]).redact("ab long-secret") == "ab ***"
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [n.upper() for n in Settings.model_fields if f"`{n.upper()}`" not in readme]
+    assert missing == []

@@ -30,6 +30,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from bots.discord.inflight import InFlight
 from bots.discord.surface import (
     DEFAULT_ATTACHMENT_LIMIT,
     REGENERATE_ID,
@@ -65,6 +66,7 @@ INTENTS_NOTICE = (
     "the bot work without the privileged Message Content intent; replies without the ping "
     "need it (enable it in the Developer Portal and pass message_content=True)."
 )
+SHUTDOWN_GRACE = 5.0  # seconds for stopped answers to write their final edit
 _PLATFORM_ERRORS = (discord.DiscordException, aiohttp.ClientError, OSError, TimeoutError)
 
 
@@ -101,6 +103,15 @@ def bridge_intents(*, message_content: bool = False) -> discord.Intents:
     return intents
 
 
+class BridgeTree(app_commands.CommandTree["BridgeClient"]):
+    """The command tree; it counts each command's handler as in flight."""
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        """Every command may run (access is the core's decision); count it for shutdown."""
+        self.client.inflight.enter()
+        return True
+
+
 class BridgeClient(discord.Client):
     """The discord.py client: translates events into `Bridge` calls and shows the results."""
 
@@ -120,8 +131,9 @@ class BridgeClient(discord.Client):
             **options,
         )
         self.bridge = bridge
-        self.tree: app_commands.CommandTree[BridgeClient] = app_commands.CommandTree(self)
+        self.tree = BridgeTree(self)
         self.notices = PermissionNotices()
+        self.inflight = InFlight()
         self.ready_event: asyncio.Event | None = None
         self._synced = False
         self.tree.error(self.on_app_command_error)
@@ -204,13 +216,15 @@ class BridgeClient(discord.Client):
     ) -> InteractionSurface:
         """Defer (Discord shows "thinking…") and return the surface the answer goes to."""
         callback = await interaction.response.defer(ephemeral=ephemeral, thinking=True)
-        return InteractionSurface(
+        surface = InteractionSurface(
             interaction,
             clock=self.bridge.clock,
             notices=self.notices,
             ephemeral=ephemeral,
             original_id=callback.message_id if callback is not None else None,
         )
+        self.inflight.answering(where_of_interaction(interaction), surface)
+        return surface
 
     async def refuse_deferred(
         self, interaction: discord.Interaction, refusal: Refusal, *, ephemeral: bool
@@ -308,6 +322,7 @@ class BridgeClient(discord.Client):
         """Route button clicks (custom ids g4f:*); slash commands go through the tree."""
         if interaction.type is not discord.InteractionType.component:
             return
+        self.inflight.enter()
         custom_id = str(interaction.data.get("custom_id", "")) if interaction.data else ""
         message = interaction.message
         if message is None:
@@ -371,6 +386,7 @@ class BridgeClient(discord.Client):
             attachment_limit=guild.filesize_limit if guild else DEFAULT_ATTACHMENT_LIMIT,
         )
         where = where_of_message(message)
+        self.inflight.answering(where, surface)
         result = await self.bridge.ask(where, prompt, surface, reply_to=reply_to)
         if isinstance(result, Refusal) and not result.quiet:
             await self.refuse_message(message, result)
@@ -488,8 +504,14 @@ async def serve(
     ready: asyncio.Event | None = None,
     guild_ready_timeout: float | None = None,
     message_content: bool = False,
+    shutdown_grace: float = SHUTDOWN_GRACE,
 ) -> None:
-    """Run the Discord bot until cancelled, then disconnect cleanly."""
+    """Run the Discord bot until cancelled, then disconnect cleanly.
+
+    On cancellation, answers still streaming are stopped (they end with "⏹ Stopped."), handlers
+    get `shutdown_grace` seconds to finish and are cancelled after that; then the connection
+    closes. `ready` is set once the gateway session is ready and the commands are synced.
+    """
     token = bridge.settings.discord_token
     if token is None:
         raise SettingsError("DISCORD_TOKEN is not set")
@@ -500,5 +522,8 @@ async def serve(
     client.ready_event = ready
     log.info(INTENTS_NOTICE)
     async with client:
-        await client.login(token.get_secret_value())
-        await client.connect(reconnect=True)
+        try:
+            await client.login(token.get_secret_value())
+            await client.connect(reconnect=True)
+        finally:
+            await client.inflight.shutdown(bridge, grace=shutdown_grace)

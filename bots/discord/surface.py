@@ -194,6 +194,7 @@ class _Base:
         self._channel = channel
         self._notices = notices
         self._attachment_limit = attachment_limit
+        self._sent: list[MessageRef] = []
         self._limits = SurfaceLimits(
             max_length=MAX_LENGTH,
             min_edit_interval=MIN_EDIT_INTERVAL,
@@ -206,6 +207,16 @@ class _Base:
     @property
     def limits(self) -> SurfaceLimits:
         return self._limits
+
+    @property
+    def sent(self) -> list[MessageRef]:
+        """The messages this surface sent so far."""
+        return self._sent
+
+    def _record(self, message_id: int) -> MessageRef:
+        ref = MessageRef(str(message_id))
+        self._sent.append(ref)
+        return ref
 
     async def draft(self, text: str) -> None:
         """Discord has no drafts (limits.supports_draft is False)."""
@@ -238,7 +249,7 @@ class _Base:
     async def _channel_send(self, **kwargs: Any) -> MessageRef:
         async with self._platform_errors():
             message = await self._channel.send(**kwargs)
-        return MessageRef(str(message.id))
+        return self._record(message.id)
 
     async def _channel_edit(self, message_id: int, **kwargs: Any) -> None:
         async with self._platform_errors():
@@ -375,7 +386,7 @@ class InteractionSurface(_Base):
                         content=text, view=view
                     )
                     self._original_id, self._original_filled = message.id, True
-                    return MessageRef(str(message.id))
+                    return self._record(message.id)
                 followup = self._interaction.followup
                 if view is None:
                     sent = await followup.send(text, ephemeral=self._ephemeral, wait=True)
@@ -383,7 +394,7 @@ class InteractionSurface(_Base):
                     sent = await followup.send(
                         text, ephemeral=self._ephemeral, wait=True, view=view
                     )
-                return MessageRef(str(sent.id))
+                return self._record(sent.id)
             assert expired[0]
         return await self._send_via_channel(text, view)
 
@@ -416,11 +427,11 @@ class InteractionSurface(_Base):
                         content=None, embed=embed, attachments=[file]
                     )
                     self._original_id, self._original_filled = message.id, True
-                    return MessageRef(str(message.id))
+                    return self._record(message.id)
                 sent = await self._interaction.followup.send(
                     file=file, embed=embed, ephemeral=self._ephemeral, wait=True
                 )
-                return MessageRef(str(sent.id))
+                return self._record(sent.id)
         self._check_channel_possible()
         ref = await self._channel_send(file=self._file(data, filename), embed=embed)
         self._original_filled = True
@@ -439,7 +450,7 @@ class InteractionSurface(_Base):
                 log.info("could not fill the deferred response through the channel: %r", exc)
             else:
                 self._original_filled = True
-                return MessageRef(str(self._original_id))
+                return self._record(self._original_id)
         extra = {"view": view} if view is not None else {}
         ref = await self._channel_send(content=text, **extra)
         self._original_filled = True
