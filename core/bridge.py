@@ -93,7 +93,8 @@ class Bridge:
             settings.allowed_chat_ids,
             settings.admin_user_ids,
         )
-        self._running: dict[tuple[str, str, str], _Running] = {}
+        # Answers streaming now, by each message they show and by their asker's in-flight key.
+        self._running: dict[str, _Running] = {}
         self._refused: set[tuple[str, str]] = set()
 
     @classmethod
@@ -204,10 +205,18 @@ class Bridge:
 
     def stop(self, where: Where, message_id: str) -> bool:
         """Stop the answer showing in `message_id` (its asker or an admin). True if stopped."""
-        running = self._running.get((where.platform, where.chat_id, message_id))
+        running = self._running.get(_message_key(where, message_id))
         if running is None:
             return False
         if running.owner != where.user_id and not self.is_admin(where):
+            return False
+        running.renderer.stop()
+        return True
+
+    def stop_current(self, where: Where) -> bool:
+        """Stop the user's own answer streaming in this chat (e.g. a /stop command)."""
+        running = self._running.get(_inflight_key(where))
+        if running is None:
             return False
         running.renderer.stop()
         return True
@@ -268,12 +277,12 @@ class Bridge:
         user_turn: Turn,
     ) -> Answered:
         refs: list[MessageRef] = []
+        keys = [_inflight_key(where)]
 
         def track(ref: MessageRef) -> None:
             refs.append(ref)
-            self._running[(where.platform, where.chat_id, ref.id)] = _Running(
-                renderer, where.user_id
-            )
+            keys.append(_message_key(where, ref.id))
+            self._running[keys[-1]] = running
 
         notes = []
         if history.trimmed:
@@ -292,11 +301,12 @@ class Bridge:
             clock=self.clock,
             options=options,
         )
+        running = self._running[keys[0]] = _Running(renderer, where.user_id)
         try:
             result = await renderer.run()
         finally:
-            for ref in refs:
-                self._running.pop((where.platform, where.chat_id, ref.id), None)
+            for key in keys:
+                self._running.pop(key, None)
         turn_id = await self._remember(where, user_turn, result.text, answering.model, refs)
         return Answered(
             outcome=result.outcome,
@@ -541,6 +551,10 @@ def _user_key(where: Where) -> str:
 
 def _inflight_key(where: Where) -> str:
     return f"inflight:{where.platform}:{where.chat_id}:{where.user_id}"
+
+
+def _message_key(where: Where, message_id: str) -> str:
+    return f"message:{where.platform}:{where.chat_id}:{message_id}"
 
 
 def _user_scope(where: Where, *, per_chat: bool) -> str:

@@ -395,6 +395,22 @@ class TestFailures:
         assert result.text and result.turn_id is not None
         assert not bridge.stop(GROUP, message_id)
 
+    async def test_stop_current_answer_of_the_user(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        g4f.trickle_interval = 0.3
+        g4f.answers["long"] = " ".join(f"w{i}" for i in range(50))
+        task = asyncio.create_task(bridge.ask(DM, "long", surface(chat), model="trickle"))
+        while not g4f.chat_requests():
+            await asyncio.sleep(0.01)
+        other = Where("test", DM.chat_id, "u2", is_private=True)
+        assert not bridge.stop_current(other)
+        assert bridge.stop_current(DM)
+        result = await task
+        assert isinstance(result, Answered) and result.outcome is Outcome.STOPPED
+        assert not bridge.stop_current(DM)
+
 
 class TestImagine:
     async def test_uploads_bytes_with_caption(

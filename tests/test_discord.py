@@ -558,6 +558,12 @@ async def test_missing_permissions_are_explained_once_per_channel(
     assert bot_messages(world) == []
 
 
+def _runs_bot_code(task: asyncio.Task[Any]) -> bool:
+    code = getattr(task.get_coro(), "cr_code", None)
+    filename = code.co_filename if code is not None else ""
+    return "/discord/" in filename or "/bots/" in filename or "/core/" in filename
+
+
 async def test_serve_stops_cleanly_and_never_logs_the_token(
     start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -571,16 +577,17 @@ async def test_serve_stops_cleanly_and_never_logs_the_token(
         await world.task
     await settled(world, world.channel)
     left = asyncio.all_tasks() - before - {asyncio.current_task()}
-    assert {t for t in left if not t.done()} == set()
+    assert [t for t in left if _runs_bot_code(t)] == []  # the emulators' own tasks may remain
     assert world.fake.token not in caplog.text and inter.token not in caplog.text
     assert "message-content" in caplog.text.lower() or "message content" in caplog.text.lower()
 
 
-async def test_shutdown_stops_streaming_answers_with_a_final_edit(world: World) -> None:
+async def test_shutdown_stops_streaming_answers_with_a_final_edit(start: Start) -> None:
+    world = await start(g4f_default_model="trickle")
     fake, g4f = world.fake, world.g4f
     g4f.answers["endless"] = words(200)
     g4f.trickle_interval = 0.05
-    inter = await fake.slash("ask", {"prompt": "endless", "model": "trickle"})
+    inter = await fake.slash("ask", {"prompt": "endless"})
     await fake.user_message(world.channel, "endless", mention_bot=True, user_id=2002)
     await fake.wait_for(
         lambda: sum("word2 " in m.content for m in bot_messages(world)) == 2, timeout=10

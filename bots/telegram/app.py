@@ -637,6 +637,9 @@ def build_application(bridge: Bridge) -> TelegramApp:
         .base_url(settings.telegram_base_url)
         .base_file_url(settings.telegram_base_file_url)
         .concurrent_updates(True)  # several answers stream at once
+        # The long poll holds one connection; the final getUpdates that confirms the offset at
+        # shutdown must not wait for it to be released.
+        .get_updates_connection_pool_size(2)
         .build()
     )
     bot = TelegramBot(bridge)

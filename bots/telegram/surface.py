@@ -71,11 +71,11 @@ CALLBACK_REGENERATE = "regen"
 _FIXED_CALLBACKS = {"stop": CALLBACK_STOP, "regenerate": CALLBACK_REGENERATE}
 
 
-class _NotModified(Exception):
-    """Telegram says the message already shows this."""
+class _NotModified(SurfaceError):
+    """Telegram says the message already shows this (edits treat it as success)."""
 
 
-class _Unformattable(Exception):
+class _Unformattable(SurfaceRejected):
     """Telegram refused the text for its entities or length; plain text may pass."""
 
 
@@ -352,7 +352,7 @@ class _RefusedDraft(SurfaceError):
     """401/404 from the server: for drafts, a server without sendMessageDraft; use a message."""
 
 
-def _bad_request(exc: BadRequest) -> Exception:
+def _bad_request(exc: BadRequest) -> SurfaceError:
     text = exc.message.lower()
     if "not modified" in text:
         return _NotModified()
