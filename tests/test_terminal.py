@@ -131,3 +131,41 @@ async def test_run_named_platform_without_token_is_a_usage_error(tmp_path: Path)
     code, _, err = await run_cli("run", "--platform", "telegram", cwd=tmp_path)
     assert code == 2
     assert err == "g4f-bridge: TELEGRAM_TOKEN is not set, so telegram cannot start\n"
+
+
+async def test_ctrl_c_in_the_chat_process_stops_only_the_answer(
+    g4f: FakeG4F, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    from tests.test_cli import CLI, ROOT
+
+    g4f.trickle_interval = 0.2
+    g4f.answers["long"] = " ".join(f"w{i}" for i in range(60))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("G4F_", "BRIDGE_"))}
+    env.update(api(g4f), PYTHONPATH=str(ROOT), BRIDGE_STORE_URL=f"sqlite:///{tmp_path}/s.sqlite3")
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        "chat",
+        env=env,
+        cwd=tmp_path,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"/model trickle\nlong\n")
+    await proc.stdin.drain()
+    seen = b""
+    while b"w2" not in seen:
+        seen += await asyncio.wait_for(proc.stdout.read(100), 10)
+    proc.send_signal(signal.SIGINT)
+    proc.stdin.write(b"/status\n")
+    proc.stdin.close()
+    rest, _ = await asyncio.wait_for(proc.communicate(), 20)
+    out = (seen + rest).decode()
+    assert proc.returncode == 0
+    assert "\n\n⏹ Stopped." in out
+    assert "w59" not in out
+    assert "Conversation: 2 messages" in out

@@ -93,6 +93,34 @@ def where_of_message(message: discord.Message) -> Where:
     )
 
 
+class InteractionTokenFilter(logging.Filter):
+    """Hides interaction tokens in discord.py's debug logs (webhook URLs, raw gateway events).
+
+    An interaction token lets anyone edit the bot's answer for 15 minutes: it is a secret too.
+    """
+
+    _PATTERNS = (
+        (re.compile(r"(/(?:webhooks|interactions)/\d+/)[\w.\-]+"), r"\1***"),
+        (re.compile(r"('token': ')[^']+(')"), r"\1***\2"),
+    )
+    LOGGERS = ("discord.webhook.async_", "discord.gateway", "discord.http", "discord.state")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        for pattern, replacement in self._PATTERNS:
+            text = pattern.sub(replacement, text)
+        record.msg, record.args = text, None
+        return True
+
+    @classmethod
+    def install(cls) -> None:
+        """Attach one filter to each discord.py logger that writes tokens (idempotent)."""
+        for name in cls.LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, cls) for f in logger.filters):
+                logger.addFilter(cls())
+
+
 def bridge_intents(*, message_content: bool = False) -> discord.Intents:
     """The fewest intents the adapter needs (see the module docstring)."""
     intents = discord.Intents.none()
@@ -520,6 +548,7 @@ async def serve(
         bridge, guild_ready_timeout=guild_ready_timeout, message_content=message_content
     )
     client.ready_event = ready
+    InteractionTokenFilter.install()
     log.info(INTENTS_NOTICE)
     async with client:
         try:
