@@ -16,7 +16,7 @@ import asyncio
 import difflib
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -96,19 +96,42 @@ class Bridge:
         # Answers streaming now, by each message they show and by their asker's in-flight key.
         self._running: dict[str, _Running] = {}
         self._refused: set[tuple[str, str]] = set()
+        self._on_close: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Bridge:
-        """Open the store and the API client named by the settings."""
+        """Open the store, the limits backend and the API client named by the settings."""
+        clock = clock or SystemClock()
         store = open_store(settings.bridge_store_url)
         await store.open()
-        return cls(settings, client=G4FClient(settings, clock=clock), store=store, clock=clock)
+        limiter: RateLimiter | None = None
+        locks: LockManager | None = None
+        redis = None
+        if not settings.bridge_limits_url.startswith("memory://"):
+            from redis.asyncio import Redis
+
+            from core.limits_redis import RedisLockManager, RedisRateLimiter
+
+            redis = Redis.from_url(settings.bridge_limits_url)
+            limiter, locks = RedisRateLimiter(redis, clock), RedisLockManager(redis, clock)
+        bridge = cls(
+            settings,
+            client=G4FClient(settings, clock=clock),
+            store=store,
+            clock=clock,
+            limiter=limiter,
+            locks=locks,
+        )
+        bridge._on_close.append(redis.aclose if redis is not None else _nothing)
+        return bridge
 
     async def close(self) -> None:
         for running in list(self._running.values()):
             running.renderer.stop()
         await self.client.aclose()
         await self.store.close()
+        for close in self._on_close:
+            await close()
 
     # --- access -----------------------------------------------------------------------------
     def is_admin(self, where: Where) -> bool:
@@ -551,6 +574,10 @@ def _user_key(where: Where) -> str:
 
 def _inflight_key(where: Where) -> str:
     return f"inflight:{where.platform}:{where.chat_id}:{where.user_id}"
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _message_key(where: Where, message_id: str) -> str:

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
 
     # --- The bridge ------------------------------------------------------------------------
     bridge_store_url: str = "sqlite:///./data/g4f-bridge.sqlite3"
+    bridge_limits_url: str = "memory://"
     bridge_system_prompt: str = ""
     bridge_conversation_idle_minutes: float = Field(60.0, ge=0)
     bridge_history_max_messages: int = Field(40, ge=1)
@@ -134,6 +135,13 @@ class Settings(BaseSettings):
         if not name or any(c in name for c in " :\r\n"):
             raise ValueError("must be an HTTP header name such as g4f-api-key or authorization")
         return name
+
+    @field_validator("bridge_limits_url")
+    @classmethod
+    def _limits_url(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://", "unix://")):
+            raise ValueError("must be memory:// or a redis:// URL")
+        return value
 
     @field_validator("bridge_user_rate")
     @classmethod

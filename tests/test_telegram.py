@@ -216,12 +216,15 @@ async def test_three_answers_at_once_in_one_group_without_429(tg: Harness) -> No
 
 
 def _long_answer() -> str:
+    """Over 10,000 characters: prose and code blocks, one of them longer than a message."""
     sections = []
-    for n in range(16):
+    for n in range(8):
         code = "\n".join(f"value_{n}_{i} = compute({i}, {n})  # step {i}" for i in range(18))
         sections.append(
             f"Section {n} explains **item {n}** in plain words.\n\n```python\n{code}\n```"
         )
+    huge = "\n".join(f"value_big_{i} = compute({i}, 'big')  # a long block" for i in range(130))
+    sections.append(f"And one block longer than a message:\n\n```python\n{huge}\n```")
     return "\n\n".join(sections)
 
 
@@ -229,12 +232,14 @@ async def test_long_answer_with_code_is_split_into_valid_messages(tg: Harness) -
     answer = _long_answer()
     assert len(answer) > 10_000
     tg.g4f.answers["long please"] = answer
-    tg.g4f.chunk_size_words = 25
+    tg.g4f.chunk_size_words = 40
+    tg.g4f.stream_delay = 0.002
     tg.ask(PRIVATE, "long please")
     messages = await tg.finished(PRIVATE)
     assert len(messages) >= 3
     for message in messages:
         assert message.text is not None and utf16_len(message.text) <= 4096
+        assert "▌" not in message.text
         pres = [e for e in message.entities if e["type"] == "pre"]
         lines = message.text.split("\n")
         code_lines = [line for line in lines if line.startswith("value_")]

@@ -407,7 +407,16 @@ class TelegramBot:
         if refusal is not None:
             await self.refuse(surface, refusal)
             return
-        await self.say(surface, "There is no answer of yours being written here that I can stop.")
+        drafting = any(
+            (run.where.chat_id, run.where.user_id) == (where.chat_id, where.user_id)
+            for run in self.running
+        )
+        await self.say(
+            surface,
+            "Your answer is still a live preview; it can be stopped once its first message is sent."
+            if drafting
+            else "There is no answer of yours being written here that I can stop.",
+        )
 
     async def on_imagine(self, update: Update, context: Context) -> None:
         """/imagine PROMPT: core shows progress, uploads the picture or shows the failure."""

@@ -1,0 +1,117 @@
+"""Rate limits and locks in the real Redis on 127.0.0.1:6379 (skipped when it is absent,
+required when G4F_BRIDGE_REQUIRE_SERVICES=1, as in CI)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from core.bridge import Bridge
+from core.conversations import Where
+from core.limits import Rate
+from core.limits_redis import RedisLockManager, RedisRateLimiter
+from core.results import Answered, Refusal, RefusalReason
+from tests.conftest import MakeSettings
+from tests.fakes.clock import InstantClock, ManualClock
+from tests.fakes.g4f_server import FakeG4F
+from tests.fakes.surface import ChatServer, RecordingSurface
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except (RedisConnectionError, OSError) as exc:
+        await client.aclose()
+        if os.environ.get("G4F_BRIDGE_REQUIRE_SERVICES"):
+            pytest.fail(f"Redis is required here but not reachable at {REDIS_URL}: {exc}")
+        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    prefix = f"g4f-bridge-test-{secrets.token_hex(4)}:"
+    client.prefix = prefix  # type: ignore[attr-defined]
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def prefix(redis: Redis) -> str:
+    return redis.prefix  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_sliding_window_exact(redis: Redis) -> None:
+    clock = ManualClock()
+    limiter = RedisRateLimiter(redis, clock, prefix=prefix(redis))
+    rate = Rate.parse("3/minute")
+    decisions = []
+    for _ in range(3):
+        decisions.append(await limiter.hit("u1", rate))
+        await clock.advance(1)
+    assert [(d.allowed, d.remaining) for d in decisions] == [(True, 2), (True, 1), (True, 0)]
+    refused = await limiter.hit("u1", rate)
+    assert not refused.allowed and refused.retry_after == pytest.approx(57.0)
+    assert (await limiter.hit("u2", rate)).allowed
+    await clock.advance(57)
+    assert (await limiter.peek("u1", rate)).remaining == 1
+    assert (await limiter.hit("u1", rate)).allowed
+    assert not (await limiter.hit("u1", rate)).allowed
+
+
+async def test_two_instances_share_the_limit(redis: Redis) -> None:
+    clock = ManualClock()
+    a = RedisRateLimiter(redis, clock, prefix=prefix(redis))
+    b = RedisRateLimiter(redis, clock, prefix=prefix(redis))
+    rate = Rate.parse("2/minute")
+    assert (await a.hit("u", rate)).allowed
+    assert (await b.hit("u", rate)).allowed
+    assert not (await a.hit("u", rate)).allowed
+
+
+async def test_locks_only_holder_releases_and_they_expire(redis: Redis) -> None:
+    clock = ManualClock()
+    locks = RedisLockManager(redis, clock, prefix=prefix(redis))
+    lease = await locks.try_acquire("chat:u1", ttl=30)
+    assert lease is not None
+    assert await locks.try_acquire("chat:u1", ttl=30) is None
+    other = RedisLockManager(redis, clock, prefix=prefix(redis))
+    await other.release(type(lease)(lease.key, "not-the-token", lease.expires_at))
+    assert await locks.try_acquire("chat:u1", ttl=30) is None
+    await locks.release(lease)
+    short = await locks.try_acquire("chat:u1", ttl=0.05)
+    assert short is not None
+    for _ in range(100):  # Redis expires keys on its own clock
+        if await locks.try_acquire("chat:u1", ttl=30) is not None:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the lease did not expire")
+
+
+async def test_two_bridges_share_user_limits_through_redis(
+    redis: Redis, make_settings: MakeSettings, g4f: FakeG4F
+) -> None:
+    user = f"user-{secrets.token_hex(4)}"
+    where = Where("test", "dm", user, is_private=True)
+    settings = make_settings(bridge_limits_url=REDIS_URL, bridge_user_rate="1/minute")
+    first, second = await Bridge.open(settings), await Bridge.open(settings)
+    try:
+        chat = ChatServer(clock=InstantClock())
+        answered = await first.ask(where, "hi", RecordingSurface(chat, chat="dm"))
+        refused = await second.ask(where, "hi", RecordingSurface(chat, chat="dm"))
+    finally:
+        await first.close()
+        await second.close()
+        keys = [k async for k in redis.scan_iter(match=f"g4f-bridge:*{user}*")]
+        if keys:
+            await redis.delete(*keys)
+    assert isinstance(answered, Answered)
+    assert isinstance(refused, Refusal) and refused.reason is RefusalReason.RATE_LIMITED
