@@ -18,7 +18,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from core.api_models import ChatMessage, ModelInfo, StreamDelta
 from core.client import G4FClient
@@ -28,14 +28,21 @@ from core.errors import UpstreamError
 from core.limits import (
     AccessPolicy,
     ConcurrencyGate,
+    Lease,
     LockManager,
     MemoryLockManager,
     MemoryRateLimiter,
     RateLimiter,
 )
 from core.render.budget import BudgetRegistry
-from core.render.renderer import RenderOptions, StreamRenderer
-from core.render.surface import Button, MessageRef, MessageSurface, SurfaceError
+from core.render.renderer import Outcome, RenderOptions, StreamRenderer
+from core.render.surface import (
+    Button,
+    MessageRef,
+    MessageSurface,
+    SurfaceError,
+    SurfaceRateLimited,
+)
 from core.results import (
     Answered,
     ConversationReset,
@@ -51,6 +58,7 @@ from core.settings import Settings
 from core.store.base import ConversationStore, Turn, open_store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REGENERATE_BUTTON = Button("regenerate", "🔁 Regenerate")
 ACTIVITY_REPEAT = 4.0  # chat actions fade after ~5 s
@@ -175,6 +183,27 @@ class Bridge:
             )
         return None
 
+    # --- other writes -----------------------------------------------------------------------
+    async def paced(
+        self, surface: MessageSurface, write: Callable[[], Awaitable[T]], *, attempts: int = 3
+    ) -> T | None:
+        """Run one write of an adapter's own (a notice, a menu) within the chat's write budget,
+        which it shares with the answers streaming there; None when it could not be made."""
+        limits = surface.limits
+        budget = self.budgets.get(limits.budget_key, limits.min_edit_interval, limits.burst)
+        for _ in range(attempts):
+            await budget.acquire()
+            try:
+                return await write()
+            except SurfaceRateLimited as exc:
+                budget.penalize(exc.retry_after)
+            except SurfaceError as exc:
+                log.warning("could not write to %s: %r", limits.budget_key, exc)
+                return None
+            finally:
+                budget.done()
+        return None
+
     # --- answers ----------------------------------------------------------------------------
     async def ask(
         self,
@@ -274,7 +303,7 @@ class Bridge:
                     model=None,
                     created_at=self.clock.wall(),
                 )
-            return await self._stream_answer(where, surface, history, chosen, user_turn)
+            return await self._stream_answer(where, surface, history, chosen, user_turn, lease)
         finally:
             await self.locks.release(lease)
 
@@ -298,9 +327,18 @@ class Bridge:
         history: History,
         model: str,
         user_turn: Turn,
+        lease: Lease,
     ) -> Answered:
         refs: list[MessageRef] = []
         keys = [_inflight_key(where)]
+        stored = _Stored()
+
+        async def on_ended(outcome: Outcome, text: str) -> None:
+            # Before the final write: once the user sees the whole answer, a reply to it,
+            # Regenerate, or their next question already work.
+            stored.turn_id = await self._remember(where, user_turn, text, answering.model, refs)
+            stored.linked = len(refs)
+            await self.locks.release(lease)
 
         def track(ref: MessageRef) -> None:
             refs.append(ref)
@@ -315,6 +353,7 @@ class Bridge:
             final_buttons=(REGENERATE_BUTTON,),
             extra_lines=notes,
             on_message=track,
+            on_ended=on_ended,
         )
         answering = _Answering(model)
         renderer = StreamRenderer(
@@ -330,13 +369,15 @@ class Bridge:
         finally:
             for key in keys:
                 self._running.pop(key, None)
-        turn_id = await self._remember(where, user_turn, result.text, answering.model, refs)
+        if stored.turn_id is not None:  # parts the final write added
+            for ref in refs[stored.linked :]:
+                await self.store.link_message(where.message(ref.id), stored.turn_id)
         return Answered(
             outcome=result.outcome,
             text=result.text,
             model=answering.model,
             messages=tuple(result.messages),
-            turn_id=turn_id,
+            turn_id=stored.turn_id,
             history_trimmed=history.trimmed,
             error=result.error.user_message if result.error else None,
         )
@@ -561,6 +602,12 @@ class Bridge:
             busy=busy is None,
             queue_waiting=self.gate.waiting,
         )
+
+
+@dataclass(slots=True)
+class _Stored:
+    turn_id: int | None = None
+    linked: int = 0  # how many of the answer's messages were linked to the turn
 
 
 @dataclass(slots=True)

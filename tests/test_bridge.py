@@ -26,7 +26,7 @@ from core.results import (
 )
 from core.store.base import open_store
 from tests.conftest import MakeSettings
-from tests.fakes.clock import InstantClock
+from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
 
@@ -37,13 +37,14 @@ OpenBridge = Callable[..., Any]
 
 
 @pytest.fixture
-def clock() -> InstantClock:
-    return InstantClock()
+def clock() -> ScaledClock:
+    # Real time, 20 times faster: a 1 s write interval passes in 50 ms, a 60 s rate window in 3 s.
+    return ScaledClock(factor=20)
 
 
 @pytest.fixture
 async def open_bridge(
-    make_settings: MakeSettings, clock: InstantClock
+    make_settings: MakeSettings, clock: ScaledClock
 ) -> AsyncIterator[OpenBridge]:
     opened: list[Bridge] = []
 
@@ -61,7 +62,7 @@ async def open_bridge(
 
 
 @pytest.fixture
-def chat(clock: InstantClock) -> ChatServer:
+def chat(clock: ScaledClock) -> ChatServer:
     return ChatServer(clock=clock, interval=1.0)
 
 
@@ -129,7 +130,7 @@ class TestConversations:
         assert [m["content"] for m in sent_messages(g4f)] == ["q1", "You said: q1", "fork"]
 
     async def test_idle_conversation_expires(
-        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer, clock: InstantClock
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer, clock: ScaledClock
     ) -> None:
         bridge = await open_bridge(bridge_conversation_idle_minutes=10)
         await ask(bridge, chat, "one")
@@ -221,7 +222,7 @@ class TestLimits:
         assert isinstance(await bridge.ask(boss, "hi", surface(chat, boss)), Answered)
 
     async def test_user_rate_limit(
-        self, open_bridge: OpenBridge, chat: ChatServer, clock: InstantClock
+        self, open_bridge: OpenBridge, chat: ChatServer, clock: ScaledClock
     ) -> None:
         bridge = await open_bridge(bridge_user_rate="2/minute")
         await ask(bridge, chat, "one")

@@ -13,12 +13,13 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.bridge import Bridge
+from core.clock import SystemClock
 from core.conversations import Where
 from core.limits import Rate
 from core.limits_redis import RedisLockManager, RedisRateLimiter
 from core.results import Answered, Refusal, RefusalReason
 from tests.conftest import MakeSettings
-from tests.fakes.clock import InstantClock, ManualClock
+from tests.fakes.clock import ManualClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
 
@@ -104,7 +105,7 @@ async def test_two_bridges_share_user_limits_through_redis(
     settings = make_settings(bridge_limits_url=REDIS_URL, bridge_user_rate="1/minute")
     first, second = await Bridge.open(settings), await Bridge.open(settings)
     try:
-        chat = ChatServer(clock=InstantClock())
+        chat = ChatServer(clock=SystemClock(), interval=0.05)
         answered = await first.ask(where, "hi", RecordingSurface(chat, chat="dm"))
         refused = await second.ask(where, "hi", RecordingSurface(chat, chat="dm"))
     finally:

@@ -275,3 +275,40 @@ async def test_draft_preview_then_final_message(clock: ManualClock, server: Chat
     assert [w.kind for w in server.writes] == ["draft", "draft", "send"]
     assert surface.drafts[0] == "one " + INDICATOR
     assert server.shown(result.messages) == ["one two three four"]
+
+
+async def test_typing_shown_until_the_first_text(clock: ManualClock, server: ChatServer) -> None:
+    stream = ScriptedStream(clock, [(9.0, StreamDelta(content="Late answer."))])
+    surface = RecordingSurface(server)
+    await run_for(clock, renderer(clock, stream, surface), 15)
+    assert surface.activities == ["typing", "typing", "typing"]  # at 0, 4 and 8 s
+    assert [w.text for w in server.writes] == ["Late answer."]
+
+
+async def test_a_paused_draft_is_kept_alive(clock: ManualClock, server: ChatServer) -> None:
+    script: list[tuple[float, StreamDelta | Exception]] = [
+        (0.0, StreamDelta(content="Thinking hard")),
+        (45.0, StreamDelta(content=" done.")),
+    ]
+    surface = RecordingSurface(server, supports_draft=True)
+    await run_for(clock, renderer(clock, ScriptedStream(clock, script), surface), 60)
+    drafts = [(round(w.at - T0), w.text) for w in server.writes if w.kind == "draft"]
+    assert drafts[0] == (0, "Thinking hard" + INDICATOR)
+    assert [text for _, text in drafts[1:3]] == ["Thinking hard" + INDICATOR] * 2
+    assert all(b[0] - a[0] <= 24 for a, b in itertools.pairwise(drafts))
+    assert server.writes[-1].kind == "send" and server.writes[-1].text == "Thinking hard done."
+
+
+async def test_end_is_reported_before_the_final_write(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    reported: list[tuple[Outcome, str, int]] = []
+
+    async def on_ended(outcome: Outcome, text: str) -> None:
+        reported.append((outcome, text, len(server.writes)))
+
+    stream = ScriptedStream(clock, words("one two three", every=0.3))
+    r = renderer(clock, stream, RecordingSurface(server), on_ended=on_ended)
+    await run_for(clock, r, 10)
+    assert reported == [(Outcome.DONE, "one two three", len(server.writes) - 1)]
+    assert server.writes[-1].text == "one two three"

@@ -181,7 +181,10 @@ async def test_private_answer_streams_as_drafts_then_one_message(tg: Harness) ->
     assert len({draft_id for draft_id, _ in drafts}) == 1 and drafts[0][0] != 0
     assert all(answer.startswith(text.removesuffix(" ▌")) for _, text in drafts)
     assert tg.fake.calls_named("editMessageText") == []
-    assert [c.params["action"] for c in tg.fake.calls_named("sendChatAction")] == []
+    # "typing" shows until the first draft, nothing else
+    actions = tg.fake.calls_named("sendChatAction")
+    assert actions and {c.params["action"] for c in actions} == {"typing"}
+    assert actions[0].at <= tg.fake.calls_named("sendMessageDraft")[0].at
     tg.assert_clean()
 
 
@@ -292,6 +295,24 @@ async def test_stop_command_and_other_users_cannot_stop(harness: Harness) -> Non
     harness.ask(GROUP, "/stop")
     [message] = await harness.finished(GROUP)
     assert message.text is not None and message.text.endswith("⏹ Stopped.")
+    harness.assert_clean()
+
+
+async def test_stop_command_stops_a_drafted_answer(harness: Harness) -> None:
+    await harness.start(g4f_default_model="trickle")
+    harness.g4f.trickle_interval = 0.05
+    harness.g4f.answers["slowly"] = _words(100, "slow")
+    harness.ask(PRIVATE, "slowly")
+    await harness.until(lambda: any("slow2" in text for _, text in harness.fake.drafts(PRIVATE)))
+    assert harness.bot(PRIVATE) == []  # only a draft so far: no message to put a button on
+    harness.ask(PRIVATE, "/stop")
+    [message] = await harness.finished(PRIVATE)
+    assert message.text is not None and message.text.endswith("⏹ Stopped.")
+    assert "slow99" not in message.text
+    await harness.until(lambda: _inflight(harness.g4f) == 0, seconds=2)
+    harness.ask(PRIVATE, "/stop")
+    await harness.until(lambda: len(harness.bot(PRIVATE)) == 2)
+    assert harness.bot(PRIVATE)[1].text == "There is no answer of yours being written here."
     harness.assert_clean()
 
 

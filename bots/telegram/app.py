@@ -53,7 +53,6 @@ from bots.telegram.surface import (
 )
 from core.bridge import Bridge
 from core.conversations import Where
-from core.render.surface import SurfaceError, SurfaceRateLimited
 from core.results import (
     ConversationReset,
     ModelChosen,
@@ -204,10 +203,9 @@ def models_view(page: ModelPage) -> tuple[str, InlineKeyboardMarkup | None]:
 
 @dataclass(slots=True, eq=False)
 class RunningAnswer:
-    """An answer being written, for /stop and for stopping at shutdown."""
+    """An answer being written, to be stopped at shutdown."""
 
     where: Where
-    surface: TelegramSurface
     task: asyncio.Task[Any] | None
 
 
@@ -287,18 +285,7 @@ class TelegramBot:
 
     async def paced(self, surface: TelegramSurface, call: Callable[[], Awaitable[T]]) -> T | None:
         """A write of our own, inside the chat's write budget that answers share."""
-        limits = surface.limits
-        budget = self.bridge.budgets.get(limits.budget_key, limits.min_edit_interval, limits.burst)
-        for _ in range(WRITE_ATTEMPTS):
-            await budget.acquire()
-            try:
-                return await call()
-            except SurfaceRateLimited as exc:
-                budget.penalize(exc.retry_after)
-            except SurfaceError as exc:
-                log.warning("could not write to chat %s: %r", surface.chat_id, exc)
-                return None
-        return None
+        return await self.bridge.paced(surface, call)
 
     async def say(
         self, surface: TelegramSurface, text: str, markup: InlineKeyboardMarkup | None = None
@@ -312,32 +299,19 @@ class TelegramBot:
             await self.say(surface, escape_markdown(refusal.message))
 
     @contextlib.asynccontextmanager
-    async def tracked(self, where: Where, surface: TelegramSurface) -> AsyncIterator[None]:
-        """Keep an answer findable by /stop and by shutdown while it runs."""
-        run = RunningAnswer(where, surface, asyncio.current_task())
+    async def tracked(self, where: Where) -> AsyncIterator[None]:
+        """Keep an answer findable by the shutdown while it runs."""
+        run = RunningAnswer(where, asyncio.current_task())
         self.running.append(run)
         try:
             yield
         finally:
             self.running.remove(run)
 
-    def stop_answers(self, where: Where) -> bool:
-        """Stop the running answers of `where.user_id` in `where.chat_id`."""
-        stopped = False
-        for run in list(self.running):
-            if (run.where.chat_id, run.where.user_id) != (where.chat_id, where.user_id):
-                continue
-            for message_id in run.surface.message_ids:
-                if self.bridge.stop(where, str(message_id)):
-                    stopped = True
-                    break
-        return stopped
-
     def stop_all(self) -> None:
-        """At shutdown: stop every answer (a bare draft, with no message yet, is cancelled)."""
+        """At shutdown: stop every answer (one not streaming yet is cancelled)."""
         for run in list(self.running):
-            ids = run.surface.message_ids
-            if not any(self.bridge.stop(run.where, str(i)) for i in ids) and run.task:
+            if not self.bridge.stop_current(run.where) and run.task is not None:
                 run.task.cancel()
 
     # --- messages ---------------------------------------------------------------------------
@@ -387,7 +361,7 @@ class TelegramBot:
         message, chat, user = parts
         where = where_of(chat, user)
         surface = self.surface(context, chat, reply_to=message.message_id)
-        async with self.tracked(where, surface):
+        async with self.tracked(where):
             result = await self.bridge.ask(
                 where, prompt, surface, reply_to=str(replied) if replied is not None else None
             )
@@ -395,28 +369,19 @@ class TelegramBot:
             await self.refuse(surface, result)
 
     async def on_stop(self, update: Update, context: Context) -> None:
-        """/stop: stop the user's answer in this chat (once it has a message to stop)."""
+        """/stop: stop the user's answer being written in this chat (drafts included)."""
         if (parts := _parts(update)) is None:
             return
         message, chat, user = parts
         where = where_of(chat, user)
-        if self.stop_answers(where):
+        if self.bridge.stop_current(where):
             return  # the answer itself now says "Stopped"
         surface = self.surface(context, chat, reply_to=message.message_id)
         refusal = self.bridge.check_access(where)
         if refusal is not None:
             await self.refuse(surface, refusal)
             return
-        drafting = any(
-            (run.where.chat_id, run.where.user_id) == (where.chat_id, where.user_id)
-            for run in self.running
-        )
-        await self.say(
-            surface,
-            "Your answer is still a live preview; it can be stopped once its first message is sent."
-            if drafting
-            else "There is no answer of yours being written here that I can stop.",
-        )
+        await self.say(surface, "There is no answer of yours being written here.")
 
     async def on_imagine(self, update: Update, context: Context) -> None:
         """/imagine PROMPT: core shows progress, uploads the picture or shows the failure."""
@@ -524,7 +489,7 @@ class TelegramBot:
         ack = CallbackAck(query)
         asker = message.reply_to_message.message_id if message.reply_to_message else None
         surface = self.surface(context, message.chat, reply_to=asker, on_first_write=ack)
-        async with self.tracked(where, surface):
+        async with self.tracked(where):
             result = await self.bridge.regenerate(where, str(message.message_id), surface)
         if isinstance(result, Refusal):
             await ack(None if result.quiet else result.message)

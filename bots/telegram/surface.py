@@ -164,7 +164,6 @@ class TelegramSurface:
         self._draft_message: int | None = None  # the stand-in for refused drafts
         self._drafts_refused = False
         self._forbidden_logged = False
-        self.message_ids: list[int] = []  # every message this surface sent
         self._limits = SurfaceLimits(
             max_length=MAX_LENGTH,
             min_edit_interval=PRIVATE_INTERVAL if private else GROUP_INTERVAL,
@@ -240,7 +239,6 @@ class TelegramSurface:
             )
         )
         self._replied = True
-        self.message_ids.append(message.message_id)
         return MessageRef(str(message.message_id))
 
     async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
@@ -265,7 +263,6 @@ class TelegramSurface:
 
         message, shown = await self._write(send, formatted, entities, text, markup=markup)
         self._replied = True
-        self.message_ids.append(message.message_id)
         self._sent.put(self.chat_id, message.message_id, shown)
         return message.message_id
 

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 INDICATOR = " ▌"
 FIRST_TEXT_COALESCE = 0.1
+KEEPALIVE_INTERVAL = 4.0  # chat actions ("typing") fade after about 5 s
+DRAFT_REFRESH = 20.0  # live drafts vanish after about 30 s without an update
 THINKING_NOTE = "💭 Thinking…"
 EMPTY_ANSWER = "(The model returned an empty answer.)"
 STOP_BUTTON = Button("stop", "⏹ Stop")
@@ -86,6 +88,9 @@ class RenderOptions:
     final_buttons: tuple[Button, ...] = ()
     extra_lines: list[str] = field(default_factory=list)  # notices shown after the answer
     on_message: Callable[[MessageRef], None] | None = None  # each message the answer sends
+    # Called once when the stream has ended, before the final write, with how it ended and the
+    # text: what the answer says is known (and can be stored) before the user sees it complete.
+    on_ended: Callable[[Outcome, str], Awaitable[None]] | None = None
 
 
 class StreamRenderer:
@@ -120,7 +125,9 @@ class StreamRenderer:
         self._error: UpstreamError | None = None
         self._shown: list[_Shown] = []
         self._draft_text: str | None = None
+        self._draft_at = 0.0
         self._status: str | None = None
+        self._ended_reported = False
         self._reader: asyncio.Task[None] | None = None
         self._result = RenderResult(Outcome.DONE, "", "", None, [])
 
@@ -144,12 +151,15 @@ class StreamRenderer:
     async def run(self) -> RenderResult:
         """Stream the answer to the surface and return how it ended."""
         self._reader = asyncio.create_task(self._read())
+        keepalive = asyncio.create_task(self._keepalive())
         try:
             await self._write_loop()
+            await self._report_ended()
         finally:
+            keepalive.cancel()
             if not self._reader.done():
                 self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+            await asyncio.gather(self._reader, keepalive, return_exceptions=True)
         r = self._result
         r.outcome, r.text, r.reasoning, r.error = (
             self._outcome,
@@ -184,6 +194,23 @@ class StreamRenderer:
             if close is not None:
                 await close()
 
+    async def _keepalive(self) -> None:
+        """Until something is visible, show "typing"; while drafting, keep the draft alive."""
+        while not self._ended:
+            if not self._shown and self._draft_text is None:
+                try:
+                    await self._surface.activity("typing")
+                except SurfaceError:
+                    return
+            elif self._use_draft:
+                self._changed.set()  # the writer re-sends a draft that is about to fade
+            await self._clock.sleep(KEEPALIVE_INTERVAL)
+
+    async def _report_ended(self) -> None:
+        if not self._ended_reported and self._options.on_ended is not None:
+            self._ended_reported = True
+            await self._options.on_ended(self._outcome, self.text)
+
     def _finish(self, outcome: Outcome) -> None:
         if not self._ended:
             self._ended = True
@@ -214,9 +241,13 @@ class StreamRenderer:
         """Write, one call per budget token, until the platform shows the desired state."""
         while True:
             final = self._ended
+            if final:
+                await self._report_ended()
             if self._next_write(self._desired(final, placeholder), final) is None:
                 return
             await self._budget.acquire()
+            if not final and self._ended:
+                await self._report_ended()
             final = self._ended
             write = self._next_write(self._desired(final, placeholder), final)
             if write is None:
@@ -301,7 +332,8 @@ class StreamRenderer:
                     continue
                 return self._edit_call(shown, text, buttons)
             if self._use_draft and is_last and not final:
-                if self._draft_text == text:
+                fresh = self._clock.now() - self._draft_at < DRAFT_REFRESH
+                if self._draft_text == text and fresh:
                     return None
                 return self._draft_call(text)
             return self._send_call(text, buttons)
@@ -328,6 +360,7 @@ class StreamRenderer:
         async def call() -> None:
             await self._surface.draft(text)
             self._draft_text = text
+            self._draft_at = self._clock.now()
 
         return call
 

@@ -105,9 +105,14 @@ class ScaledClock:
         self.factor = factor
         self._origin = time.monotonic()
         self._monotonic = time.monotonic
+        self._offset = 0.0
 
     def now(self) -> float:
-        return 1000.0 + (self._monotonic() - self._origin) * self.factor
+        return 1000.0 + self._offset + (self._monotonic() - self._origin) * self.factor
+
+    def advance(self, seconds: float) -> None:
+        """Jump ahead (e.g. to let a conversation go idle or a rate window pass)."""
+        self._offset += seconds
 
     def wall(self) -> float:
         return 1_800_000_000.0 + self.now()
