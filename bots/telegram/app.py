@@ -73,7 +73,6 @@ STATE_KEY = "g4f_bridge"
 PLATFORM = "telegram"
 MODELS_PER_PAGE = 10
 MAX_CALLBACK_ANSWER = 200
-WRITE_ATTEMPTS = 3
 
 COMMANDS = (
     BotCommand("ask", "Ask the AI (in private chats, just write)"),
