@@ -86,7 +86,14 @@ class TerminalSurface:
         raise NotImplementedError("the terminal does not use drafts")
 
     async def upload(
-        self, data: bytes, *, filename: str, content_type: str, caption: str
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        caption: str,
+        prompt: str,
+        model: str,
     ) -> MessageRef:
         self._image_dir.mkdir(parents=True, exist_ok=True)
         stem, _, ext = filename.rpartition(".")

@@ -458,6 +458,8 @@ class Bridge:
                 filename=f"image.{image.extension}",
                 content_type=image.content_type,
                 caption=caption,
+                prompt=prompt,
+                model=image.model,
             )
         except SurfaceError as exc:
             log.warning("image upload failed: %r", exc)

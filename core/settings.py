@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     discord_api_base_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg/"
     discord_guild_ids: CommaList = ()
+    discord_message_content: bool = False
 
     # --- Telegram --------------------------------------------------------------------------
     telegram_token: SecretStr | None = None

@@ -43,9 +43,7 @@ def clock() -> ScaledClock:
 
 
 @pytest.fixture
-async def open_bridge(
-    make_settings: MakeSettings, clock: ScaledClock
-) -> AsyncIterator[OpenBridge]:
+async def open_bridge(make_settings: MakeSettings, clock: ScaledClock) -> AsyncIterator[OpenBridge]:
     opened: list[Bridge] = []
 
     async def open_(**overrides: Any) -> Bridge:

@@ -156,20 +156,14 @@ def words(count: int, prefix: str = "word") -> str:
 FENCE = re.compile(r"^(```|~~~)(\S*)\s*$")
 
 
-def fence_languages(text: str) -> tuple[list[str], str | None]:
-    """The languages of the code blocks opened in `text`, and the one still open at its end."""
-    opened: list[str] = []
+def open_fence(text: str) -> str | None:
+    """The language of the code block still open at the end of `text` (None: all closed)."""
     current: str | None = None
     for line in text.split("\n"):
         found = FENCE.match(line)
-        if not found:
-            continue
-        if current is None:
-            current = found.group(2)
-            opened.append(current)
-        else:
-            current = None
-    return opened, current
+        if found:
+            current = found.group(2) if current is None else None
+    return current
 
 
 def long_answer_with_code() -> str:
@@ -244,9 +238,9 @@ async def test_long_answer_with_code_is_split_with_fences_reopened(world: World)
     reopened: list[str] = []
     shown_so_far = ""
     for part, following, piece in zip(parts, [*parts[1:], ""], unwrap_parts(parts), strict=True):
-        assert fence_languages(part)[1] is None, part[-60:]
+        assert open_fence(part) is None, part[-60:]
         shown_so_far += piece
-        language = fence_languages(shown_so_far)[1]
+        language = open_fence(shown_so_far)
         if language is not None:
             assert following.startswith(f"```{language}\n"), following[:40]
             reopened.append(language)
@@ -398,6 +392,7 @@ async def test_private_answer_ends_quietly_when_the_token_expires(world: World) 
     await fake.wait_for(started)
     shown = original(world, inter)
     fake.expire_interaction(inter.token)
+    await fake.wait_for(lambda: any(c.status == 401 for c in fake.calls))
     await settled(world, world.channel)
     assert [m.ephemeral for m in bot_messages(world)] == [True]
     msg = original(world, inter)
@@ -604,3 +599,9 @@ async def test_shutdown_stops_streaming_answers_with_a_final_edit(start: Start) 
     assert len(messages) == 2 and messages[0].id == inter.original_message_id
     for msg in messages:
         assert msg.content.endswith("\n\n⏹ Stopped.") and button_ids(msg) == [REGEN]
+
+
+async def test_message_content_intent_is_opt_in(start: Start) -> None:
+    world = await start(discord_message_content=True)
+    intents = discord.Intents._from_value(world.fake.identifies[0]["intents"])
+    assert intents.message_content and intents.guild_messages

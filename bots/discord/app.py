@@ -11,7 +11,7 @@ Gateway intents (for the README)
     DMs, of messages that mention the bot, and of replies that ping it (Discord's default for a
     reply). Slash commands never need it. A reply to the bot's answer with the ping switched off
     arrives with empty text and is ignored, unless the Message Content intent is enabled in the
-    Developer Portal (Bot → Privileged Gateway Intents) and passed as `message_content=True`.
+    Developer Portal (Bot → Privileged Gateway Intents) and DISCORD_MESSAGE_CONTENT=true is set.
 
 Networking
     `DISCORD_API_BASE_URL` and `DISCORD_GATEWAY_URL` point discord.py at Discord (the defaults)
@@ -64,7 +64,7 @@ PROMPT_MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 INTENTS_NOTICE = (
     "Discord intents: guilds, guild_messages, dm_messages. Mentions, DMs and replies that ping "
     "the bot work without the privileged Message Content intent; replies without the ping "
-    "need it (enable it in the Developer Portal and pass message_content=True)."
+    "need it (enable it in the Developer Portal and set DISCORD_MESSAGE_CONTENT=true)."
 )
 SHUTDOWN_GRACE = 5.0  # seconds for stopped answers to write their final edit
 _PLATFORM_ERRORS = (discord.DiscordException, aiohttp.ClientError, OSError, TimeoutError)
@@ -220,16 +220,12 @@ class BridgeClient(discord.Client):
             log.info("Discord: could not apologise: %r", exc)
 
     # --- showing results --------------------------------------------------------------------
-    async def reply(
-        self, interaction: discord.Interaction, text: str, *, view: discord.ui.View | None = None
-    ) -> None:
+    async def reply(self, interaction: discord.Interaction, text: str) -> None:
         """A private reply; after an ephemeral defer it fills the deferred message."""
         if interaction.response.is_done():
-            await interaction.edit_original_response(content=text, view=view)
-        elif view is None:
-            await interaction.response.send_message(text, ephemeral=True)
+            await interaction.edit_original_response(content=text)
         else:
-            await interaction.response.send_message(text, ephemeral=True, view=view)
+            await interaction.response.send_message(text, ephemeral=True)
 
     async def refuse_early(self, interaction: discord.Interaction, where: Where) -> bool:
         """Answer privately and return True when the user may not use the bot here."""
@@ -251,7 +247,7 @@ class BridgeClient(discord.Client):
             ephemeral=ephemeral,
             original_id=callback.message_id if callback is not None else None,
         )
-        self.inflight.answering(where_of_interaction(interaction), surface)
+        self.inflight.answering(where_of_interaction(interaction))
         return surface
 
     async def refuse_deferred(
@@ -414,10 +410,11 @@ class BridgeClient(discord.Client):
             attachment_limit=guild.filesize_limit if guild else DEFAULT_ATTACHMENT_LIMIT,
         )
         where = where_of_message(message)
-        self.inflight.answering(where, surface)
+        self.inflight.answering(where)
         result = await self.bridge.ask(where, prompt, surface, reply_to=reply_to)
         if isinstance(result, Refusal) and not result.quiet:
-            await self.refuse_message(message, result)
+            # A reply of our own, within the channel's write budget shared with the answers.
+            await self.bridge.paced(surface, lambda: surface.send(result.message))
 
     def prompt_of(self, message: discord.Message) -> str | None:
         """The prompt in a message addressed to the bot (mention removed), else None."""
@@ -435,13 +432,6 @@ class BridgeClient(discord.Client):
             log.debug("Discord: a reply without text (needs the Message Content intent)")
             return None
         return text
-
-    async def refuse_message(self, message: discord.Message, refusal: Refusal) -> None:
-        """Reply to a prompt message with a refusal."""
-        try:
-            await message.reply(refusal.message, mention_author=False)
-        except _PLATFORM_ERRORS as exc:
-            log.info("Discord: could not send a refusal in %s: %r", message.channel.id, exc)
 
 
 def register_commands(bot: BridgeClient) -> None:
@@ -511,12 +501,12 @@ def register_commands(bot: BridgeClient) -> None:
         await bot.cmd_status(interaction)
 
 
-def build_client(
-    bridge: Bridge, *, guild_ready_timeout: float | None = None, message_content: bool = False
-) -> BridgeClient:
+def build_client(bridge: Bridge, *, guild_ready_timeout: float | None = None) -> BridgeClient:
     """A ready-to-run client with its command tree (not logged in)."""
     return BridgeClient(
-        bridge, guild_ready_timeout=guild_ready_timeout, message_content=message_content
+        bridge,
+        guild_ready_timeout=guild_ready_timeout,
+        message_content=bridge.settings.discord_message_content,
     )
 
 
@@ -531,7 +521,6 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     guild_ready_timeout: float | None = None,
-    message_content: bool = False,
     shutdown_grace: float = SHUTDOWN_GRACE,
 ) -> None:
     """Run the Discord bot until cancelled, then disconnect cleanly.
@@ -544,9 +533,7 @@ async def serve(
     if token is None:
         raise SettingsError("DISCORD_TOKEN is not set")
     point_at(bridge.settings)
-    client = build_client(
-        bridge, guild_ready_timeout=guild_ready_timeout, message_content=message_content
-    )
+    client = build_client(bridge, guild_ready_timeout=guild_ready_timeout)
     client.ready_event = ready
     InteractionTokenFilter.install()
     log.info(INTENTS_NOTICE)

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 from core.bridge import Bridge
 from core.conversations import Where
-from core.render.surface import MessageRef
 
 log = logging.getLogger(__name__)
 
-
-class SentMessages(Protocol):
-    """A surface that remembers the messages it sent."""
-
-    @property
-    def sent(self) -> list[MessageRef]: ...
+STOP_POLL = 0.1  # seconds
 
 
 class InFlight:
@@ -31,10 +25,7 @@ class InFlight:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._answers: dict[asyncio.Task[Any], tuple[Where, SentMessages]] = {}
-
-    def __len__(self) -> int:
-        return len(self._tasks)
+        self._answers: dict[asyncio.Task[Any], Where] = {}
 
     def enter(self) -> None:
         """Count the current task (an event or command handler) until it ends."""
@@ -43,28 +34,37 @@ class InFlight:
             self._tasks.add(task)
             task.add_done_callback(self._forget)
 
-    def answering(self, where: Where, surface: SentMessages) -> None:
-        """The current handler streams an answer for `where` onto `surface`."""
+    def answering(self, where: Where) -> None:
+        """The current handler streams (or is about to stream) an answer for `where`."""
         self.enter()
         task = asyncio.current_task()
         if task is not None:
-            self._answers[task] = (where, surface)
+            self._answers[task] = where
 
     def _forget(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         self._answers.pop(task, None)
 
     async def shutdown(self, bridge: Bridge, *, grace: float) -> None:
-        """Stop every answer, give the handlers `grace` seconds to finish, cancel the rest."""
-        for where, surface in list(self._answers.values()):
-            for ref in surface.sent:
-                bridge.stop(where, ref.id)
-        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=grace)
-        if pending:
-            log.info("Discord: cancelling %d handlers that did not finish in time", len(pending))
-        for task in pending:
+        """Stop every answer, give the handlers `grace` seconds to finish, cancel the rest.
+
+        A handler may not have started its answer yet (waiting for the store or the in-flight
+        lock), so answers are stopped again each `STOP_POLL` seconds while handlers still run.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        stopped: set[asyncio.Task[Any]] = set()
+        while True:
+            for task, where in list(self._answers.items()):
+                if task not in stopped and bridge.stop_current(where):
+                    stopped.add(task)
+            tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+            left = deadline - loop.time()
+            if not tasks or left <= 0:
+                break
+            await asyncio.wait(tasks, timeout=min(STOP_POLL, left))
+        if tasks:
+            log.info("Discord: cancelling %d handlers that did not finish in time", len(tasks))
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -48,6 +48,8 @@ MAX_CAPTION = 4096  # the caption becomes an embed description
 TOKEN_LIFETIME = 14.5 * 60  # interaction tokens live 15 minutes; stop using them a bit earlier
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 CHANNEL_PLACEHOLDER = "…"
+TRANSIENT_RETRIES = 4  # network errors / Discord 5xx in a row before an answer gives up
+TRANSIENT_BACKOFF = 2.0  # seconds, times the attempt number
 
 STOP_ID = "g4f:stop"
 REGENERATE_ID = "g4f:regen"
@@ -155,6 +157,13 @@ def translate(exc: BaseException) -> SurfaceError:
     return SurfaceError(repr(exc))
 
 
+def is_transient(exc: BaseException) -> bool:
+    """A network failure or a Discord server error (discord.py already retried 5xx itself)."""
+    if isinstance(exc, discord.HTTPException):
+        return isinstance(exc, discord.DiscordServerError)
+    return isinstance(exc, aiohttp.ClientError | OSError | TimeoutError)
+
+
 def _retry_after(exc: discord.HTTPException) -> float:
     raw = exc.response.headers.get("Retry-After", "") if exc.response is not None else ""
     try:
@@ -170,12 +179,10 @@ def _is_token_expired(exc: discord.HTTPException) -> bool:
     return exc.code == INVALID_WEBHOOK_TOKEN
 
 
-def _image_embed(caption: str, filename: str) -> discord.Embed:
-    """The caption's prompt as the description, its last line (the model) as the footer."""
-    head, sep, model = caption.rpartition("\n— ")
-    embed = discord.Embed(description=(head if sep else caption)[:MAX_CAPTION])
-    if sep:
-        embed.set_footer(text=model[:2048])
+def _image_embed(prompt: str, model: str, filename: str) -> discord.Embed:
+    """The prompt as the description, the model as the footer, the attachment as the image."""
+    embed = discord.Embed(description=prompt[:MAX_CAPTION])
+    embed.set_footer(text=model[:2048])
     embed.set_image(url=f"attachment://{filename}")
     return embed
 
@@ -194,7 +201,7 @@ class _Base:
         self._channel = channel
         self._notices = notices
         self._attachment_limit = attachment_limit
-        self._sent: list[MessageRef] = []
+        self._transient_failures = 0
         self._limits = SurfaceLimits(
             max_length=MAX_LENGTH,
             min_edit_interval=MIN_EDIT_INTERVAL,
@@ -208,16 +215,6 @@ class _Base:
     def limits(self) -> SurfaceLimits:
         return self._limits
 
-    @property
-    def sent(self) -> list[MessageRef]:
-        """The messages this surface sent so far."""
-        return self._sent
-
-    def _record(self, message_id: int) -> MessageRef:
-        ref = MessageRef(str(message_id))
-        self._sent.append(ref)
-        return ref
-
     async def draft(self, text: str) -> None:
         """Discord has no drafts (limits.supports_draft is False)."""
         raise SurfaceRejected("Discord has no draft messages")
@@ -228,7 +225,11 @@ class _Base:
 
     @contextlib.asynccontextmanager
     async def _platform_errors(self) -> AsyncIterator[None]:
-        """Turn Discord failures into SurfaceErrors (explaining a Forbidden once)."""
+        """Turn Discord failures into SurfaceErrors.
+
+        A Forbidden is explained once per channel. A few transient failures in a row (network,
+        Discord 5xx) ask the renderer to retry later; more than that end the answer.
+        """
         try:
             yield
         except discord.Forbidden as exc:
@@ -237,7 +238,13 @@ class _Base:
         except SurfaceError:
             raise
         except _PLATFORM_ERRORS as exc:
+            if is_transient(exc) and self._transient_failures < TRANSIENT_RETRIES:
+                self._transient_failures += 1
+                log.info("Discord write failed (%r); retrying later", exc)
+                raise SurfaceRateLimited(TRANSIENT_BACKOFF * self._transient_failures) from exc
             raise translate(exc) from exc
+        else:
+            self._transient_failures = 0
 
     def _file(self, data: bytes, filename: str) -> discord.File:
         if len(data) > self._attachment_limit:
@@ -249,7 +256,7 @@ class _Base:
     async def _channel_send(self, **kwargs: Any) -> MessageRef:
         async with self._platform_errors():
             message = await self._channel.send(**kwargs)
-        return self._record(message.id)
+        return MessageRef(str(message.id))
 
     async def _channel_edit(self, message_id: int, **kwargs: Any) -> None:
         async with self._platform_errors():
@@ -275,10 +282,13 @@ class ChannelSurface(_Base):
         )
         self._reference = reply_to.to_reference(fail_if_not_exists=False) if reply_to else None
 
-    def _take_reference(self) -> dict[str, Any]:
-        """The reply reference for the answer's first message only."""
-        reference, self._reference = self._reference, None
-        return {"reference": reference} if reference is not None else {}
+    async def _send_first_as_reply(self, **kwargs: Any) -> MessageRef:
+        """Send; the answer's first message replies to the user's message."""
+        if self._reference is not None:
+            kwargs["reference"] = self._reference
+        ref = await self._channel_send(**kwargs)
+        self._reference = None
+        return ref
 
     def _tell(self) -> Tell | None:
         return lambda text: self._channel.send(text)
@@ -287,19 +297,26 @@ class ChannelSurface(_Base):
         """Send a message (the first one replies to the user's message)."""
         view = buttons_view(buttons)
         extra = {"view": view} if view is not None else {}
-        return await self._channel_send(content=text, **extra, **self._take_reference())
+        return await self._send_first_as_reply(content=text, **extra)
 
     async def edit(self, ref: MessageRef, text: str, *, buttons: tuple[Button, ...] = ()) -> None:
         """Edit one of this answer's messages (no buttons: components removed)."""
         await self._channel_edit(int(ref.id), content=text, view=buttons_view(buttons))
 
     async def upload(
-        self, data: bytes, *, filename: str, content_type: str, caption: str
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        caption: str,
+        prompt: str,
+        model: str,
     ) -> MessageRef:
         """Send the image as an attachment with an embed (prompt, model)."""
         file = self._file(data, filename)
-        embed = _image_embed(caption, filename)
-        return await self._channel_send(file=file, embed=embed, **self._take_reference())
+        embed = _image_embed(prompt, model, filename)
+        return await self._send_first_as_reply(file=file, embed=embed)
 
     async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
         """Show "typing…" (Discord has one indicator; it lasts about 10 s)."""
@@ -337,11 +354,6 @@ class InteractionSurface(_Base):
         self._original_filled = False
         self._expired = False
 
-    @property
-    def token_expired(self) -> bool:
-        """True once the answer continues through the channel routes (or cannot continue)."""
-        return self._expired
-
     def _token_usable(self) -> bool:
         if not self._expired and self._clock.now() >= self._deadline:
             self._switch_to_channel("the interaction is about to expire")
@@ -364,29 +376,31 @@ class InteractionSurface(_Base):
             raise SurfaceMessageGone("interaction token expired; a private answer cannot go on")
 
     @contextlib.asynccontextmanager
-    async def _via_token(self) -> AsyncIterator[list[bool]]:
-        """Run a token call; the yielded flag is set when the token turned out to be expired."""
-        expired = [False]
+    async def _via_token(self) -> AsyncIterator[None]:
+        """Run a call through the interaction token.
+
+        When the token turned out to be expired the error is swallowed: the code after the
+        `async with` block then carries on through the channel.
+        """
         async with self._platform_errors():
             try:
-                yield expired
+                yield
             except discord.HTTPException as exc:
                 if not _is_token_expired(exc):
                     raise
                 self._switch_to_channel(f"interaction token expired ({exc.code})")
-                expired[0] = True
 
     async def send(self, text: str, *, buttons: tuple[Button, ...] = ()) -> MessageRef:
         """First write: fill the deferred response; then followups (or channel messages)."""
         view = buttons_view(buttons)
         if self._token_usable():
-            async with self._via_token() as expired:
+            async with self._via_token():
                 if not self._original_filled:
                     message = await self._interaction.edit_original_response(
                         content=text, view=view
                     )
                     self._original_id, self._original_filled = message.id, True
-                    return self._record(message.id)
+                    return MessageRef(str(message.id))
                 followup = self._interaction.followup
                 if view is None:
                     sent = await followup.send(text, ephemeral=self._ephemeral, wait=True)
@@ -394,8 +408,7 @@ class InteractionSurface(_Base):
                     sent = await followup.send(
                         text, ephemeral=self._ephemeral, wait=True, view=view
                     )
-                return self._record(sent.id)
-            assert expired[0]
+                return MessageRef(str(sent.id))
         return await self._send_via_channel(text, view)
 
     async def edit(self, ref: MessageRef, text: str, *, buttons: tuple[Button, ...] = ()) -> None:
@@ -415,10 +428,17 @@ class InteractionSurface(_Base):
         await self._channel_edit(message_id, content=text, view=view)
 
     async def upload(
-        self, data: bytes, *, filename: str, content_type: str, caption: str
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        caption: str,
+        prompt: str,
+        model: str,
     ) -> MessageRef:
         """The image (attachment + embed with prompt and model) in the deferred response."""
-        embed = _image_embed(caption, filename)
+        embed = _image_embed(prompt, model, filename)
         if self._token_usable():
             async with self._via_token():
                 file = self._file(data, filename)
@@ -427,11 +447,11 @@ class InteractionSurface(_Base):
                         content=None, embed=embed, attachments=[file]
                     )
                     self._original_id, self._original_filled = message.id, True
-                    return self._record(message.id)
+                    return MessageRef(str(message.id))
                 sent = await self._interaction.followup.send(
                     file=file, embed=embed, ephemeral=self._ephemeral, wait=True
                 )
-                return self._record(sent.id)
+                return MessageRef(str(sent.id))
         self._check_channel_possible()
         ref = await self._channel_send(file=self._file(data, filename), embed=embed)
         self._original_filled = True
@@ -450,7 +470,7 @@ class InteractionSurface(_Base):
                 log.info("could not fill the deferred response through the channel: %r", exc)
             else:
                 self._original_filled = True
-                return self._record(self._original_id)
+                return MessageRef(str(self._original_id))
         extra = {"view": view} if view is not None else {}
         ref = await self._channel_send(content=text, **extra)
         self._original_filled = True

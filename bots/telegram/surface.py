@@ -224,7 +224,14 @@ class TelegramSurface:
             await self.revise(self._draft_message, text)
 
     async def upload(
-        self, data: bytes, *, filename: str, content_type: str, caption: str
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        caption: str,
+        prompt: str,
+        model: str,
     ) -> MessageRef:
         """Send a photo with a plain caption (cut to Telegram's 1024 UTF-16 units)."""
         caption = cut_utf16(caption, MAX_CAPTION)

@@ -94,9 +94,17 @@ class MessageSurface(Protocol):
         ...
 
     async def upload(
-        self, data: bytes, *, filename: str, content_type: str, caption: str
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        caption: str,
+        prompt: str,
+        model: str,
     ) -> MessageRef:
-        """Send a file (an image) with a caption."""
+        """Send a file (an image) with a caption; `prompt` and `model` (which the caption
+        states too) are there for platforms that show them apart, e.g. in an embed."""
         ...
 
     async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:

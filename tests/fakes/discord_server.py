@@ -1778,9 +1778,7 @@ class FakeDiscord:
         inter = self._token_interaction(req)
         body: JsonObj = req.body or {}
         if inter.response_type == 5:
-            original = self._channels[inter.channel_id].messages.get(
-                inter.original_message_id or 0
-            )
+            original = self._channels[inter.channel_id].messages.get(inter.original_message_id or 0)
             if original is not None and not original.deleted and original.flags & FLAG_LOADING:
                 self._apply_edit(original, body, req.uploads)
                 await self._announce_edit(original)

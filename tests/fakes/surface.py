@@ -153,7 +153,14 @@ class RecordingSurface:
         self.activities.append(kind)
 
     async def upload(
-        self, data: bytes, *, filename: str, content_type: str, caption: str
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        caption: str,
+        prompt: str,
+        model: str,
     ) -> MessageRef:
         assert len(caption) <= self._limits.max_caption
         self.uploads.append((filename, content_type, data))
