@@ -160,11 +160,6 @@ async def tg(harness: Harness) -> Harness:
     return harness
 
 
-def _inflight(g4f: FakeG4F) -> int:
-    """Requests the G4F emulator is still answering (its streams still open)."""
-    return len(g4f._inflight)
-
-
 # --- streaming ---------------------------------------------------------------------------------
 
 
@@ -277,7 +272,7 @@ async def test_stop_button_ends_a_trickling_answer(harness: Harness) -> None:
     [message] = await harness.finished(GROUP)
     assert message.text is not None and message.text.endswith("⏹ Stopped.")
     assert "slow99" not in message.text
-    await harness.until(lambda: _inflight(harness.g4f) == 0, seconds=2)
+    await harness.until(lambda: harness.g4f.open_requests == 0, seconds=2)
     assert [c.ok for c in harness.fake.calls_named("answerCallbackQuery")] == [True]
     harness.assert_clean()
 
@@ -309,7 +304,7 @@ async def test_stop_command_stops_a_drafted_answer(harness: Harness) -> None:
     [message] = await harness.finished(PRIVATE)
     assert message.text is not None and message.text.endswith("⏹ Stopped.")
     assert "slow99" not in message.text
-    await harness.until(lambda: _inflight(harness.g4f) == 0, seconds=2)
+    await harness.until(lambda: harness.g4f.open_requests == 0, seconds=2)
     harness.ask(PRIVATE, "/stop")
     await harness.until(lambda: len(harness.bot(PRIVATE)) == 2)
     assert harness.bot(PRIVATE)[1].text == "There is no answer of yours being written here."
@@ -351,7 +346,7 @@ async def test_deleted_message_ends_the_stream_and_the_request(harness: Harness)
     await harness.until(lambda: any("gone2" in (m.text or "") for m in harness.bot(GROUP)))
     [streaming] = harness.bot(GROUP)
     harness.fake.delete_message(GROUP, streaming.message_id)
-    await harness.until(lambda: _inflight(harness.g4f) == 0, seconds=2)
+    await harness.until(lambda: harness.g4f.open_requests == 0, seconds=2)
     failed = [c for c in harness.fake.calls_named("editMessageText") if not c.ok]
     assert [c.description for c in failed] == ["Bad Request: message to edit not found"]
     assert harness.bot(GROUP) == []
@@ -481,7 +476,7 @@ async def test_conversation_continues_across_a_restart(tg: Harness) -> None:
 
 async def test_refused_drafts_fall_back_to_an_edited_message(harness: Harness) -> None:
     # A Bot API server without sendMessageDraft (an older self-hosted one) answers 404.
-    harness.fake._handlers.pop("sendmessagedraft")
+    harness.fake.remove_method("sendMessageDraft")
     await harness.start()
     answer = _words(60, "fallback")
     harness.g4f.answers["no drafts here"] = answer

@@ -456,6 +456,11 @@ class FakeG4F:
 
     # ------------------------------------------------------------------ helpers
 
+    @property
+    def open_requests(self) -> int:
+        """Requests being answered now (a cancelled stream leaves this count)."""
+        return len(self._inflight)
+
     def chat_requests(self) -> list[RecordedRequest]:
         """Only the POST /v1/chat/completions requests, in arrival order."""
         return [r for r in self.requests if r.method == "POST" and r.path == "/v1/chat/completions"]

@@ -796,6 +796,10 @@ class FakeTelegram:
         chat = self._chats.get(chat_id)
         return list(chat.drafts) if chat else []
 
+    def remove_method(self, name: str) -> None:
+        """Answer `name` with 404 from now on, like a server that lacks it (e.g. drafts)."""
+        self._handlers.pop(name.lower(), None)
+
     async def wait_for(
         self,
         predicate: Callable[[], bool],
