@@ -22,6 +22,7 @@ from core.settings import Settings, SettingsError, load_settings
 EXIT_OK, EXIT_UPSTREAM, EXIT_USAGE = 0, 1, 2
 
 ONE_SHOT = {"ask", "models", "imagine", "check"}
+PLATFORM_LOGGERS = ("telegram.ext.Updater", "discord.gateway")  # chatty at INFO
 Handler = Callable[[Settings, argparse.Namespace], Coroutine[None, None, int]]
 
 
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         _fail(str(exc))
         return EXIT_USAGE
-    configure_logging(settings, quiet=args.command in ONE_SHOT)
+    configure_logging(settings, quiet=args.command in ONE_SHOT, noisy=PLATFORM_LOGGERS)
     handler: Handler = args.handler
     try:
         return asyncio.run(handler(settings, args))

@@ -1,6 +1,6 @@
 """Logging setup: text or JSON lines, and secrets scrubbed from every record.
 
-Libraries log URLs (a Telegram Bot API URL contains the bot token), so a filter replaces every
+Libraries log URLs (some platforms put the bot token in the URL), so a filter replaces every
 configured secret with `***` in each record's final message, whatever logger emitted it.
 """
 
@@ -57,10 +57,13 @@ def secrets_of(settings: Settings) -> list[str]:
     return [v.get_secret_value() for v in values if v is not None]
 
 
-def configure_logging(settings: Settings, *, quiet: bool = False) -> None:
+def configure_logging(
+    settings: Settings, *, quiet: bool = False, noisy: tuple[str, ...] = ()
+) -> None:
     """Install one stderr handler with the configured level, format and secret scrubbing.
 
     `quiet` (one-shot commands): only warnings, unless BRIDGE_LOG_LEVEL was set explicitly.
+    `noisy`: more loggers whose INFO lines are noise (the platform libraries').
     """
     handler = logging.StreamHandler(sys.stderr)
     if settings.bridge_log_format == "json":
@@ -72,6 +75,6 @@ def configure_logging(settings: Settings, *, quiet: bool = False) -> None:
     root.handlers[:] = [handler]
     explicit = "bridge_log_level" in settings.model_fields_set
     root.setLevel("WARNING" if quiet and not explicit else settings.bridge_log_level)
-    # Request lines of HTTP libraries are noise at INFO (and carry tokens in Telegram URLs).
-    for noisy in ("httpx", "httpcore", "telegram.ext.Updater", "discord.gateway"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Request lines of HTTP libraries are noise at INFO (and may carry tokens in URLs).
+    for name in ("httpx", "httpcore", *noisy):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -1,7 +1,7 @@
 """Split a chat answer into messages that fit a platform's length limit, losing nothing.
 
 `split_text(text, max_length)` cuts a markdown answer into parts with `length(part) <= max_length`
-(Discord counts characters, Telegram UTF-16 code units: pass the matching `length`).
+(platforms count characters or UTF-16 code units: pass the matching `length`).
 `join_parts(parts)` gives back the original text exactly.
 
 Where a part ends
