@@ -104,6 +104,7 @@ class Bridge:
         # Answers streaming now, by each message they show and by their asker's in-flight key.
         self._running: dict[str, _Running] = {}
         self._refused: set[tuple[str, str]] = set()
+        self._closing = False
         self._on_close: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
@@ -133,9 +134,15 @@ class Bridge:
         bridge._on_close.append(redis.aclose if redis is not None else _nothing)
         return bridge
 
-    async def close(self) -> None:
+    def shutdown(self) -> None:
+        """The process is going down: stop every answer (each ends with its final write,
+        "⏹ Stopped.") and refuse new requests. Adapters call it before they stop."""
+        self._closing = True
         for running in list(self._running.values()):
             running.renderer.stop()
+
+    async def close(self) -> None:
+        self.shutdown()
         await self.client.aclose()
         await self.store.close()
         for close in self._on_close:
@@ -168,7 +175,11 @@ class Bridge:
         )
 
     async def _admit(self, where: Where) -> Refusal | None:
-        """Access, then the per-user rate limit (counts one request)."""
+        """Open for work, access, then the per-user rate limit (counts one request)."""
+        if self._closing:
+            return Refusal(
+                RefusalReason.UNAVAILABLE, "The bot is restarting. Please try again in a minute."
+            )
         refusal = self.check_access(where)
         if refusal is not None:
             return refusal
@@ -364,6 +375,8 @@ class Bridge:
             options=options,
         )
         running = self._running[keys[0]] = _Running(renderer, where.user_id)
+        if self._closing:  # shut down while this answer was being prepared
+            renderer.stop()
         try:
             result = await renderer.run()
         finally:

@@ -23,6 +23,7 @@ class RefusalReason(StrEnum):
     UNKNOWN_MODEL = "unknown_model"
     NOT_FOUND = "not_found"
     UPSTREAM = "upstream"
+    UNAVAILABLE = "unavailable"  # the bot is shutting down
 
 
 @dataclass(frozen=True, slots=True)

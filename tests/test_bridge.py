@@ -410,6 +410,23 @@ class TestFailures:
         assert isinstance(result, Answered) and result.outcome is Outcome.STOPPED
         assert not bridge.stop_current(DM)
 
+    async def test_shutdown_stops_answers_and_refuses_new_ones(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        g4f.trickle_interval = 0.3
+        g4f.answers["long"] = " ".join(f"w{i}" for i in range(50))
+        task = asyncio.create_task(bridge.ask(GROUP, "long", surface(chat, GROUP), model="trickle"))
+        while not chat.writes:
+            await asyncio.sleep(0.01)
+        bridge.shutdown()
+        result = await task
+        assert isinstance(result, Answered) and result.outcome is Outcome.STOPPED
+        assert chat.messages[result.messages[0].id].endswith("\n\n⏹ Stopped.")
+        late = await bridge.ask(DM, "hello", surface(chat))
+        assert isinstance(late, Refusal) and late.reason is RefusalReason.UNAVAILABLE
+        assert len(g4f.chat_requests()) == 1
+
 
 class TestImagine:
     async def test_uploads_bytes_with_caption(

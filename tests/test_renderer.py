@@ -312,3 +312,15 @@ async def test_end_is_reported_before_the_final_write(
     await run_for(clock, r, 10)
     assert reported == [(Outcome.DONE, "one two three", len(server.writes) - 1)]
     assert server.writes[-1].text == "one two three"
+
+
+async def test_stopped_before_it_started_never_reads_upstream(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    stream = ScriptedStream(clock, words("never shown", every=0.1))
+    r = renderer(clock, stream, RecordingSurface(server))
+    r.stop()
+    result = await run_for(clock, r, 5)
+    assert result.outcome is Outcome.STOPPED and result.text == ""
+    assert not stream.finished and not stream.closed  # the stream was never opened
+    assert [w.text for w in server.writes] == ["⏹ Stopped."]

@@ -247,7 +247,7 @@ class BridgeClient(discord.Client):
             ephemeral=ephemeral,
             original_id=callback.message_id if callback is not None else None,
         )
-        self.inflight.answering(where_of_interaction(interaction))
+        self.inflight.enter()
         return surface
 
     async def refuse_deferred(
@@ -410,7 +410,7 @@ class BridgeClient(discord.Client):
             attachment_limit=guild.filesize_limit if guild else DEFAULT_ATTACHMENT_LIMIT,
         )
         where = where_of_message(message)
-        self.inflight.answering(where)
+        self.inflight.enter()
         result = await self.bridge.ask(where, prompt, surface, reply_to=reply_to)
         if isinstance(result, Refusal) and not result.quiet:
             # A reply of our own, within the channel's write budget shared with the answers.

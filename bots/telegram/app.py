@@ -12,11 +12,9 @@ bot, or a reply to one of the bot's messages (all of which Telegram delivers wit
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from telegram import (
@@ -200,14 +198,6 @@ def models_view(page: ModelPage) -> tuple[str, InlineKeyboardMarkup | None]:
     return text, InlineKeyboardMarkup(rows)
 
 
-@dataclass(slots=True, eq=False)
-class RunningAnswer:
-    """An answer being written, to be stopped at shutdown."""
-
-    where: Where
-    task: asyncio.Task[Any] | None
-
-
 class CallbackAck:
     """Answers a callback query once: at the answer's first write, or with the refusal."""
 
@@ -232,7 +222,6 @@ class TelegramBot:
         self.bridge = bridge
         self.sent = SentMessages()
         self.no_drafts: set[int] = set()  # chats whose server refused sendMessageDraft
-        self.running: list[RunningAnswer] = []
 
     def register(self, app: TelegramApp) -> None:
         """Add every handler and the one error handler to `app`."""
@@ -297,22 +286,6 @@ class TelegramBot:
         if not refusal.quiet:
             await self.say(surface, escape_markdown(refusal.message))
 
-    @contextlib.asynccontextmanager
-    async def tracked(self, where: Where) -> AsyncIterator[None]:
-        """Keep an answer findable by the shutdown while it runs."""
-        run = RunningAnswer(where, asyncio.current_task())
-        self.running.append(run)
-        try:
-            yield
-        finally:
-            self.running.remove(run)
-
-    def stop_all(self) -> None:
-        """At shutdown: stop every answer (one not streaming yet is cancelled)."""
-        for run in list(self.running):
-            if not self.bridge.stop_current(run.where) and run.task is not None:
-                run.task.cancel()
-
     # --- messages ---------------------------------------------------------------------------
     async def on_help(self, update: Update, context: Context) -> None:
         """/start and /help: what the bot does, the user's model, the commands."""
@@ -360,10 +333,9 @@ class TelegramBot:
         message, chat, user = parts
         where = where_of(chat, user)
         surface = self.surface(context, chat, reply_to=message.message_id)
-        async with self.tracked(where):
-            result = await self.bridge.ask(
-                where, prompt, surface, reply_to=str(replied) if replied is not None else None
-            )
+        result = await self.bridge.ask(
+            where, prompt, surface, reply_to=str(replied) if replied is not None else None
+        )
         if isinstance(result, Refusal):
             await self.refuse(surface, result)
 
@@ -488,8 +460,7 @@ class TelegramBot:
         ack = CallbackAck(query)
         asker = message.reply_to_message.message_id if message.reply_to_message else None
         surface = self.surface(context, message.chat, reply_to=asker, on_first_write=ack)
-        async with self.tracked(where):
-            result = await self.bridge.regenerate(where, str(message.message_id), surface)
+        result = await self.bridge.regenerate(where, str(message.message_id), surface)
         if isinstance(result, Refusal):
             await ack(None if result.quiet else result.message)
         else:
@@ -649,7 +620,7 @@ async def serve(bridge: Bridge, *, ready: asyncio.Event | None = None) -> None:
 async def _shutdown(app: TelegramApp, bot: TelegramBot) -> None:
     if app.updater is not None and app.updater.running:
         await app.updater.stop()
-    bot.stop_all()
+    bot.bridge.shutdown()
     if app.running:
         await app.stop()  # waits for the handlers, which finish their answers' last writes
     await app.shutdown()

@@ -173,6 +173,8 @@ class StreamRenderer:
     # --- reading ----------------------------------------------------------------------------
     async def _read(self) -> None:
         try:
+            if self._ended:
+                return  # stopped before it started: never open the upstream request
             async for delta in self._deltas:
                 if delta.content or delta.reasoning:
                     if self._result.first_token_at is None:
