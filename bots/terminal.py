@@ -28,6 +28,14 @@ from core.results import (
     Status,
     SystemPromptSet,
 )
+from core.texts import (
+    current_model_text,
+    model_chosen_text,
+    models_page_text,
+    persona_text,
+    reset_text,
+    status_text,
+)
 
 HELP = """Type a message to chat. Commands:
   /models [filter]   list chat models       /model NAME    choose a model
@@ -172,7 +180,10 @@ class TerminalChat:
         elif command == "/models":
             self._show(await bridge.models(where, query=arg, page_size=1000))
         elif command == "/model":
-            self._show(await bridge.set_model(where, arg) if arg else await self._current_model())
+            if arg:
+                self._show(await bridge.set_model(where, arg))
+            else:
+                self.say(current_model_text(await bridge.model_for(where)))
         elif command == "/system":
             self._show(await bridge.set_system_prompt(where, arg.strip("'\"")))
         elif command in ("/reset", "/new"):
@@ -184,31 +195,19 @@ class TerminalChat:
         else:
             self.say(f"Unknown command {command}. /help lists them.")
 
-    async def _current_model(self) -> ModelChosen:
-        return ModelChosen(await self.bridge.model_for(self.where), "user")
-
     def _show(self, result: object) -> None:
         if isinstance(result, Refusal):
             self.say(result.message)
         elif isinstance(result, ModelPage):
-            for model in result.items:
-                mark = " (current)" if model.id == result.current else ""
-                self.say(f"  {model.id}{mark}")
-            self.say(
-                f"{result.total} models" + (f" matching {result.query!r}" if result.query else "")
-            )
+            self.say(models_page_text(result))
         elif isinstance(result, ModelChosen):
-            self.say(f"Model: {result.model}")
+            self.say(model_chosen_text(result))
         elif isinstance(result, SystemPromptSet):
-            self.say(f"System prompt: {result.prompt or '(none)'}")
+            self.say(persona_text(result))
         elif isinstance(result, ConversationReset):
-            self.say("Started a new conversation.")
+            self.say(reset_text(result))
         elif isinstance(result, Status):
-            self.say(
-                f"Model: {result.model} · image model: {result.image_model}\n"
-                f"Requests left: {result.requests_left} ({result.rate})\n"
-                f"Conversation: {result.conversation_turns} messages"
-            )
+            self.say(status_text(result))
 
 
 def _local_user() -> str:

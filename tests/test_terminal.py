@@ -55,7 +55,7 @@ async def test_chat_streams_answers_and_commands(
     assert "Hello there, friend.\n" in text
     assert INDICATOR not in text.replace("\b \b" * len(INDICATOR), "").split("friend.")[1][:3]
     assert "Did you mean gpt-4o" in text
-    assert "Model: gpt-4o-mini" in text
+    assert "✅ Your model is now `gpt-4o-mini`." in text
     assert "Conversation: 2 messages" in text
     last = g4f.chat_requests()[-1].json
     assert last is not None and last["model"] == "gpt-4o-mini"
@@ -81,8 +81,8 @@ async def test_models_reset_system_and_unknown(
     keyboard.type("/models llama", "/system Be short.", "hi", "/reset", "/bogus", None)
     await chat.run()
     text = out.getvalue()
-    assert "  llama-3.3-70b\n1 models matching 'llama'" in text
-    assert "System prompt: Be short." in text
+    assert "1 in all, matching “llama”)\n• `llama-3.3-70b`\n" in text
+    assert "persona is now:\n> Be short." in text
     assert "Started a new conversation." in text
     assert "Unknown command /bogus." in text
     assert g4f.chat_requests()[-1].json["messages"][0]["content"] == "Be short."  # type: ignore[index]

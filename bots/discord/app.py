@@ -43,17 +43,14 @@ from bots.discord.surface import (
 from bots.discord.texts import (
     NOT_STOPPABLE,
     SORRY,
-    model_chosen_message,
     models_message,
     parse_page_id,
-    reset_message,
-    status_message,
-    system_prompt_message,
 )
 from core.bridge import Bridge, ModelKind
 from core.conversations import Where
 from core.results import ModelPage, Refusal
 from core.settings import Settings, SettingsError
+from core.texts import model_chosen_text, persona_text, reset_text, status_text
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +306,7 @@ class BridgeClient(discord.Client):
         result = await self.bridge.set_model(
             where_of_interaction(interaction), name, scope="chat" if here else "user"
         )
-        text = result.message if isinstance(result, Refusal) else model_chosen_message(result)
+        text = result.message if isinstance(result, Refusal) else model_chosen_text(result)
         await self.reply(interaction, text)
 
     async def model_choices(
@@ -326,19 +323,19 @@ class BridgeClient(discord.Client):
     async def cmd_reset(self, interaction: discord.Interaction) -> None:
         """/reset: start a new conversation in this channel."""
         result = await self.bridge.reset(where_of_interaction(interaction))
-        text = result.message if isinstance(result, Refusal) else reset_message(result)
+        text = result.message if isinstance(result, Refusal) else reset_text(result)
         await self.reply(interaction, text)
 
     async def cmd_system(self, interaction: discord.Interaction, prompt: str) -> None:
         """/system: set this channel's system prompt (the core lets only admins)."""
         result = await self.bridge.set_system_prompt(where_of_interaction(interaction), prompt)
-        text = result.message if isinstance(result, Refusal) else system_prompt_message(result)
+        text = result.message if isinstance(result, Refusal) else persona_text(result)
         await self.reply(interaction, text)
 
     async def cmd_status(self, interaction: discord.Interaction) -> None:
         """/status: the user's model, limits and this channel's conversation."""
         result = await self.bridge.status(where_of_interaction(interaction))
-        text = result.message if isinstance(result, Refusal) else status_message(result)
+        text = result.message if isinstance(result, Refusal) else status_text(result)
         await self.reply(interaction, text)
 
     # --- buttons ----------------------------------------------------------------------------

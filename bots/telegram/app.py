@@ -52,14 +52,18 @@ from bots.telegram.surface import (
 from core.bridge import Bridge
 from core.conversations import Where
 from core.results import (
-    ConversationReset,
-    ModelChosen,
     ModelPage,
     Refusal,
-    Status,
-    SystemPromptSet,
 )
 from core.settings import SettingsError
+from core.texts import (
+    current_model_text,
+    model_chosen_text,
+    models_page_header,
+    persona_text,
+    reset_text,
+    status_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,21 +155,6 @@ def help_text(model: str, username: str) -> str:
     )
 
 
-def status_text(status: Status) -> str:
-    persona = status.system_prompt.strip()
-    lines = [
-        "**Status**",
-        f"Model: `{status.model}` (pictures: `{status.image_model}`)",
-        f"Requests left: {status.requests_left} (limit {escape_markdown(status.rate)})",
-        f"Conversation: {status.conversation_turns} messages",
-        f"Answer being written: {'yes' if status.busy else 'no'}; "
-        f"waiting for a free slot: {status.queue_waiting}",
-        "Persona: " + (escape_markdown(cut_utf16(persona, 300)) if persona else "(none)"),
-    ]
-    lines += [f"{escape_markdown(k)}: {escape_markdown(v)}" for k, v in status.extra.items()]
-    return "\n".join(lines)
-
-
 def model_callback(page: ModelPage, index: int) -> str:
     """m:<id> when it fits in Telegram's 64 bytes, else mi:<page>:<index>."""
     data = f"m:{page.items[index].id}"
@@ -191,10 +180,7 @@ def models_view(page: ModelPage) -> tuple[str, InlineKeyboardMarkup | None]:
         nav.append(InlineKeyboardButton("▶", callback_data=f"mp:{page.page + 1}"))
     if nav:
         rows.append(nav)
-    text = (
-        f"Choose a chat model (page {page.page + 1} of {page.pages}, {page.total} in all).\n"
-        f"Your model: `{page.current}`"
-    )
+    text = f"{models_page_header(page)}\n{current_model_text(page.current)}"
     return text, InlineKeyboardMarkup(rows)
 
 
@@ -392,15 +378,13 @@ class TelegramBot:
                 await self.refuse(surface, refusal)
                 return
             current = await self.bridge.model_for(where)
-            await self.say(
-                surface, f"Your model: `{current}`. Change it with /model NAME or /models."
-            )
+            await self.say(surface, current_model_text(current))
             return
         result = await self.bridge.set_model(where, name)
         if isinstance(result, Refusal):
             await self.refuse(surface, result)
             return
-        await self.say(surface, chosen_text(result, user, chat))
+        await self.say(surface, model_chosen_text(result))
 
     async def on_reset(self, update: Update, context: Context) -> None:
         """/reset and /new: the next message starts a new conversation."""
@@ -501,7 +485,7 @@ class TelegramBot:
             return
         await ack(f"✅ {result.model}")
         surface = self.surface(context, message.chat, reply_to=None)
-        text = chosen_text(result, user, message.chat)
+        text = model_chosen_text(result)
         await self.paced(surface, lambda: surface.revise(message.message_id, text))
 
     async def _model_of_button(self, where: Where, data: str) -> str | None:
@@ -531,24 +515,6 @@ class TelegramBot:
             error,
             exc_info=(type(error), error, error.__traceback__),
         )
-
-
-def chosen_text(result: ModelChosen, user: User, chat: Chat) -> str:
-    if chat.type == ChatType.PRIVATE:
-        return f"✅ Your model is now `{result.model}`."
-    return f"✅ {escape_markdown(user.first_name)}'s model is now `{result.model}`."
-
-
-def reset_text(result: ConversationReset) -> str:
-    if result.had_conversation:
-        return "🆕 New conversation: I have forgotten what we talked about here."
-    return "🆕 Your next message starts a new conversation."
-
-
-def persona_text(result: SystemPromptSet) -> str:
-    if not result.prompt:
-        return "✅ This chat now has no persona."
-    return "✅ This chat's persona is now:\n" + escape_markdown(cut_utf16(result.prompt, 1000))
 
 
 def _parts(update: Update) -> tuple[Message, Chat, User] | None:

@@ -1,0 +1,69 @@
+"""What the user reads for each use case's result, in one place for every surface.
+
+Texts are light markdown (code spans for model names, a quote for a persona) that reads well both
+rendered (Discord renders it, Telegram gets it as entities) and raw (the terminal).
+"""
+
+from __future__ import annotations
+
+from core.results import ConversationReset, ModelChosen, ModelPage, Status, SystemPromptSet
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def models_page_header(page: ModelPage) -> str:
+    """The first line of a model list: which page, how many, the filter."""
+    head = f"Chat models (page {page.page + 1} of {page.pages}, {page.total} in all"
+    return head + (f", matching “{page.query}”)" if page.query else ")")
+
+
+def models_page_text(page: ModelPage) -> str:
+    """A page of the model list, the user's model marked, and how to choose another."""
+    lines = [models_page_header(page)]
+    lines += [f"• `{m.id}`" + ("  ← yours" if m.id == page.current else "") for m in page.items]
+    if not page.items:
+        lines.append("No model matches.")
+    lines.append(current_model_text(page.current))
+    return "\n".join(lines)
+
+
+def current_model_text(model: str) -> str:
+    return f"Your model: `{model}`. Choose another with /model NAME or /models."
+
+
+def model_chosen_text(chosen: ModelChosen) -> str:
+    where = " (in this chat only)" if chosen.scope == "chat" else ""
+    return f"✅ Your model is now `{chosen.model}`{where}."
+
+
+def reset_text(reset: ConversationReset) -> str:
+    if reset.had_conversation:
+        return "🆕 Started a new conversation."
+    return "There was no conversation here to reset; your next message starts a new one."
+
+
+def persona_text(result: SystemPromptSet) -> str:
+    if not result.prompt:
+        return "✅ This chat has no persona now."
+    return f"✅ This chat's persona is now:\n> {shorten(result.prompt, 1500)}"
+
+
+def status_text(status: Status) -> str:
+    """The user's model, limits left, and this chat's conversation."""
+    turns = status.conversation_turns
+    persona = status.system_prompt.strip()
+    lines = [
+        f"Model: `{status.model}` (images: `{status.image_model}`)",
+        f"Requests left: {status.requests_left} (limit {status.rate})",
+        f"Conversation: {turns} messages" if turns else "Conversation: none",
+        "Persona: " + (f"“{shorten(persona, 300)}”" if persona else "none"),
+    ]
+    if status.busy:
+        lines.append("⏳ An answer of yours is still coming in here.")
+    if status.queue_waiting:
+        lines.append(f"⏳ {status.queue_waiting} request(s) are waiting for a free slot.")
+    lines += [f"{key}: {value}" for key, value in status.extra.items()]
+    return "\n".join(lines)
