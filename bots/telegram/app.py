@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from telegram import (
@@ -184,6 +185,19 @@ def models_view(page: ModelPage) -> tuple[str, InlineKeyboardMarkup | None]:
     return text, InlineKeyboardMarkup(rows)
 
 
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command message, where it was sent, and the surface that replies to it."""
+
+    message: Message
+    where: Where
+    surface: TelegramSurface
+
+
+R = TypeVar("R")
+Render = Callable[[R], str]
+
+
 class CallbackAck:
     """Answers a callback query once: at the answer's first write, or with the refusal."""
 
@@ -273,19 +287,29 @@ class TelegramBot:
             await self.say(surface, escape_markdown(refusal.message))
 
     # --- messages ---------------------------------------------------------------------------
+    def command(self, update: Update, context: Context) -> Command | None:
+        """Who sent a command where, and the surface its reply goes to (replying to it)."""
+        if (parts := _parts(update)) is None:
+            return None
+        message, chat, user = parts
+        surface = self.surface(context, chat, reply_to=message.message_id)
+        return Command(message, where_of(chat, user), surface)
+
+    async def show(self, surface: TelegramSurface, result: R | Refusal, text: Render[R]) -> None:
+        """A use case's result as a reply: its text, or the refusal (unless quiet)."""
+        if isinstance(result, Refusal):
+            await self.refuse(surface, result)
+        else:
+            await self.say(surface, text(result))
+
     async def on_help(self, update: Update, context: Context) -> None:
         """/start and /help: what the bot does, the user's model, the commands."""
-        if (parts := _parts(update)) is None:
+        if (cmd := self.command(update, context)) is None:
             return
-        message, chat, user = parts
-        where = where_of(chat, user)
-        surface = self.surface(context, chat, reply_to=message.message_id)
-        refusal = self.bridge.check_access(where)
-        if refusal is not None:
-            await self.refuse(surface, refusal)
-            return
-        model = await self.bridge.model_for(where)
-        await self.say(surface, help_text(model, context.bot.username))
+        if (refusal := self.bridge.check_access(cmd.where)) is not None:
+            return await self.refuse(cmd.surface, refusal)
+        model = await self.bridge.model_for(cmd.where)
+        await self.say(cmd.surface, help_text(model, context.bot.username))
 
     async def on_ask(self, update: Update, context: Context) -> None:
         """/ask PROMPT, anywhere."""
@@ -327,102 +351,59 @@ class TelegramBot:
 
     async def on_stop(self, update: Update, context: Context) -> None:
         """/stop: stop the user's answer being written in this chat (drafts included)."""
-        if (parts := _parts(update)) is None:
+        if (cmd := self.command(update, context)) is None:
             return
-        message, chat, user = parts
-        where = where_of(chat, user)
-        if self.bridge.stop_current(where):
+        if self.bridge.stop_current(cmd.where):
             return  # the answer itself now says "Stopped"
-        surface = self.surface(context, chat, reply_to=message.message_id)
-        refusal = self.bridge.check_access(where)
-        if refusal is not None:
-            await self.refuse(surface, refusal)
-            return
-        await self.say(surface, "There is no answer of yours being written here.")
+        if (refusal := self.bridge.check_access(cmd.where)) is not None:
+            return await self.refuse(cmd.surface, refusal)
+        await self.say(cmd.surface, "There is no answer of yours being written here.")
 
     async def on_imagine(self, update: Update, context: Context) -> None:
         """/imagine PROMPT: core shows progress, uploads the picture or shows the failure."""
-        if (parts := _parts(update)) is None:
+        if (cmd := self.command(update, context)) is None:
             return
-        message, chat, user = parts
-        where = where_of(chat, user)
-        surface = self.surface(context, chat, reply_to=message.message_id)
-        result = await self.bridge.imagine(where, command_argument(message), surface)
+        result = await self.bridge.imagine(cmd.where, command_argument(cmd.message), cmd.surface)
         if isinstance(result, Refusal):
-            await self.refuse(surface, result)
+            await self.refuse(cmd.surface, result)
 
     async def on_models(self, update: Update, context: Context) -> None:
         """/models: the first page of chat models as buttons."""
-        if (parts := _parts(update)) is None:
+        if (cmd := self.command(update, context)) is None:
             return
-        message, chat, user = parts
-        surface = self.surface(context, chat, reply_to=message.message_id)
-        page = await self.bridge.models(where_of(chat, user), page_size=MODELS_PER_PAGE)
+        page = await self.bridge.models(cmd.where, page_size=MODELS_PER_PAGE)
         if isinstance(page, Refusal):
-            await self.refuse(surface, page)
-            return
+            return await self.refuse(cmd.surface, page)
         text, markup = models_view(page)
-        await self.say(surface, text, markup)
+        await self.say(cmd.surface, text, markup)
 
     async def on_model(self, update: Update, context: Context) -> None:
         """/model NAME: choose a model by name (suggestions come with a refusal)."""
-        if (parts := _parts(update)) is None:
+        if (cmd := self.command(update, context)) is None:
             return
-        message, chat, user = parts
-        where = where_of(chat, user)
-        surface = self.surface(context, chat, reply_to=message.message_id)
-        name = command_argument(message)
-        if not name:
-            refusal = self.bridge.check_access(where)
-            if refusal is not None:
-                await self.refuse(surface, refusal)
-                return
-            current = await self.bridge.model_for(where)
-            await self.say(surface, current_model_text(current))
-            return
-        result = await self.bridge.set_model(where, name)
-        if isinstance(result, Refusal):
-            await self.refuse(surface, result)
-            return
-        await self.say(surface, model_chosen_text(result))
+        if name := command_argument(cmd.message):
+            return await self.show(
+                cmd.surface, await self.bridge.set_model(cmd.where, name), model_chosen_text
+            )
+        if (refusal := self.bridge.check_access(cmd.where)) is not None:
+            return await self.refuse(cmd.surface, refusal)
+        await self.say(cmd.surface, current_model_text(await self.bridge.model_for(cmd.where)))
 
     async def on_reset(self, update: Update, context: Context) -> None:
         """/reset and /new: the next message starts a new conversation."""
-        if (parts := _parts(update)) is None:
-            return
-        message, chat, user = parts
-        surface = self.surface(context, chat, reply_to=message.message_id)
-        result = await self.bridge.reset(where_of(chat, user))
-        if isinstance(result, Refusal):
-            await self.refuse(surface, result)
-            return
-        await self.say(surface, reset_text(result))
+        if (cmd := self.command(update, context)) is not None:
+            await self.show(cmd.surface, await self.bridge.reset(cmd.where), reset_text)
 
     async def on_system(self, update: Update, context: Context) -> None:
         """/system TEXT: this chat's persona (admins; core refuses others); empty: default."""
-        if (parts := _parts(update)) is None:
-            return
-        message, chat, user = parts
-        surface = self.surface(context, chat, reply_to=message.message_id)
-        result = await self.bridge.set_system_prompt(
-            where_of(chat, user), command_argument(message)
-        )
-        if isinstance(result, Refusal):
-            await self.refuse(surface, result)
-            return
-        await self.say(surface, persona_text(result))
+        if (cmd := self.command(update, context)) is not None:
+            result = await self.bridge.set_system_prompt(cmd.where, command_argument(cmd.message))
+            await self.show(cmd.surface, result, persona_text)
 
     async def on_status(self, update: Update, context: Context) -> None:
         """/status: a few lines about the user's model, limits and conversation."""
-        if (parts := _parts(update)) is None:
-            return
-        message, chat, user = parts
-        surface = self.surface(context, chat, reply_to=message.message_id)
-        result = await self.bridge.status(where_of(chat, user))
-        if isinstance(result, Refusal):
-            await self.refuse(surface, result)
-            return
-        await self.say(surface, status_text(result))
+        if (cmd := self.command(update, context)) is not None:
+            await self.show(cmd.surface, await self.bridge.status(cmd.where), status_text)
 
     # --- buttons ----------------------------------------------------------------------------
     async def on_stop_button(self, update: Update, context: Context) -> None:
