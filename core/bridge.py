@@ -227,14 +227,9 @@ class Bridge:
     ) -> Answered | Refusal:
         """Answer `prompt` on `surface`, continuing the conversation the rules pick."""
         prompt = prompt.strip()
-        if not prompt:
-            return Refusal(RefusalReason.EMPTY, "Please write a question after the command.")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            return Refusal(
-                RefusalReason.EMPTY,
-                f"That message is too long ({len(prompt)} characters; at most {MAX_PROMPT_CHARS}).",
-            )
-        refusal = await self._admit(where)
+        refusal = _check_prompt(prompt, "Please write a question after the command.")
+        if refusal is None:
+            refusal = await self._admit(where)
         if refusal is not None:
             return refusal
         parent = await find_parent(
@@ -447,9 +442,9 @@ class Bridge:
     ) -> Imagined | Refusal:
         """Draw `prompt` and upload it; on failure the error is shown in the image's place."""
         prompt = prompt.strip()
-        if not prompt:
-            return Refusal(RefusalReason.EMPTY, "Please describe the picture after the command.")
-        refusal = await self._admit(where)
+        refusal = _check_prompt(prompt, "Please describe the picture after the command.")
+        if refusal is None:
+            refusal = await self._admit(where)
         if refusal is not None:
             return refusal
         chosen = model or self.settings.g4f_image_model
@@ -604,9 +599,7 @@ class Bridge:
         turns = 0
         if head is not None and (idle <= 0 or self.clock.wall() - head.updated_at <= idle):
             turns = len(await self.store.chain(head.turn_id, limit=10_000))
-        busy = await self.locks.try_acquire(_inflight_key(where), ttl=0.001)
-        if busy is not None:
-            await self.locks.release(busy)
+        busy = await self.locks.held(_inflight_key(where))
         return Status(
             model=await self.model_for(where),
             image_model=self.settings.g4f_image_model,
@@ -614,7 +607,7 @@ class Bridge:
             rate=str(rate),
             conversation_turns=turns,
             system_prompt=await self.system_prompt_for(where),
-            busy=busy is None,
+            busy=busy,
             queue_waiting=self.gate.waiting,
         )
 
@@ -628,6 +621,17 @@ class _Stored:
 @dataclass(slots=True)
 class _Answering:
     model: str  # updated when a fallback model answers
+
+
+def _check_prompt(prompt: str, when_empty: str) -> Refusal | None:
+    if not prompt:
+        return Refusal(RefusalReason.EMPTY, when_empty)
+    if len(prompt) > MAX_PROMPT_CHARS:
+        return Refusal(
+            RefusalReason.EMPTY,
+            f"That message is too long ({len(prompt)} characters; at most {MAX_PROMPT_CHARS}).",
+        )
+    return None
 
 
 def _user_key(where: Where) -> str:

@@ -219,6 +219,10 @@ class LockManager(Protocol):
         """Free the lock, but only if `lease` still holds it (a stale lease does nothing)."""
         ...
 
+    async def held(self, key: str) -> bool:
+        """Whether an unexpired lease holds `key` now."""
+        ...
+
 
 class MemoryLockManager:
     """`LockManager` in process memory; expired leases are dropped as time passes."""
@@ -251,6 +255,11 @@ class MemoryLockManager:
         current = self._leases.get(lease.key)
         if current is not None and current.token == lease.token:
             del self._leases[lease.key]
+
+    async def held(self, key: str) -> bool:
+        """Whether an unexpired lease holds `key` now."""
+        self._evict(self._clock.now())
+        return key in self._leases
 
     def _evict(self, now: float) -> None:
         while self._expiries and self._expiries[0][0] <= now:

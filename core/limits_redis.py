@@ -87,3 +87,6 @@ class RedisLockManager:
 
     async def release(self, lease: Lease) -> None:
         await self._release(keys=[f"{self._prefix}lock:{lease.key}"], args=[lease.token])
+
+    async def held(self, key: str) -> bool:
+        return bool(await self._redis.exists(f"{self._prefix}lock:{key}"))

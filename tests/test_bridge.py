@@ -457,6 +457,8 @@ class TestImagine:
         bridge = await open_bridge()
         result = await bridge.imagine(DM, "  ", surface(chat))
         assert isinstance(result, Refusal) and result.reason is RefusalReason.EMPTY
+        too_long = await bridge.imagine(DM, "x" * 20_000, surface(chat))
+        assert isinstance(too_long, Refusal) and "too long" in too_long.message
 
 
 def test_store_file_is_in_the_temp_dir(make_settings: MakeSettings, tmp_path: Path) -> None:

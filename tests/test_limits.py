@@ -205,6 +205,18 @@ async def test_lease_blocks_until_it_expires(clock: ManualClock) -> None:
     assert second.expires_at == 15.0
 
 
+async def test_held_follows_acquire_release_and_expiry(clock: ManualClock) -> None:
+    locks: LockManager = MemoryLockManager(clock)
+    assert not await locks.held("k")
+    lease = await locks.try_acquire("k", ttl=10)
+    assert lease is not None and await locks.held("k")
+    await locks.release(lease)
+    assert not await locks.held("k")
+    assert await locks.try_acquire("k", ttl=10) is not None
+    await clock.advance(10)
+    assert not await locks.held("k")
+
+
 async def test_only_the_holder_releases(clock: ManualClock) -> None:
     locks = MemoryLockManager(clock)
     old = await locks.try_acquire("k", ttl=1)

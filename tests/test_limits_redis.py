@@ -116,3 +116,12 @@ async def test_two_bridges_share_user_limits_through_redis(
             await redis.delete(*keys)
     assert isinstance(answered, Answered)
     assert isinstance(refused, Refusal) and refused.reason is RefusalReason.RATE_LIMITED
+
+
+async def test_held_tells_whether_a_lock_is_taken(redis: Redis) -> None:
+    locks = RedisLockManager(redis, ManualClock(), prefix=prefix(redis))
+    assert not await locks.held("k")
+    lease = await locks.try_acquire("k", ttl=30)
+    assert lease is not None and await locks.held("k")
+    await locks.release(lease)
+    assert not await locks.held("k")
