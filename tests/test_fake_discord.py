@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -201,59 +202,86 @@ async def test_channel_write_burst_gets_429_and_discord_py_retries(
         assert [m.content for m in fake.messages(fake.channel_id)] == ["v3", "tail"]
 
 
-async def test_deleted_message_raises_not_found(fake: FakeDiscord) -> None:
-    client, tree = make_bot()
-    gate = asyncio.Event()
-    errors: list[discord.HTTPException] = []
+@dataclass
+class GatedAsk:
+    """An /ask command that defers, optionally shows `first`, waits for `gate`, then makes
+    `attempts` (collecting the HTTP errors they raise) and finally runs `after`."""
+
+    gate: asyncio.Event
+    errors: list[discord.HTTPException]
+
+
+Attempts = Callable[[discord.Interaction], list[Callable[[], Awaitable[object]]]]
+
+
+def gated_ask(
+    tree: app_commands.CommandTree[discord.Client],
+    attempts: Attempts,
+    *,
+    first: str | None = None,
+    after: Callable[[discord.Interaction], Awaitable[object]] | None = None,
+) -> GatedAsk:
+    gated = GatedAsk(asyncio.Event(), [])
 
     @tree.command(name="ask", description="Ask")
     async def ask(interaction: discord.Interaction) -> None:
         await interaction.response.defer()
-        await interaction.edit_original_response(content="first")
-        await gate.wait()
-        try:
-            await interaction.edit_original_response(content="second")
-        except discord.NotFound as exc:
-            errors.append(exc)
+        if first is not None:
+            await interaction.edit_original_response(content=first)
+        await gated.gate.wait()
+        for attempt in attempts(interaction):
+            try:
+                await attempt()
+            except discord.HTTPException as exc:
+                gated.errors.append(exc)
+        if after is not None:
+            await after(interaction)
+
+    return gated
+
+
+def edit_to(text: str) -> Attempts:
+    return lambda interaction: [lambda: interaction.edit_original_response(content=text)]
+
+
+async def test_deleted_message_raises_not_found(fake: FakeDiscord) -> None:
+    client, tree = make_bot()
+    gated = gated_ask(tree, edit_to("second"), first="first")
 
     async with running(client):
         inter = await fake.slash("ask")
         await fake.wait_for(shows(fake, inter.id, "first"))
         assert inter.original_message_id is not None
         fake.delete_message(fake.channel_id, inter.original_message_id)
-        gate.set()
-        await fake.wait_for(lambda: bool(errors))
-    assert (errors[0].status, errors[0].code) == (404, 10008)
+        gated.gate.set()
+        await fake.wait_for(lambda: bool(gated.errors))
+    assert (gated.errors[0].status, gated.errors[0].code) == (404, 10008)
     assert fake.messages(fake.channel_id) == []
 
 
 async def test_expired_token_gives_invalid_webhook_token(fake: FakeDiscord) -> None:
     client, tree = make_bot()
-    gate = asyncio.Event()
-    errors: list[discord.HTTPException] = []
 
-    @tree.command(name="ask", description="Ask")
-    async def ask(interaction: discord.Interaction) -> None:
-        await interaction.response.defer()
-        await gate.wait()
-        for attempt in (
-            lambda: interaction.edit_original_response(content="late"),
-            lambda: interaction.followup.send("late followup"),
-        ):
-            try:
-                await attempt()
-            except discord.HTTPException as exc:
-                errors.append(exc)
+    async def continue_in_channel(interaction: discord.Interaction) -> None:
         assert isinstance(interaction.channel, discord.TextChannel)
         await interaction.channel.send("continued as a channel message")
+
+    gated = gated_ask(
+        tree,
+        lambda interaction: [
+            lambda: interaction.edit_original_response(content="late"),
+            lambda: interaction.followup.send("late followup"),
+        ],
+        after=continue_in_channel,
+    )
 
     async with running(client):
         inter = await fake.slash("ask")
         await fake.wait_for(lambda: inter.acknowledged)
         fake.expire_interaction(inter.token)
-        gate.set()
+        gated.gate.set()
         await fake.wait_for(lambda: len(fake.messages(fake.channel_id)) == 2)
-    assert [(e.status, e.code) for e in errors] == [(401, 50027), (401, 50027)]
+    assert [(e.status, e.code) for e in gated.errors] == [(401, 50027), (401, 50027)]
     assert fake.messages(fake.channel_id)[-1].content == "continued as a channel message"
 
 
@@ -261,26 +289,15 @@ async def test_token_ttl_follows_the_injected_clock(monkeypatch: pytest.MonkeyPa
     clock = ManualClock()
     async with emulator(monkeypatch, clock=clock.now, interaction_token_ttl=900.0) as fake:
         client, tree = make_bot()
-        gate = asyncio.Event()
-        errors: list[discord.HTTPException] = []
-
-        @tree.command(name="ask", description="Ask")
-        async def ask(interaction: discord.Interaction) -> None:
-            await interaction.response.defer()
-            await interaction.edit_original_response(content="in time")
-            await gate.wait()
-            try:
-                await interaction.edit_original_response(content="too late")
-            except discord.HTTPException as exc:
-                errors.append(exc)
+        gated = gated_ask(tree, edit_to("too late"), first="in time")
 
         async with running(client):
             inter = await fake.slash("ask")
             await fake.wait_for(shows(fake, inter.id, "in time"))
             await clock.advance(900.0)
-            gate.set()
-            await fake.wait_for(lambda: bool(errors))
-        assert errors[0].code == 50027
+            gated.gate.set()
+            await fake.wait_for(lambda: bool(gated.errors))
+        assert gated.errors[0].code == 50027
 
 
 async def test_mention_and_reply_reach_on_message(fake: FakeDiscord) -> None:
