@@ -19,8 +19,6 @@ from bots.telegram.app import serve
 from bots.telegram.format import to_entities, utf16_len
 from core.bridge import Bridge
 from core.client import G4FClient
-from core.conversations import Where
-from core.results import Status
 from core.store.base import open_store
 from tests.conftest import MakeSettings
 from tests.fakes.clock import ScaledClock
@@ -92,25 +90,25 @@ class Harness:
     async def until(self, predicate: Callable[[], bool], seconds: float = 10.0) -> None:
         await self.fake.wait_for(predicate, timeout=seconds)
 
-    async def finished(
-        self, chat: int, count: int = 1, users: tuple[int, ...] = (ANN,)
-    ) -> list[FakeMessage]:
-        """Wait until `count` answers in `chat` show their final state and are stored."""
+    async def finished(self, chat: int, count: int = 1) -> list[FakeMessage]:
+        """Wait until `count` answers in `chat` show their final state (the core stores an
+        answer before its final write, so it is stored by then too)."""
         await self.until(lambda: len([m for m in self.bot(chat) if _has(m, "regen")]) >= count)
-        for user in users:
-            await self.idle(chat, user)
         return self.bot(chat)
 
-    async def idle(self, chat: int, user: int = ANN) -> None:
-        """Wait until the user's answer in `chat` is stored (it shows before it is stored)."""
-        assert self.bridge is not None
-        where = Where("telegram", str(chat), str(user), is_private=chat > 0)
-        async with asyncio.timeout(5):
-            while True:
-                status = await self.bridge.status(where)
-                if isinstance(status, Status) and not status.busy:
-                    return
-                await asyncio.sleep(0.01)
+    async def streaming(self, chat: int, prompt: str, word: str, *, command: str = "") -> None:
+        """Start a slow 100-word answer of `word0 word1 …` and wait until `word2` shows."""
+        await self.start(g4f_default_model="trickle")
+        self.g4f.trickle_interval = 0.05
+        self.g4f.answers[prompt] = _words(100, word)
+        self.ask(chat, f"{command} {prompt}".strip())
+        seen = f"{word}2"
+        await self.until(
+            lambda: (
+                any(seen in (m.text or "") for m in self.bot(chat))
+                or any(seen in text for _, text in self.fake.drafts(chat))
+            )
+        )
 
     def writes(self, chat: int) -> list[float]:
         return [
@@ -204,7 +202,7 @@ async def test_three_answers_at_once_in_one_group_without_429(tg: Harness) -> No
     for user in (ANN, BOB, CID):
         tg.g4f.answers[f"question of {user}"] = _words(40, f"u{user}w")
         asked[user] = tg.ask(GROUP, f"/ask question of {user}", user=user)
-    messages = await tg.finished(GROUP, count=3, users=(ANN, BOB, CID))
+    messages = await tg.finished(GROUP, count=3)
     assert len(messages) == 3
     by_asker = {m.reply_to: m.text for m in messages}
     assert by_asker == {asked[u]: _words(40, f"u{u}w") for u in (ANN, BOB, CID)}
@@ -278,11 +276,7 @@ async def test_stop_button_ends_a_trickling_answer(harness: Harness) -> None:
 
 
 async def test_stop_command_and_other_users_cannot_stop(harness: Harness) -> None:
-    await harness.start(g4f_default_model="trickle")
-    harness.g4f.trickle_interval = 0.05
-    harness.g4f.answers["slowly"] = _words(100, "slow")
-    harness.ask(GROUP, "/ask slowly")
-    await harness.until(lambda: any("slow2" in (m.text or "") for m in harness.bot(GROUP)))
+    await harness.streaming(GROUP, "slowly", "slow", command="/ask")
     [streaming] = harness.bot(GROUP)
     harness.fake.push_callback(GROUP, streaming.message_id, "stop", user_id=BOB)
     await harness.until(lambda: len(harness.fake.calls_named("answerCallbackQuery")) == 1)
@@ -294,11 +288,7 @@ async def test_stop_command_and_other_users_cannot_stop(harness: Harness) -> Non
 
 
 async def test_stop_command_stops_a_drafted_answer(harness: Harness) -> None:
-    await harness.start(g4f_default_model="trickle")
-    harness.g4f.trickle_interval = 0.05
-    harness.g4f.answers["slowly"] = _words(100, "slow")
-    harness.ask(PRIVATE, "slowly")
-    await harness.until(lambda: any("slow2" in text for _, text in harness.fake.drafts(PRIVATE)))
+    await harness.streaming(PRIVATE, "slowly", "slow")
     assert harness.bot(PRIVATE) == []  # only a draft so far: no message to put a button on
     harness.ask(PRIVATE, "/stop")
     [message] = await harness.finished(PRIVATE)
@@ -339,11 +329,7 @@ async def test_upstream_error_midstream_keeps_text_and_adds_warning(harness: Har
 
 
 async def test_deleted_message_ends_the_stream_and_the_request(harness: Harness) -> None:
-    await harness.start(g4f_default_model="trickle")
-    harness.g4f.trickle_interval = 0.05
-    harness.g4f.answers["to delete"] = _words(100, "gone")
-    harness.ask(GROUP, "/ask to delete")
-    await harness.until(lambda: any("gone2" in (m.text or "") for m in harness.bot(GROUP)))
+    await harness.streaming(GROUP, "to delete", "gone", command="/ask")
     [streaming] = harness.bot(GROUP)
     harness.fake.delete_message(GROUP, streaming.message_id)
     await harness.until(lambda: harness.g4f.open_requests == 0, seconds=2)
@@ -493,11 +479,7 @@ async def test_refused_drafts_fall_back_to_an_edited_message(harness: Harness) -
 
 
 async def test_shutdown_stops_running_answers_and_leaves_no_tasks(harness: Harness) -> None:
-    await harness.start(g4f_default_model="trickle")
-    harness.g4f.trickle_interval = 0.05
-    harness.g4f.answers["until shutdown"] = _words(100, "late")
-    harness.ask(GROUP, "/ask until shutdown")
-    await harness.until(lambda: any("late2" in (m.text or "") for m in harness.bot(GROUP)))
+    await harness.streaming(GROUP, "until shutdown", "late", command="/ask")
     async with asyncio.timeout(5):
         await harness.stop()
     [message] = harness.bot(GROUP)
