@@ -42,6 +42,7 @@ from core.render.surface import (
     MessageSurface,
     SurfaceError,
     SurfaceRateLimited,
+    SurfaceUnavailable,
 )
 from core.results import (
     Answered,
@@ -208,6 +209,8 @@ class Bridge:
                 return await write()
             except SurfaceRateLimited as exc:
                 budget.penalize(exc.retry_after)
+            except SurfaceUnavailable as exc:
+                log.info("write to %s failed (%r), retrying", limits.budget_key, exc)
             except SurfaceError as exc:
                 log.warning("could not write to %s: %r", limits.budget_key, exc)
                 return None

@@ -324,3 +324,26 @@ async def test_stopped_before_it_started_never_reads_upstream(
     assert result.outcome is Outcome.STOPPED and result.text == ""
     assert not stream.finished and not stream.closed  # the stream was never opened
     assert [w.text for w in server.writes] == ["⏹ Stopped."]
+
+
+async def test_transient_failures_are_retried_with_backoff(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    server.unavailable = 2
+    stream = ScriptedStream(clock, words("one two", every=0.1))
+    r = renderer(clock, stream, RecordingSurface(server), stop_button=False)
+    result = await run_for(clock, r, 20)
+    # the first send fails at 0.1 s, again after 2 s, then passes after 4 s more
+    assert timeline(server) == [("send", 6.1, "one two", ())]
+    assert result.outcome is Outcome.DONE
+
+
+async def test_an_unreachable_platform_ends_the_answer_and_the_request(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    server.unavailable = 100
+    stream = ScriptedStream(clock, words(" ".join(f"w{i}" for i in range(1000)), every=0.1))
+    r = renderer(clock, stream, RecordingSurface(server))
+    result = await run_for(clock, r, 60)
+    assert result.outcome is Outcome.FORBIDDEN and server.writes == []
+    assert stream.closed and not stream.finished

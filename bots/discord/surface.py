@@ -38,6 +38,7 @@ from core.render.surface import (
     SurfaceMessageGone,
     SurfaceRateLimited,
     SurfaceRejected,
+    SurfaceUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,6 @@ MAX_CAPTION = 4096  # the caption becomes an embed description
 TOKEN_LIFETIME = 14.5 * 60  # interaction tokens live 15 minutes; stop using them a bit earlier
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 CHANNEL_PLACEHOLDER = "…"
-TRANSIENT_RETRIES = 4  # network errors / Discord 5xx in a row before an answer gives up
-TRANSIENT_BACKOFF = 2.0  # seconds, times the attempt number
 
 STOP_ID = "g4f:stop"
 REGENERATE_ID = "g4f:regen"
@@ -201,7 +200,6 @@ class _Base:
         self._channel = channel
         self._notices = notices
         self._attachment_limit = attachment_limit
-        self._transient_failures = 0
         self._limits = SurfaceLimits(
             max_length=MAX_LENGTH,
             min_edit_interval=MIN_EDIT_INTERVAL,
@@ -227,8 +225,8 @@ class _Base:
     async def _platform_errors(self) -> AsyncIterator[None]:
         """Turn Discord failures into SurfaceErrors.
 
-        A Forbidden is explained once per channel. A few transient failures in a row (network,
-        Discord 5xx) ask the renderer to retry later; more than that end the answer.
+        A Forbidden is explained once per channel. Transient failures (network, Discord 5xx)
+        become SurfaceUnavailable, which the renderer retries a few times.
         """
         try:
             yield
@@ -238,13 +236,9 @@ class _Base:
         except SurfaceError:
             raise
         except _PLATFORM_ERRORS as exc:
-            if is_transient(exc) and self._transient_failures < TRANSIENT_RETRIES:
-                self._transient_failures += 1
-                log.info("Discord write failed (%r); retrying later", exc)
-                raise SurfaceRateLimited(TRANSIENT_BACKOFF * self._transient_failures) from exc
+            if is_transient(exc):
+                raise SurfaceUnavailable(repr(exc)) from exc
             raise translate(exc) from exc
-        else:
-            self._transient_failures = 0
 
     def _file(self, data: bytes, filename: str) -> discord.File:
         if len(data) > self._attachment_limit:

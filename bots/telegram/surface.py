@@ -51,6 +51,7 @@ from core.render.surface import (
     SurfaceMessageGone,
     SurfaceRateLimited,
     SurfaceRejected,
+    SurfaceUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -337,7 +338,7 @@ class TelegramSurface:
         except InvalidToken as exc:  # a 404 too: e.g. a server without sendMessageDraft
             raise _RefusedDraft(exc.message) from exc
         except NetworkError as exc:  # TimedOut included
-            raise SurfaceError(f"network: {exc.message}") from exc
+            raise SurfaceUnavailable(f"network: {exc.message}") from exc
         except TelegramError as exc:
             raise SurfaceError(exc.message) from exc
 

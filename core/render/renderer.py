@@ -29,6 +29,7 @@ from core.render.surface import (
     SurfaceForbidden,
     SurfaceMessageGone,
     SurfaceRateLimited,
+    SurfaceUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ INDICATOR = " ▌"
 FIRST_TEXT_COALESCE = 0.1
 KEEPALIVE_INTERVAL = 4.0  # chat actions ("typing") fade after about 5 s
 DRAFT_REFRESH = 20.0  # live drafts vanish after about 30 s without an update
+TRANSIENT_RETRIES = 4  # transient platform failures in a row before an answer gives up
+TRANSIENT_BACKOFF = 2.0  # seconds, times the number of failures in a row
 THINKING_NOTE = "💭 Thinking…"
 EMPTY_ANSWER = "(The model returned an empty answer.)"
 STOP_BUTTON = Button("stop", "⏹ Stop")
@@ -128,6 +131,7 @@ class StreamRenderer:
         self._draft_at = 0.0
         self._status: str | None = None
         self._ended_reported = False
+        self._failures_in_a_row = 0
         self._reader: asyncio.Task[None] | None = None
         self._result = RenderResult(Outcome.DONE, "", "", None, [])
 
@@ -261,6 +265,14 @@ class StreamRenderer:
                 self._result.rate_limited += 1
                 log.info("rate limited, retrying in %.1fs", exc.retry_after)
                 self._budget.penalize(exc.retry_after)
+            except SurfaceUnavailable as exc:
+                self._budget.done()
+                self._failures_in_a_row += 1
+                if self._failures_in_a_row > TRANSIENT_RETRIES:
+                    log.warning("giving up on this answer's messages: %r", exc)
+                    self._abort(Outcome.FORBIDDEN)
+                log.info("write failed (%r), retrying", exc)
+                await self._clock.sleep(TRANSIENT_BACKOFF * self._failures_in_a_row)
             except SurfaceMessageGone:
                 self._abort(Outcome.DELETED)
             except SurfaceForbidden:
@@ -270,6 +282,7 @@ class StreamRenderer:
                 self._abort(Outcome.FORBIDDEN)
             else:
                 self._budget.done()
+                self._failures_in_a_row = 0
                 self._result.writes += 1
                 if self._result.first_visible_at is None and self._answer:
                     self._result.first_visible_at = self._clock.now()

@@ -62,6 +62,11 @@ class SurfaceRateLimited(SurfaceError):
         self.retry_after = retry_after
 
 
+class SurfaceUnavailable(SurfaceError):
+    """A transient failure (network, the platform's 5xx): the same write may pass a bit later.
+    The write may or may not have been applied."""
+
+
 class SurfaceMessageGone(SurfaceError):
     """The message to edit no longer exists (deleted by a user) or can no longer be edited."""
 

@@ -18,6 +18,7 @@ from core.render.surface import (
     SurfaceLimits,
     SurfaceMessageGone,
     SurfaceRateLimited,
+    SurfaceUnavailable,
 )
 
 
@@ -45,6 +46,7 @@ class ChatServer:
     deleted: set[str] = field(default_factory=set)
     rate_limited: int = 0
     forced_retry_after: list[float] = field(default_factory=list)  # next writes answer 429
+    unavailable: int = 0  # this many next writes fail as a transient error (not applied)
     _tokens: dict[str, tuple[float, float]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     in_flight: dict[str, int] = field(default_factory=dict)
@@ -53,6 +55,9 @@ class ChatServer:
 
     def _check_rate(self, key: str) -> None:
         now = self.clock.now()
+        if self.unavailable:
+            self.unavailable -= 1
+            raise SurfaceUnavailable("connection reset")
         if self.forced_retry_after:
             self.rate_limited += 1
             raise SurfaceRateLimited(self.forced_retry_after.pop(0))
