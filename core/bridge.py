@@ -132,7 +132,8 @@ class Bridge:
             limiter=limiter,
             locks=locks,
         )
-        bridge._on_close.append(redis.aclose if redis is not None else _nothing)
+        if redis is not None:
+            bridge._on_close.append(redis.aclose)
         return bridge
 
     def shutdown(self) -> None:
@@ -643,10 +644,6 @@ def _user_key(where: Where) -> str:
 
 def _inflight_key(where: Where) -> str:
     return f"inflight:{where.platform}:{where.chat_id}:{where.user_id}"
-
-
-async def _nothing() -> None:
-    return None
 
 
 def _message_key(where: Where, message_id: str) -> str:

@@ -17,7 +17,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 from httpx_sse import EventSource, ServerSentEvent
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from core.api_models import (
     ChatCompletion,
@@ -59,6 +59,7 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 MAX_CONNECTIONS = 10_000  # concurrency is capped by BRIDGE_MAX_CONCURRENCY, not the pool
 BACKOFF_BASE = 0.5
@@ -104,18 +105,18 @@ class ChatStream:
         self._client = client
         self._request = request
         self._models = models
-        self._gen: AsyncIterator[StreamDelta] | None = None
+        self._gen: AsyncGenerator[StreamDelta, None] | None = None
 
-    def __aiter__(self) -> AsyncIterator[StreamDelta]:
+    def __aiter__(self) -> AsyncGenerator[StreamDelta, None]:
         if self._gen is None:
             self._gen = self._run()
         return self._gen
 
     async def aclose(self) -> None:
         if self._gen is not None:
-            await self._gen.aclose()  # type: ignore[attr-defined]
+            await self._gen.aclose()
 
-    async def _run(self) -> AsyncIterator[StreamDelta]:
+    async def _run(self) -> AsyncGenerator[StreamDelta, None]:
         client = self._client
         opened = await client._with_retries(self._models, self._open)
         text: list[str] = []
@@ -447,9 +448,9 @@ class G4FClient:
         raise _status_error(response.status_code, body, response.headers, model, str(request.url))
 
     @staticmethod
-    def _parse(model_type: type[T], content: bytes) -> T:
+    def _parse(model_type: type[M], content: bytes) -> M:
         try:
-            return model_type.model_validate_json(content)  # type: ignore[attr-defined, no-any-return]
+            return model_type.model_validate_json(content)
         except ValidationError as exc:
             raise BadResponse(detail=f"{model_type.__name__}: {exc.errors()[:1]}") from None
 
