@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from core.api_models import ChatMessage  # noqa: E402
 from core.client import G4FClient  # noqa: E402
 from core.clock import SystemClock  # noqa: E402
-from core.render.budget import BudgetRegistry  # noqa: E402
 from core.render.renderer import RenderOptions, RenderResult, StreamRenderer  # noqa: E402
+from core.render.scheduler import WriteScheduler  # noqa: E402
 from core.render.split import join_parts  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from tests.fakes.g4f_server import long_answer, split_answer  # noqa: E402
@@ -84,7 +84,7 @@ async def one_run(base_url: str, n: int, words: int, interval: float, max_length
     )
     clock = SystemClock()
     platform = ChatServer(clock=clock, interval=interval, keep_writes=False)
-    budgets = BudgetRegistry(clock)
+    scheduler = WriteScheduler(clock)
     async with G4FClient(settings) as client:
         renderers = []
         for i in range(n):
@@ -95,7 +95,7 @@ async def one_run(base_url: str, n: int, words: int, interval: float, max_length
                 StreamRenderer(
                     stream,
                     surface,
-                    budgets=budgets,
+                    scheduler=scheduler,
                     clock=clock,
                     options=RenderOptions(),
                 )

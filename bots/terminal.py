@@ -18,8 +18,9 @@ from typing import Literal, TextIO
 
 from core.bridge import Bridge
 from core.conversations import Where
+from core.render.limits import Bucket
 from core.render.renderer import INDICATOR
-from core.render.surface import Button, MessageRef, SurfaceLimits
+from core.render.surface import Button, MessageRef, SurfaceLimits, WriteLimits
 from core.results import (
     ConversationReset,
     ModelChosen,
@@ -36,6 +37,8 @@ from core.texts import (
     reset_text,
     status_text,
 )
+
+REDRAW_INTERVAL = 0.05  # seconds between two redraws of a streaming answer
 
 HELP = """Type a message to chat. Commands:
   /models [filter]   list chat models       /model NAME    choose a model
@@ -54,8 +57,12 @@ class TerminalSurface:
         self._image_dir = image_dir
         self._ids = itertools.count(1)
         self._shown: dict[str, str] = {}
+        redraw = (Bucket("terminal", 1, REDRAW_INTERVAL),)
         self._limits = SurfaceLimits(
-            max_length=1_000_000, min_edit_interval=0.05, budget_key="terminal", burst=1
+            max_length=1_000_000,
+            room="terminal",
+            writes=WriteLimits(send=redraw, edit=redraw),
+            placeholder=None,
         )
         self.last_ref: MessageRef | None = None
 
@@ -90,8 +97,8 @@ class TerminalSurface:
             self._write(INDICATOR)
         self._shown[ref.id] = text
 
-    async def draft(self, text: str) -> None:
-        raise NotImplementedError("the terminal does not use drafts")
+    async def preview(self, text: str) -> None:
+        raise NotImplementedError("the terminal does not use previews")
 
     async def upload(
         self,

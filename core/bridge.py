@@ -1,6 +1,7 @@
 """The use cases adapters call: ask, regenerate, stop, imagine, models, system, reset, status.
 
-`Bridge` is the application context: settings, the API client, the store, limits and write budgets.
+`Bridge` is the application context: settings, the API client, the store, limits and the write
+scheduler.
 Each use case checks access and limits, does its work, and returns a typed result (core.results);
 failures are results too, never exceptions escaping to a handler.
 
@@ -17,7 +18,6 @@ import difflib
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from core.api_models import ChatMessage, ModelInfo, StreamDelta
@@ -34,16 +34,9 @@ from core.limits import (
     MemoryRateLimiter,
     RateLimiter,
 )
-from core.render.budget import BudgetRegistry
 from core.render.renderer import Outcome, RenderOptions, StreamRenderer
-from core.render.surface import (
-    Button,
-    MessageRef,
-    MessageSurface,
-    SurfaceError,
-    SurfaceRateLimited,
-    SurfaceUnavailable,
-)
+from core.render.scheduler import WriteScheduler
+from core.render.surface import Button, MessageRef, MessageSurface, SurfaceError, WriteKind
 from core.results import (
     Answered,
     ConversationReset,
@@ -65,14 +58,11 @@ REGENERATE_BUTTON = Button("regenerate", "🔁 Regenerate")
 ACTIVITY_REPEAT = 4.0  # chat actions fade after ~5 s
 MAX_PROMPT_CHARS = 16_000
 TRIMMED_NOTICE = "ℹ️ Older messages were left out to fit the history limit."
+QUEUE_LINE = "⏳ Waiting for a free slot: you are number {position} in line."
+INTERRUPTED_NOTE = "⏹ Interrupted by a restart: ask again."
+FINAL_WRITE_GRACE = 5.0  # seconds for ended answers to make their final writes at shutdown
 
 ModelKind = Literal["chat", "image", "all"]
-
-
-@dataclass(slots=True)
-class _Running:
-    renderer: StreamRenderer
-    owner: str  # user id
 
 
 class Bridge:
@@ -95,7 +85,7 @@ class Bridge:
         self.limiter = limiter or MemoryRateLimiter(self.clock)
         self.locks = locks or MemoryLockManager(self.clock)
         self.gate = ConcurrencyGate(settings.bridge_max_concurrency)
-        self.budgets = BudgetRegistry(self.clock)
+        self.writes = WriteScheduler(self.clock)
         self.policy = AccessPolicy.from_lists(
             settings.allowed_user_ids,
             settings.allowed_guild_ids,
@@ -103,7 +93,7 @@ class Bridge:
             settings.admin_user_ids,
         )
         # Answers streaming now, by each message they show and by their asker's in-flight key.
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, _Answer] = {}
         self._refused: set[tuple[str, str]] = set()
         self._closing = False
         self._on_close: list[Callable[[], Awaitable[None]]] = []
@@ -136,12 +126,27 @@ class Bridge:
             bridge._on_close.append(redis.aclose)
         return bridge
 
-    def shutdown(self) -> None:
-        """The process is going down: stop every answer (each ends with its final write,
-        "⏹ Stopped.") and refuse new requests. Adapters call it before they stop."""
+    def shutdown(self, note: str = INTERRUPTED_NOTE) -> None:
+        """The process is going down: refuse new requests and stop every answer (each ends in
+        place with `note` and its text so far). Adapters call it before they stop."""
         self._closing = True
-        for running in list(self._running.values()):
-            running.renderer.stop()
+        for answer in set(self._running.values()):
+            answer.renderer.stop(note)
+
+    async def drain(self, grace: float) -> None:
+        """A graceful restart: refuse new requests, let the answers streaming now finish for up
+        to `grace` seconds, then end the rest in place (`shutdown`) and wait for their final
+        writes (a few seconds at most)."""
+        self._closing = True
+        deadline = self.clock.now() + grace
+        while self._running and self.clock.now() < deadline:
+            await self.clock.sleep(min(0.1, deadline - self.clock.now()))
+        if self._running:
+            log.info("ending %d answers still streaming", len(set(self._running.values())))
+            self.shutdown()
+        final_deadline = self.clock.now() + FINAL_WRITE_GRACE
+        while self._running and self.clock.now() < final_deadline:
+            await self.clock.sleep(0.1)
 
     async def close(self) -> None:
         self.shutdown()
@@ -198,26 +203,19 @@ class Bridge:
 
     # --- other writes -----------------------------------------------------------------------
     async def paced(
-        self, surface: MessageSurface, write: Callable[[], Awaitable[T]], *, attempts: int = 3
+        self,
+        surface: MessageSurface,
+        write: Callable[[], Awaitable[T]],
+        *,
+        kind: WriteKind = "send",
+        attempts: int = 3,
     ) -> T | None:
-        """Run one write of an adapter's own (a notice, a menu) within the chat's write budget,
-        which it shares with the answers streaming there; None when it could not be made."""
+        """Run one write of an adapter's own (a notice, a menu) in the room of `surface`, within
+        the platform limits it shares with the answers there; None when it could not be made."""
         limits = surface.limits
-        budget = self.budgets.get(limits.budget_key, limits.min_edit_interval, limits.burst)
-        for _ in range(attempts):
-            await budget.acquire()
-            try:
-                return await write()
-            except SurfaceRateLimited as exc:
-                budget.penalize(exc.retry_after)
-            except SurfaceUnavailable as exc:
-                log.info("write to %s failed (%r), retrying", limits.budget_key, exc)
-            except SurfaceError as exc:
-                log.warning("could not write to %s: %r", limits.budget_key, exc)
-                return None
-            finally:
-                budget.done()
-        return None
+        return await self.writes.write_once(
+            limits.room, limits.writes.of(kind), write, attempts=attempts
+        )
 
     # --- answers ----------------------------------------------------------------------------
     async def ask(
@@ -267,20 +265,20 @@ class Bridge:
 
     def stop(self, where: Where, message_id: str) -> bool:
         """Stop the answer showing in `message_id` (its asker or an admin). True if stopped."""
-        running = self._running.get(_message_key(where, message_id))
-        if running is None:
+        answer = self._running.get(_message_key(where, message_id))
+        if answer is None:
             return False
-        if running.owner != where.user_id and not self.is_admin(where):
+        if answer.where.user_id != where.user_id and not self.is_admin(where):
             return False
-        running.renderer.stop()
+        answer.renderer.stop()
         return True
 
     def stop_current(self, where: Where) -> bool:
         """Stop the user's own answer streaming in this chat (e.g. a /stop command)."""
-        running = self._running.get(_inflight_key(where))
-        if running is None:
+        answer = self._running.get(_inflight_key(where))
+        if answer is None:
             return False
-        running.renderer.stop()
+        answer.renderer.stop()
         return True
 
     async def _answer(
@@ -313,7 +311,8 @@ class Bridge:
                     model=None,
                     created_at=self.clock.wall(),
                 )
-            return await self._stream_answer(where, surface, history, chosen, user_turn, lease)
+            answer = _Answer(self, where, user_turn, lease, chosen)
+            return await answer.stream(history, surface)
         finally:
             await self.locks.release(lease)
 
@@ -329,91 +328,6 @@ class Bridge:
             max_messages=s.bridge_history_max_messages,
             max_chars=s.bridge_history_max_chars,
         )
-
-    async def _stream_answer(
-        self,
-        where: Where,
-        surface: MessageSurface,
-        history: History,
-        model: str,
-        user_turn: Turn,
-        lease: Lease,
-    ) -> Answered:
-        refs: list[MessageRef] = []
-        keys = [_inflight_key(where)]
-        stored = _Stored()
-
-        async def on_ended(outcome: Outcome, text: str) -> None:
-            # Before the final write: once the user sees the whole answer, a reply to it,
-            # Regenerate, or their next question already work.
-            stored.turn_id = await self._remember(where, user_turn, text, answering.model, refs)
-            stored.linked = len(refs)
-            await self.locks.release(lease)
-
-        def track(ref: MessageRef) -> None:
-            refs.append(ref)
-            keys.append(_message_key(where, ref.id))
-            self._running[keys[-1]] = running
-
-        notes = []
-        if history.trimmed:
-            notes.append(TRIMMED_NOTICE)
-        options = RenderOptions(
-            show_reasoning=self.settings.bridge_show_reasoning,
-            final_buttons=(REGENERATE_BUTTON,),
-            extra_lines=notes,
-            on_message=track,
-            on_ended=on_ended,
-        )
-        answering = _Answering(model)
-        renderer = StreamRenderer(
-            self._gated_stream(history.messages, answering, lambda s: renderer.set_status(s)),
-            surface,
-            budgets=self.budgets,
-            clock=self.clock,
-            options=options,
-        )
-        running = self._running[keys[0]] = _Running(renderer, where.user_id)
-        if self._closing:  # shut down while this answer was being prepared
-            renderer.stop()
-        try:
-            result = await renderer.run()
-        finally:
-            for key in keys:
-                self._running.pop(key, None)
-        if stored.turn_id is not None:  # parts the final write added
-            for ref in refs[stored.linked :]:
-                await self.store.link_message(where.message(ref.id), stored.turn_id)
-        return Answered(
-            outcome=result.outcome,
-            text=result.text,
-            model=answering.model,
-            messages=tuple(result.messages),
-            turn_id=stored.turn_id,
-            history_trimmed=history.trimmed,
-            error=result.error.user_message if result.error else None,
-        )
-
-    async def _gated_stream(
-        self,
-        messages: list[ChatMessage],
-        answering: _Answering,
-        show_status: Callable[[str | None], None],
-    ) -> AsyncIterator[StreamDelta]:
-        """Wait for a slot under the concurrency cap (showing the position), then stream."""
-
-        async def on_position(position: int) -> None:
-            show_status(f"⏳ Waiting for a free slot: you are number {position} in line.")
-
-        async with self.gate.slot(on_position=on_position):
-            show_status(None)
-            stream = self.client.chat_stream(messages, model=answering.model)
-            try:
-                async for delta in stream:
-                    answering.model = stream.model
-                    yield delta
-            finally:
-                await stream.aclose()
 
     async def _remember(
         self, where: Where, user_turn: Turn, text: str, model: str, refs: list[MessageRef]
@@ -616,15 +530,98 @@ class Bridge:
         )
 
 
-@dataclass(slots=True)
-class _Stored:
-    turn_id: int | None = None
-    linked: int = 0  # how many of the answer's messages were linked to the turn
+class _Answer:
+    """One answer on its way: what it continues, where it shows, and what it became.
 
+    `stream` renders it; the renderer calls back `shown` for each message it sends (so Stop
+    finds the answer by the message) and `ended` once the stream is over, before the final
+    write: the answer is stored and the asker's in-flight lease released before the user sees
+    the whole answer, so a reply to it, Regenerate, or their next question work at once.
+    """
 
-@dataclass(slots=True)
-class _Answering:
-    model: str  # updated when a fallback model answers
+    def __init__(
+        self, bridge: Bridge, where: Where, user_turn: Turn, lease: Lease, model: str
+    ) -> None:
+        self.bridge = bridge
+        self.where = where
+        self.user_turn = user_turn
+        self.lease = lease
+        self.model = model  # updated when a fallback model answers
+        self.messages: list[MessageRef] = []
+        self.turn_id: int | None = None
+        self.linked = 0  # how many of the messages are linked to the stored turn
+        self.keys = [_inflight_key(where)]
+        self.renderer: StreamRenderer
+
+    async def stream(self, history: History, surface: MessageSurface) -> Answered:
+        bridge = self.bridge
+        self.renderer = StreamRenderer(
+            self._deltas(history.messages),
+            surface,
+            scheduler=bridge.writes,
+            clock=bridge.clock,
+            options=RenderOptions(
+                show_reasoning=bridge.settings.bridge_show_reasoning,
+                final_buttons=(REGENERATE_BUTTON,),
+                extra_lines=[TRIMMED_NOTICE] if history.trimmed else [],
+                on_message=self.shown,
+                on_ended=self.ended,
+            ),
+        )
+        bridge._running[self.keys[0]] = self
+        if bridge._closing:  # shut down while this answer was being prepared
+            self.renderer.stop(INTERRUPTED_NOTE)
+        try:
+            result = await self.renderer.run()
+        finally:
+            for key in self.keys:
+                bridge._running.pop(key, None)
+        await self._link_late_messages()
+        return Answered(
+            outcome=result.outcome,
+            text=result.text,
+            model=self.model,
+            messages=tuple(result.messages),
+            turn_id=self.turn_id,
+            history_trimmed=history.trimmed,
+            error=result.error.user_message if result.error else None,
+        )
+
+    def shown(self, ref: MessageRef) -> None:
+        self.messages.append(ref)
+        self.keys.append(_message_key(self.where, ref.id))
+        self.bridge._running[self.keys[-1]] = self
+
+    async def ended(self, outcome: Outcome, text: str) -> None:
+        bridge = self.bridge
+        self.turn_id = await bridge._remember(
+            self.where, self.user_turn, text, self.model, self.messages
+        )
+        self.linked = len(self.messages)
+        await bridge.locks.release(self.lease)
+
+    async def _deltas(self, messages: list[ChatMessage]) -> AsyncIterator[StreamDelta]:
+        """Wait for a slot under the concurrency cap (showing the position), then stream."""
+        bridge = self.bridge
+
+        async def on_position(position: int) -> None:
+            self.renderer.set_status(QUEUE_LINE.format(position=position))
+
+        async with bridge.gate.slot(on_position=on_position):
+            self.renderer.set_status(None)
+            stream = bridge.client.chat_stream(messages, model=self.model)
+            try:
+                async for delta in stream:
+                    self.model = stream.model
+                    yield delta
+            finally:
+                await stream.aclose()
+
+    async def _link_late_messages(self) -> None:
+        """Link the parts that the final write added after the turn was stored."""
+        if self.turn_id is not None:
+            for ref in self.messages[self.linked :]:
+                await self.bridge.store.link_message(self.where.message(ref.id), self.turn_id)
 
 
 def _check_prompt(prompt: str, when_empty: str) -> Refusal | None:

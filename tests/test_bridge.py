@@ -422,10 +422,36 @@ class TestFailures:
         bridge.shutdown()
         result = await task
         assert isinstance(result, Answered) and result.outcome is Outcome.STOPPED
-        assert chat.messages[result.messages[0].id].endswith("\n\n⏹ Stopped.")
+        shown = chat.messages[result.messages[0].id]
+        assert shown.startswith("w0") and shown.endswith(
+            "\n\n⏹ Interrupted by a restart: ask again."
+        )
         late = await bridge.ask(DM, "hello", surface(chat))
         assert isinstance(late, Refusal) and late.reason is RefusalReason.UNAVAILABLE
         assert len(g4f.chat_requests()) == 1
+
+    async def test_drain_lets_answers_finish_within_the_grace_then_interrupts_the_rest(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        g4f.trickle_interval = 0.05
+        g4f.answers["short"] = "one two three"
+        g4f.answers["long"] = " ".join(f"w{i}" for i in range(400))
+        short_chat = Where("test", "g-short", "u1")
+        quick = asyncio.create_task(
+            bridge.ask(short_chat, "short", surface(chat, short_chat), model="trickle")
+        )
+        slow = asyncio.create_task(bridge.ask(GROUP, "long", surface(chat, GROUP), model="trickle"))
+        while len(g4f.chat_requests()) < 2:
+            await asyncio.sleep(0.01)
+        await bridge.drain(grace=20.0)  # clock seconds: 1 s of real time
+        done, cut = await quick, await slow
+        assert isinstance(done, Answered) and done.outcome is Outcome.DONE
+        assert chat.messages[done.messages[-1].id] == "one two three"
+        assert isinstance(cut, Answered) and cut.outcome is Outcome.STOPPED
+        shown = chat.messages[cut.messages[-1].id]
+        assert shown.startswith("w0 w1") and shown.endswith("Interrupted by a restart: ask again.")
+        assert cut.turn_id is not None  # the partial answer is kept in the conversation
 
 
 class TestImagine:

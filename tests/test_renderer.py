@@ -9,7 +9,6 @@ import pytest
 
 from core.api_models import StreamDelta
 from core.errors import ProviderFailed, UpstreamTimeout
-from core.render.budget import BudgetRegistry
 from core.render.renderer import (
     INDICATOR,
     Outcome,
@@ -17,6 +16,7 @@ from core.render.renderer import (
     RenderResult,
     StreamRenderer,
 )
+from core.render.scheduler import WriteScheduler
 from core.render.split import join_parts
 from core.render.surface import Button
 from tests.fakes.clock import ManualClock
@@ -40,13 +40,13 @@ def renderer(
     clock: ManualClock,
     stream: ScriptedStream,
     surface: RecordingSurface,
-    budgets: BudgetRegistry | None = None,
+    scheduler: WriteScheduler | None = None,
     **options: object,
 ) -> StreamRenderer:
     return StreamRenderer(
         stream,
         surface,
-        budgets=budgets or BudgetRegistry(clock),
+        scheduler=scheduler or WriteScheduler(clock),
         clock=clock,
         options=RenderOptions(**options),  # type: ignore[arg-type]
     )
@@ -125,12 +125,12 @@ async def test_reading_never_waits_on_slow_platform_calls(
 async def test_answers_in_one_chat_share_its_budget_and_other_chats_are_not_slowed(
     clock: ManualClock, server: ChatServer
 ) -> None:
-    budgets = BudgetRegistry(clock)
+    scheduler = WriteScheduler(clock)
     text = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
     runs = []
     for chat in ("group", "group", "group", "other"):
         stream = ScriptedStream(clock, words(text, every=0.2))
-        runs.append(renderer(clock, stream, RecordingSurface(server, chat=chat), budgets))
+        runs.append(renderer(clock, stream, RecordingSurface(server, chat=chat), scheduler))
     tasks = [asyncio.create_task(r.run()) for r in runs]
     await clock.advance(30)
     results = [t.result() for t in tasks]
@@ -195,23 +195,35 @@ async def test_stop_cancels_upstream_and_keeps_partial_text(
     assert server.writes[-1].buttons == ("regenerate",)
 
 
-async def test_error_before_any_text_replaces_the_placeholder(
+async def test_error_before_any_text_is_shown_at_once_in_the_answers_place(
     clock: ManualClock, server: ChatServer
 ) -> None:
     stream = ScriptedStream(clock, [(0.5, UpstreamTimeout("first_token", 120))])
     r = renderer(clock, stream, RecordingSurface(server, placeholder="…"))
     result = await run_for(clock, r, 5)
     assert timeline(server) == [
-        ("send", 0.0, "…" + INDICATOR, ("stop",)),
         (
-            "edit",
-            1.0,
+            "send",
+            0.5,
             "⚠️ Timed out after 120 s waiting for the first word of the answer "
             "(G4F_TIMEOUT_FIRST_TOKEN).",
             (),
         ),
     ]
     assert result.outcome is Outcome.FAILED
+
+
+async def test_placeholder_only_after_a_while_without_text_then_replaced_by_the_text(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    stream = ScriptedStream(clock, [(3.0, StreamDelta(content="Late.")), (3.5, StreamDelta())])
+    r = renderer(clock, stream, RecordingSurface(server, placeholder="…"), final_buttons=(REGEN,))
+    await run_for(clock, r, 10)
+    assert timeline(server) == [
+        ("send", 1.5, "…" + INDICATOR, ("stop",)),  # no text for 1.5 s: a message to stop
+        ("edit", 3.0, "Late." + INDICATOR, ("stop",)),  # once visible, text needs no waiting
+        ("edit", 4.0, "Late.", ("regenerate",)),  # the stream ended at 3.5; one write a second
+    ]
 
 
 async def test_error_after_text_keeps_the_text_and_adds_a_line(
@@ -268,12 +280,12 @@ async def test_reasoning_shown_as_a_separate_quoted_part(
     ]
 
 
-async def test_draft_preview_then_final_message(clock: ManualClock, server: ChatServer) -> None:
+async def test_live_preview_then_final_message(clock: ManualClock, server: ChatServer) -> None:
     stream = ScriptedStream(clock, words("one two three four", every=0.4))
-    surface = RecordingSurface(server, supports_draft=True)
+    surface = RecordingSurface(server, previews=True)
     result = await run_for(clock, renderer(clock, stream, surface), 10)
-    assert [w.kind for w in server.writes] == ["draft", "draft", "send"]
-    assert surface.drafts[0] == "one " + INDICATOR
+    assert [w.kind for w in server.writes] == ["preview", "preview", "send"]
+    assert surface.previews[0] == "one " + INDICATOR
     assert server.shown(result.messages) == ["one two three four"]
 
 
@@ -290,9 +302,9 @@ async def test_a_paused_draft_is_kept_alive(clock: ManualClock, server: ChatServ
         (0.0, StreamDelta(content="Thinking hard")),
         (45.0, StreamDelta(content=" done.")),
     ]
-    surface = RecordingSurface(server, supports_draft=True)
+    surface = RecordingSurface(server, previews=True)
     await run_for(clock, renderer(clock, ScriptedStream(clock, script), surface), 60)
-    drafts = [(round(w.at - T0), w.text) for w in server.writes if w.kind == "draft"]
+    drafts = [(round(w.at - T0), w.text) for w in server.writes if w.kind == "preview"]
     assert drafts[0] == (0, "Thinking hard" + INDICATOR)
     assert [text for _, text in drafts[1:3]] == ["Thinking hard" + INDICATOR] * 2
     assert all(b[0] - a[0] <= 24 for a, b in itertools.pairwise(drafts))

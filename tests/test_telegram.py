@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,14 +180,14 @@ async def test_private_answer_streams_as_drafts_then_one_message(tg: Harness) ->
     tg.assert_clean()
 
 
-async def test_group_answer_edits_placeholder_in_place_and_replies(tg: Harness) -> None:
+async def test_group_answer_starts_with_its_first_text_and_edits_in_place(tg: Harness) -> None:
     answer = _words(60, "groupword")
     tg.g4f.answers["explain groups"] = answer
     tg.g4f.stream_delay = 0.01
     asked = tg.ask(GROUP, "/ask explain groups")
     [message] = await tg.finished(GROUP)
     first = tg.fake.calls_named("sendMessage")[0]
-    assert first.params["text"] == "… ▌"
+    assert first.params["text"].startswith("groupword0")  # no placeholder spent a write first
     assert first.params["reply_parameters"]["message_id"] == asked
     assert _buttons(message) == ["regen"]
     assert message.text == answer and message.reply_to == asked and message.edits >= 2
@@ -206,8 +205,12 @@ async def test_three_answers_at_once_in_one_group_without_429(tg: Harness) -> No
     assert len(messages) == 3
     by_asker = {m.reply_to: m.text for m in messages}
     assert by_asker == {asked[u]: _words(40, f"u{u}w") for u in (ANN, BOB, CID)}
+    first_texts = [
+        c.params["reply_parameters"]["message_id"] for c in tg.fake.calls_named("sendMessage")
+    ]
+    assert first_texts == [asked[u] for u in (ANN, BOB, CID)]  # visible in the order asked
     times = tg.writes(GROUP)
-    assert all(b - a >= 2.0 for a, b in itertools.pairwise(times))  # paced (3.1 s)
+    assert all(b - a >= 60.0 for a, b in zip(times, times[20:], strict=False))  # 20 a minute
     tg.assert_clean()
 
 
@@ -483,8 +486,16 @@ async def test_shutdown_stops_running_answers_and_leaves_no_tasks(harness: Harne
     async with asyncio.timeout(5):
         await harness.stop()
     [message] = harness.bot(GROUP)
-    assert message.text is not None and message.text.endswith("⏹ Stopped.")
+    assert message.text is not None and message.text.endswith(
+        "Interrupted by a restart: ask again."
+    )
     assert _buttons(message) == ["regen"]
-    leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
-    assert leftover == [], leftover
+
+    def leftover() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+
+    # The emulator's side of a closed long poll ends a moment later; ours must all be gone.
+    with contextlib.suppress(AssertionError):
+        await harness.until(lambda: not leftover(), seconds=2)
+    assert leftover() == [], leftover()
     harness.assert_clean()

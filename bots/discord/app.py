@@ -21,8 +21,10 @@ Networking
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -232,30 +234,23 @@ class BridgeClient(discord.Client):
         await self.reply(interaction, refusal.message)
         return True
 
-    async def defer_answer(
-        self, interaction: discord.Interaction, *, ephemeral: bool
-    ) -> InteractionSurface:
-        """Defer (Discord shows "thinking…") and return the surface the answer goes to."""
-        callback = await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+    @contextlib.asynccontextmanager
+    async def answer_surface(
+        self, interaction: discord.Interaction, *, ephemeral: bool, text_soon: bool = True
+    ) -> AsyncIterator[InteractionSurface]:
+        """The surface an interaction's answer goes to, acknowledged within Discord's 3 s: by
+        the first text when it comes in time (`text_soon`), else by deferring ("thinking…")."""
         surface = InteractionSurface(
-            interaction,
-            clock=self.bridge.clock,
-            notices=self.notices,
-            ephemeral=ephemeral,
-            original_id=callback.message_id if callback is not None else None,
+            interaction, clock=self.bridge.clock, notices=self.notices, ephemeral=ephemeral
         )
         self.inflight.enter()
-        return surface
-
-    async def refuse_deferred(
-        self, interaction: discord.Interaction, refusal: Refusal, *, ephemeral: bool
-    ) -> None:
-        """Show a refusal privately in place of a deferred answer."""
-        if ephemeral:
-            await interaction.edit_original_response(content=refusal.message)
-            return
-        await interaction.delete_original_response()
-        await interaction.followup.send(refusal.message, ephemeral=True)
+        if not text_soon:
+            await surface.defer()
+        acknowledge = asyncio.create_task(surface.respond_in_time())
+        try:
+            yield surface
+        finally:
+            acknowledge.cancel()
 
     # --- slash commands ---------------------------------------------------------------------
     async def cmd_ask(
@@ -265,10 +260,10 @@ class BridgeClient(discord.Client):
         where = where_of_interaction(interaction)
         if await self.refuse_early(interaction, where):
             return
-        surface = await self.defer_answer(interaction, ephemeral=private)
-        result = await self.bridge.ask(where, prompt, surface, model=model)
-        if isinstance(result, Refusal):
-            await self.refuse_deferred(interaction, result, ephemeral=private)
+        async with self.answer_surface(interaction, ephemeral=private) as surface:
+            result = await self.bridge.ask(where, prompt, surface, model=model)
+            if isinstance(result, Refusal):
+                await surface.refuse(result.message)
 
     async def cmd_imagine(
         self, interaction: discord.Interaction, prompt: str, model: str | None, size: str | None
@@ -277,10 +272,10 @@ class BridgeClient(discord.Client):
         where = where_of_interaction(interaction)
         if await self.refuse_early(interaction, where):
             return
-        surface = await self.defer_answer(interaction, ephemeral=False)
-        result = await self.bridge.imagine(where, prompt, surface, model=model, size=size)
-        if isinstance(result, Refusal):
-            await self.refuse_deferred(interaction, result, ephemeral=False)
+        async with self.answer_surface(interaction, ephemeral=False, text_soon=False) as surface:
+            result = await self.bridge.imagine(where, prompt, surface, model=model, size=size)
+            if isinstance(result, Refusal):
+                await surface.refuse(result.message)
 
     async def cmd_models(self, interaction: discord.Interaction, query: str) -> None:
         """/models: the first page of the (filtered) model list, privately."""
@@ -372,10 +367,10 @@ class BridgeClient(discord.Client):
         if await self.refuse_early(interaction, where):
             return
         private = message.flags.ephemeral
-        surface = await self.defer_answer(interaction, ephemeral=private)
-        result = await self.bridge.regenerate(where, str(message.id), surface)
-        if isinstance(result, Refusal):
-            await self.refuse_deferred(interaction, result, ephemeral=private)
+        async with self.answer_surface(interaction, ephemeral=private) as surface:
+            result = await self.bridge.regenerate(where, str(message.id), surface)
+            if isinstance(result, Refusal):
+                await surface.refuse(result.message)
 
     async def page_clicked(self, interaction: discord.Interaction, page: int, query: str) -> None:
         """Turn a page of a /models list."""

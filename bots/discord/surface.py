@@ -11,24 +11,32 @@ what was shown, like a message the user deleted.
 `ChannelSurface` serves mentions and DMs: the first message replies to the user's message, later
 parts are plain messages, edits use the channel route.
 
-Both share one write budget per channel (`discord:{channel_id}`, about 5 writes per 5 s, which is
-what Discord tolerates for edits), so answers streaming side by side in a channel take turns instead
-of provoking 429s. Platform failures become the core's `SurfaceError` family; missing permissions
-are explained once per channel (a log line and, where possible, one message).
+An interaction is answered with its first text when that comes in time: the interaction response
+(callback type 4) carries it, and the callback counts against no message limit. Only when no text
+came within `RESPOND_WITHIN` seconds (Discord allows 3) is the interaction deferred (type 5,
+"thinking…"), and the first text then fills the deferred response.
+
+Limits (the room is the channel): channel messages draw from the channel's create or edit window
+(5 per 5 s each) and the bot-wide 50 per second; interaction webhooks from their token's window
+(5 per 5 s), apart from the channel's. Platform failures become the core's `SurfaceError` family;
+missing permissions are explained once per channel (a log line and, where possible, one message).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import io
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 import discord
 
 from core.clock import Clock
+from core.render.limits import Window
 from core.render.surface import (
     Button,
     MessageRef,
@@ -39,12 +47,18 @@ from core.render.surface import (
     SurfaceRateLimited,
     SurfaceRejected,
     SurfaceUnavailable,
+    WriteLimits,
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_LENGTH = 2000
-MIN_EDIT_INTERVAL = 1.1  # Discord tolerates about 5 edits per 5 s in one channel
+# Discord's limits (observed, see the module docstring): writes per window of seconds.
+CHANNEL_WRITES, CHANNEL_SECONDS = 5, 5.0  # creates, and edits apart, per channel
+TOKEN_WRITES, TOKEN_SECONDS = 5, 5.0  # per interaction token
+BOT_WRITES, BOT_SECONDS = 50, 1.0  # per bot, interaction endpoints exempt
+RESPOND_WITHIN = 2.0  # answer an interaction with its first text within this, else defer
 MAX_CAPTION = 4096  # the caption becomes an embed description
 TOKEN_LIFETIME = 14.5 * 60  # interaction tokens live 15 minutes; stop using them a bit earlier
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
@@ -200,11 +214,15 @@ class _Base:
         self._channel = channel
         self._notices = notices
         self._attachment_limit = attachment_limit
+        bot = Window("discord:bot", BOT_WRITES, BOT_SECONDS)
+        self._channel_writes = WriteLimits(
+            send=(Window(f"discord:{channel.id}:create", CHANNEL_WRITES, CHANNEL_SECONDS), bot),
+            edit=(Window(f"discord:{channel.id}:edit", CHANNEL_WRITES, CHANNEL_SECONDS), bot),
+        )
         self._limits = SurfaceLimits(
             max_length=MAX_LENGTH,
-            min_edit_interval=MIN_EDIT_INTERVAL,
-            budget_key=f"discord:{channel.id}",
-            burst=1,
+            room=f"discord:{channel.id}",
+            writes=self._channel_writes,
             placeholder=placeholder,
             max_caption=MAX_CAPTION,
         )
@@ -213,9 +231,9 @@ class _Base:
     def limits(self) -> SurfaceLimits:
         return self._limits
 
-    async def draft(self, text: str) -> None:
-        """Discord has no drafts (limits.supports_draft is False)."""
-        raise SurfaceRejected("Discord has no draft messages")
+    async def preview(self, text: str) -> None:
+        """Discord has no live previews (limits.previews is False)."""
+        raise SurfaceRejected("Discord has no live previews")
 
     def _tell(self) -> Tell | None:
         """How to tell the user about missing permissions (None: no way)."""
@@ -319,7 +337,11 @@ class ChannelSurface(_Base):
 
 
 class InteractionSurface(_Base):
-    """An answer to a deferred interaction (slash command or button), see the module docstring."""
+    """An answer to an interaction (slash command or button), see the module docstring.
+
+    The adapter calls `respond_in_time` right after creating it (or `defer` for work that
+    brings no text, like an image), so the interaction is acknowledged within Discord's 3 s.
+    """
 
     def __init__(
         self,
@@ -328,7 +350,6 @@ class InteractionSurface(_Base):
         clock: Clock,
         notices: PermissionNotices,
         ephemeral: bool = False,
-        original_id: int | None = None,
         token_lifetime: float = TOKEN_LIFETIME,
     ) -> None:
         channel = interaction.client.get_partial_messageable(
@@ -338,16 +359,74 @@ class InteractionSurface(_Base):
             channel,
             notices=notices,
             attachment_limit=interaction.filesize_limit,
-            placeholder=None,  # the deferred response already shows "thinking…"
+            placeholder=None,  # Discord shows "thinking…" once deferred
         )
         self._interaction = interaction
         self._clock = clock
         self._deadline = clock.now() + token_lifetime
         self._ephemeral = ephemeral
-        self._original_id = original_id
+        self._original_id: int | None = None
         self._original_filled = False
         self._expired = False
+        self._responding = asyncio.Lock()
+        token = Window(f"discord:token:{interaction.id}", TOKEN_WRITES, TOKEN_SECONDS)
+        self._token_writes = WriteLimits(send=(token,), edit=(token,))
+        self._callback_writes = WriteLimits(edit=(token,))  # the response takes no limit
 
+    @property
+    def limits(self) -> SurfaceLimits:
+        """The token's limits (none for the response itself); the channel's once expired."""
+        if not self._token_usable():
+            writes = self._channel_writes
+        elif not self._interaction.response.is_done():
+            writes = self._callback_writes
+        else:
+            writes = self._token_writes
+        return dataclasses.replace(self._limits, writes=writes)
+
+    # --- acknowledging the interaction ------------------------------------------------------
+    async def respond_in_time(self, within: float = RESPOND_WITHIN) -> None:
+        """Defer unless the first text has answered the interaction within `within` seconds."""
+        await self._clock.sleep(within)
+        await self.defer()
+
+    async def defer(self) -> None:
+        """Acknowledge now (Discord shows "thinking…"), unless already answered."""
+        async with self._responding:
+            if self._interaction.response.is_done():
+                return
+            async with self._platform_errors():
+                callback = await self._interaction.response.defer(
+                    ephemeral=self._ephemeral, thinking=True
+                )
+            self._original_id = callback.message_id if callback is not None else None
+
+    async def refuse(self, text: str) -> None:
+        """Show a refusal privately in the answer's place."""
+        async with self._responding:
+            if not self._interaction.response.is_done():
+                await self._interaction.response.send_message(text, ephemeral=True)
+                return
+        if self._ephemeral:
+            await self._interaction.edit_original_response(content=text)
+            return
+        await self._interaction.delete_original_response()
+        await self._interaction.followup.send(text, ephemeral=True)
+
+    async def _respond(self, **kwargs: Any) -> MessageRef | None:
+        """Answer the interaction with a message, if nothing answered it yet."""
+        async with self._responding:
+            if self._interaction.response.is_done():
+                return None
+            async with self._platform_errors():
+                callback = await self._interaction.response.send_message(
+                    ephemeral=self._ephemeral, **kwargs
+                )
+            self._original_id = callback.message_id
+            self._original_filled = True
+            return MessageRef(str(callback.message_id))
+
+    # --- the token and its expiry ------------------------------------------------------------
     def _token_usable(self) -> bool:
         if not self._expired and self._clock.now() >= self._deadline:
             self._switch_to_channel("the interaction is about to expire")
@@ -369,54 +448,60 @@ class InteractionSurface(_Base):
         if self._ephemeral:
             raise SurfaceMessageGone("interaction token expired; a private answer cannot go on")
 
-    @contextlib.asynccontextmanager
-    async def _via_token(self) -> AsyncIterator[None]:
-        """Run a call through the interaction token.
-
-        When the token turned out to be expired the error is swallowed: the code after the
-        `async with` block then carries on through the channel.
-        """
+    async def _via_token(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        """Make a call through the interaction token; None when the token turned out expired
+        (the caller then carries on through the channel)."""
         async with self._platform_errors():
             try:
-                yield
+                return await call()
             except discord.HTTPException as exc:
                 if not _is_token_expired(exc):
                     raise
-                self._switch_to_channel(f"interaction token expired ({exc.code})")
+        self._switch_to_channel("interaction token expired")
+        return None
 
+    # --- MessageSurface ---------------------------------------------------------------------
     async def send(self, text: str, *, buttons: tuple[Button, ...] = ()) -> MessageRef:
-        """First write: fill the deferred response; then followups (or channel messages)."""
+        """The first text answers the interaction (or fills the deferred response); then
+        followups, or channel messages once the token expired."""
         view = buttons_view(buttons)
+        extra: dict[str, Any] = {"view": view} if view is not None else {}
         if self._token_usable():
-            async with self._via_token():
-                if not self._original_filled:
-                    message = await self._interaction.edit_original_response(
-                        content=text, view=view
-                    )
+            if (ref := await self._respond(content=text, **extra)) is not None:
+                return ref
+            if not self._original_filled:
+                message = await self._via_token(
+                    lambda: self._interaction.edit_original_response(content=text, view=view)
+                )
+                if message is not None:
                     self._original_id, self._original_filled = message.id, True
                     return MessageRef(str(message.id))
+            else:
                 followup = self._interaction.followup
-                if view is None:
-                    sent = await followup.send(text, ephemeral=self._ephemeral, wait=True)
-                else:
-                    sent = await followup.send(
-                        text, ephemeral=self._ephemeral, wait=True, view=view
-                    )
-                return MessageRef(str(sent.id))
-        return await self._send_via_channel(text, view)
+                sent = await self._via_token(
+                    lambda: followup.send(text, ephemeral=self._ephemeral, wait=True, **extra)
+                )
+                if sent is not None:
+                    return MessageRef(str(sent.id))
+        return await self._send_via_channel(text, extra)
 
     async def edit(self, ref: MessageRef, text: str, *, buttons: tuple[Button, ...] = ()) -> None:
         """Edit @original or a followup through the token, else through the channel."""
         view = buttons_view(buttons)
         message_id = int(ref.id)
         if self._token_usable():
-            async with self._via_token():
-                if message_id == self._original_id:
-                    await self._interaction.edit_original_response(content=text, view=view)
-                else:
-                    await self._interaction.followup.edit_message(
+            done: object | None
+            if message_id == self._original_id:
+                done = await self._via_token(
+                    lambda: self._interaction.edit_original_response(content=text, view=view)
+                )
+            else:
+                done = await self._via_token(
+                    lambda: self._interaction.followup.edit_message(
                         message_id, content=text, view=view
                     )
+                )
+            if done is not None:
                 return
         self._check_channel_possible()
         await self._channel_edit(message_id, content=text, view=view)
@@ -434,38 +519,45 @@ class InteractionSurface(_Base):
         """The image (attachment + embed with prompt and model) in the deferred response."""
         embed = _image_embed(prompt, model, filename)
         if self._token_usable():
-            async with self._via_token():
-                file = self._file(data, filename)
-                if not self._original_filled:
-                    message = await self._interaction.edit_original_response(
+            file = self._file(data, filename)
+            if (ref := await self._respond(file=file, embed=embed)) is not None:
+                return ref
+            if not self._original_filled:
+                message = await self._via_token(
+                    lambda: self._interaction.edit_original_response(
                         content=None, embed=embed, attachments=[file]
                     )
+                )
+                if message is not None:
                     self._original_id, self._original_filled = message.id, True
                     return MessageRef(str(message.id))
-                sent = await self._interaction.followup.send(
-                    file=file, embed=embed, ephemeral=self._ephemeral, wait=True
+            else:
+                sent = await self._via_token(
+                    lambda: self._interaction.followup.send(
+                        file=file, embed=embed, ephemeral=self._ephemeral, wait=True
+                    )
                 )
-                return MessageRef(str(sent.id))
+                if sent is not None:
+                    return MessageRef(str(sent.id))
         self._check_channel_possible()
         ref = await self._channel_send(file=self._file(data, filename), embed=embed)
         self._original_filled = True
         return ref
 
     async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
-        """Nothing to do: the deferred response shows "thinking…" until the first write."""
+        """Nothing to do: Discord shows "thinking…" while the response is deferred."""
 
-    async def _send_via_channel(self, text: str, view: ButtonsView | None) -> MessageRef:
+    async def _send_via_channel(self, text: str, extra: dict[str, Any]) -> MessageRef:
         """After expiry: fill the deferred message through the channel if possible, else send."""
         self._check_channel_possible()
         if not self._original_filled and self._original_id is not None:
             try:
-                await self._channel_edit(self._original_id, content=text, view=view)
+                await self._channel_edit(self._original_id, content=text, **extra)
             except (SurfaceForbidden, SurfaceMessageGone, SurfaceRejected) as exc:
                 log.info("could not fill the deferred response through the channel: %r", exc)
             else:
                 self._original_filled = True
                 return MessageRef(str(self._original_id))
-        extra = {"view": view} if view is not None else {}
         ref = await self._channel_send(content=text, **extra)
         self._original_filled = True
         return ref

@@ -13,6 +13,7 @@ in that chat starts in edit mode.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -42,6 +43,7 @@ from telegram.error import (
 from telegram.warnings import PTBDeprecationWarning
 
 from bots.telegram.format import cut_utf16, to_entities, utf16_len
+from core.render.limits import Bucket, Limit, Window
 from core.render.surface import (
     Button,
     MessageRef,
@@ -52,6 +54,7 @@ from core.render.surface import (
     SurfaceRateLimited,
     SurfaceRejected,
     SurfaceUnavailable,
+    WriteLimits,
 )
 
 log = logging.getLogger(__name__)
@@ -62,10 +65,15 @@ T = TypeVar("T")
 MAX_LENGTH = 4000  # of the markdown; Telegram allows 4096 after conversion, which only shrinks
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
-PRIVATE_INTERVAL = 1.1  # about one message a second per chat
-GROUP_INTERVAL = 3.1  # 20 messages a minute per group
-PLACEHOLDER = "…"
+# Telegram's flood limits (not published; what it tolerates): about one message a second per chat
+# with short bursts, 20 a minute per group, 30 a second for the whole bot. Edits count as messages.
+CHAT_BURST, CHAT_INTERVAL = 3, 1.0
+GROUP_WRITES, GROUP_SECONDS = 20, 60.0
+BOT_WRITES, BOT_SECONDS = 30, 1.0
+# Drafts are counted apart from messages; keep them to about two a second per chat.
+PREVIEW_BURST, PREVIEW_INTERVAL = 3, 0.5
 MAX_CALLBACK_DATA = 64
+PLACEHOLDER = "…"
 
 CALLBACK_STOP = "stop"
 CALLBACK_REGENERATE = "regen"
@@ -147,7 +155,7 @@ class TelegramSurface:
         private: bool,
         mode: StreamMode = "edit",
         reply_to: int | None = None,
-        budget_prefix: str = "telegram",
+        limit_prefix: str = "telegram",
         sent: SentMessages | None = None,
         on_draft_refused: Callable[[], None] | None = None,
         on_first_write: Callable[[], Awaitable[None]] | None = None,
@@ -165,20 +173,36 @@ class TelegramSurface:
         self._draft_message: int | None = None  # the stand-in for refused drafts
         self._drafts_refused = False
         self._forbidden_logged = False
+        messages: tuple[Limit, ...] = (
+            Bucket(f"{limit_prefix}:chat:{chat_id}", CHAT_BURST, CHAT_INTERVAL),
+            *(
+                ()
+                if private
+                else (Window(f"{limit_prefix}:group:{chat_id}", GROUP_WRITES, GROUP_SECONDS),)
+            ),
+            Window(f"{limit_prefix}:bot", BOT_WRITES, BOT_SECONDS),
+        )
+        drafts = (Bucket(f"{limit_prefix}:draft:{chat_id}", PREVIEW_BURST, PREVIEW_INTERVAL),)
         self._limits = SurfaceLimits(
             max_length=MAX_LENGTH,
-            min_edit_interval=PRIVATE_INTERVAL if private else GROUP_INTERVAL,
-            budget_key=f"{budget_prefix}:{chat_id}",
-            burst=1,
-            supports_draft=self._drafting,
+            room=f"{limit_prefix}:{chat_id}",
+            writes=WriteLimits(send=messages, edit=messages, preview=drafts),
+            previews=self._drafting,
             measure="utf16",
             placeholder=None if self._drafting else PLACEHOLDER,
             max_caption=MAX_CAPTION,
         )
+        self._message_limits = messages
 
     # --- MessageSurface ---------------------------------------------------------------------
     @property
     def limits(self) -> SurfaceLimits:
+        """Its limits; once drafts were refused, previews are messages and count as such."""
+        if self._drafts_refused:
+            writes = self._limits.writes
+            return dataclasses.replace(
+                self._limits, writes=dataclasses.replace(writes, preview=self._message_limits)
+            )
         return self._limits
 
     async def send(self, text: str, *, buttons: tuple[Button, ...] = ()) -> MessageRef:
@@ -197,7 +221,7 @@ class TelegramSurface:
         """Replace a message's text and buttons (a no-op when it would look the same)."""
         await self.revise(int(ref.id), text, markup=keyboard(buttons))
 
-    async def draft(self, text: str) -> None:
+    async def preview(self, text: str) -> None:
         """Show the live preview; falls back to an edited message if drafts are refused."""
         await self._first_write()
         if not self._drafts_refused:

@@ -1,10 +1,15 @@
-"""The stream renderer: a stream of deltas becomes a sequence of message sends and edits.
+"""The stream renderer: a stream of deltas becomes what an answer's messages should show.
 
-Two tasks per answer. The reader drains the upstream stream into a buffer and never waits on the
-platform. The writer makes the messages match the buffer, one platform call at a time, each call
-taking the chat's write budget first and carrying the latest text (so edits coalesce). Text past a
-message's limit continues in the next message (see core.render.split). While streaming, the last
-message ends with an indicator and carries a Stop button; the final write removes the indicator,
+One `StreamRenderer` per answer. Its reader drains the upstream stream into a buffer and never
+waits on the platform. It is a member of its room in the write scheduler (core.render.scheduler),
+which asks it for its next write whenever a write is free and makes the call: the one call that
+brings the messages closest to the buffer, always with the latest text (so edits coalesce). Text
+past a message's limit continues in the next message (see core.render.split).
+
+What an answer shows, in order: nothing but the free "typing" signal until its first text (which
+waits up to `FIRST_TEXT_COALESCE` for more words, then goes out as the first message); a
+placeholder or queue line only when no text has come for `STATUS_DELAY`; while streaming, the last
+message ends with an indicator and carries a Stop button; the final write removes the indicator
 and carries the complete text plus, when the answer failed or was stopped, one status line.
 """
 
@@ -19,7 +24,7 @@ from enum import StrEnum
 from core.api_models import StreamDelta
 from core.clock import Clock
 from core.errors import UpstreamError
-from core.render.budget import BudgetRegistry, RateBudget
+from core.render.scheduler import Urgency, Write, WriteScheduler, asking_order
 from core.render.split import split_text
 from core.render.surface import (
     Button,
@@ -30,21 +35,23 @@ from core.render.surface import (
     SurfaceMessageGone,
     SurfaceRateLimited,
     SurfaceUnavailable,
+    WriteKind,
 )
 
 log = logging.getLogger(__name__)
 
 INDICATOR = " ▌"
-FIRST_TEXT_COALESCE = 0.1
+FIRST_TEXT_COALESCE = 0.1  # the first text waits this long for more words
+STATUS_DELAY = 1.5  # a placeholder or queue line only after this long without text
 KEEPALIVE_INTERVAL = 4.0  # chat actions ("typing") fade after about 5 s
-DRAFT_REFRESH = 20.0  # live drafts vanish after about 30 s without an update
+PREVIEW_REFRESH = 20.0  # live previews vanish after about 30 s without an update
+STOPPED_NOTE = "⏹ Stopped."
 TRANSIENT_RETRIES = 4  # transient platform failures in a row before an answer gives up
 TRANSIENT_BACKOFF = 2.0  # seconds, times the number of failures in a row
 THINKING_NOTE = "💭 Thinking…"
 EMPTY_ANSWER = "(The model returned an empty answer.)"
 STOP_BUTTON = Button("stop", "⏹ Stop")
 
-_Call = Callable[[], Awaitable[None]]
 _Desired = list[tuple[str, tuple[Button, ...]]]
 
 
@@ -96,6 +103,13 @@ class RenderOptions:
     on_ended: Callable[[Outcome, str], Awaitable[None]] | None = None
 
 
+class _Phase(StrEnum):
+    STREAMING = "streaming"  # interim writes
+    ENDING = "ending"  # the stream ended; the use case is told before the final write
+    FINAL = "final"  # final writes until the messages show the whole answer
+    SETTLED = "settled"  # nothing left to write (or the surface is gone)
+
+
 class StreamRenderer:
     """Renders one answer onto one surface. Use `run()` once; `stop()` from anywhere."""
 
@@ -104,7 +118,7 @@ class StreamRenderer:
         deltas: AsyncIterable[StreamDelta],
         surface: MessageSurface,
         *,
-        budgets: BudgetRegistry,
+        scheduler: WriteScheduler,
         clock: Clock,
         options: RenderOptions | None = None,
     ) -> None:
@@ -113,40 +127,47 @@ class StreamRenderer:
         self._clock = clock
         self._options = options or RenderOptions()
         limits = surface.limits
-        self._budget: RateBudget = budgets.get(
-            limits.budget_key, limits.min_edit_interval, limits.burst
-        )
-        self._use_draft = limits.supports_draft
+        self._room = scheduler.room(limits.room)
+        self._previews = limits.previews
+        self._placeholder = limits.placeholder or ""
         self._length: Callable[[str], int] = utf16_length if limits.measure == "utf16" else len
-        self._placeholder = limits.placeholder
         self._max = limits.max_length - self._length(INDICATOR)
+        self._asked = asking_order()
+        self._started = clock.now()
         self._answer: list[str] = []
         self._reasoning: list[str] = []
-        self._changed = asyncio.Event()
-        self._ended = False
+        self._phase = _Phase.STREAMING
+        self._ended = asyncio.Event()  # the stream is over (done, failed, stopped, aborted)
+        self._settled = asyncio.Event()
+        self._ended_at = 0.0
         self._outcome = Outcome.DONE
+        self._stop_note = STOPPED_NOTE
         self._error: UpstreamError | None = None
         self._shown: list[_Shown] = []
-        self._draft_text: str | None = None
-        self._draft_at = 0.0
+        self._preview_text: str | None = None
+        self._preview_at = 0.0
+        self._last_write_at = 0.0
         self._status: str | None = None
-        self._ended_reported = False
+        self._idle = True  # the room last heard "nothing to write" from us
         self._failures_in_a_row = 0
+        self._retry_at = 0.0
         self._reader: asyncio.Task[None] | None = None
         self._result = RenderResult(Outcome.DONE, "", "", None, [])
 
     # --- control ----------------------------------------------------------------------------
-    def stop(self) -> None:
-        """Stop the answer: cancel the upstream request and keep what was written."""
-        if not self._ended:
-            self._finish(Outcome.STOPPED)
+    def stop(self, note: str = STOPPED_NOTE) -> None:
+        """Stop the answer: cancel the upstream request and keep what was written; the final
+        write ends with `note`."""
+        if not self._ended.is_set():
+            self._stop_note = note
+            self._end(Outcome.STOPPED)
             if self._reader is not None:
                 self._reader.cancel()
 
     def set_status(self, status: str | None) -> None:
         """A line shown while no text has arrived yet (e.g. the queue position)."""
         self._status = status
-        self._changed.set()
+        self._news()
 
     @property
     def text(self) -> str:
@@ -156,10 +177,19 @@ class StreamRenderer:
         """Stream the answer to the surface and return how it ended."""
         self._reader = asyncio.create_task(self._read())
         keepalive = asyncio.create_task(self._keepalive())
+        self._room.join(self)
         try:
-            await self._write_loop()
-            await self._report_ended()
+            await self._ended.wait()
+            if self._phase is _Phase.STREAMING:
+                self._phase = _Phase.ENDING
+                if self._options.on_ended is not None:
+                    await self._options.on_ended(self._outcome, self.text)
+                if self._phase is _Phase.ENDING:
+                    self._phase = _Phase.FINAL
+                    self._news()
+            await self._settled.wait()
         finally:
+            self._room.leave(self)
             keepalive.cancel()
             if not self._reader.done():
                 self._reader.cancel()
@@ -177,23 +207,27 @@ class StreamRenderer:
     # --- reading ----------------------------------------------------------------------------
     async def _read(self) -> None:
         try:
-            if self._ended:
+            if self._ended.is_set():
                 return  # stopped before it started: never open the upstream request
             async for delta in self._deltas:
                 if delta.content or delta.reasoning:
                     if self._result.first_token_at is None:
                         self._result.first_token_at = self._clock.now()
+                    # The room hears of text that changes what it waits for: the first words
+                    # (urgent now), or any words after it had nothing to write for us.
+                    news = self._idle or (bool(delta.content) and not self._answer)
                     if delta.content:
                         self._answer.append(delta.content)
                     if delta.reasoning:
                         self._reasoning.append(delta.reasoning)
-                    self._changed.set()
-            self._finish(Outcome.DONE)
+                    if news:
+                        self._news()
+            self._end(Outcome.DONE)
         except UpstreamError as exc:
             self._error = exc
-            self._finish(Outcome.FAILED)
+            self._end(Outcome.FAILED)
         except asyncio.CancelledError:
-            self._finish(Outcome.STOPPED)
+            self._end(Outcome.STOPPED)
             raise
         finally:
             close = getattr(self._deltas, "aclose", None)
@@ -201,100 +235,122 @@ class StreamRenderer:
                 await close()
 
     async def _keepalive(self) -> None:
-        """Until something is visible, show "typing"; while drafting, keep the draft alive."""
-        while not self._ended:
-            if not self._shown and self._draft_text is None:
-                try:
-                    await self._surface.activity("typing")
-                except SurfaceError:
-                    return
-            elif self._use_draft:
-                self._changed.set()  # the writer re-sends a draft that is about to fade
+        """Until something is visible, show "typing" (free: it takes no write)."""
+        while not self._ended.is_set() and not self._shown and self._preview_text is None:
+            try:
+                await self._surface.activity("typing")
+            except SurfaceError:
+                return
             await self._clock.sleep(KEEPALIVE_INTERVAL)
 
-    async def _report_ended(self) -> None:
-        if not self._ended_reported and self._options.on_ended is not None:
-            self._ended_reported = True
-            await self._options.on_ended(self._outcome, self.text)
-
-    def _finish(self, outcome: Outcome) -> None:
-        if not self._ended:
-            self._ended = True
+    def _end(self, outcome: Outcome) -> None:
+        if not self._ended.is_set():
             self._outcome = outcome
-        self._changed.set()
+            self._ended_at = self._clock.now()
+            self._ended.set()
+        self._news()
 
-    # --- writing ----------------------------------------------------------------------------
-    async def _write_loop(self) -> None:
-        if self._placeholder is not None and not self._use_draft:
-            try:
-                await self._write_until_synced(placeholder=True)
-            except _Abort:
-                return
-        while True:
-            await self._changed.wait()
-            self._changed.clear()
-            ended = self._ended
-            if not ended and self._answer and not self._shown and self._draft_text is None:
-                await self._clock.sleep(FIRST_TEXT_COALESCE)
-            try:
-                await self._write_until_synced()
-            except _Abort:
-                return
-            if ended:
-                return
+    def _news(self) -> None:
+        self._idle = False
+        self._room.wake()
 
-    async def _write_until_synced(self, *, placeholder: bool = False) -> None:
-        """Write, one call per budget token, until the platform shows the desired state."""
-        while True:
-            final = self._ended
-            if final:
-                await self._report_ended()
-            if self._next_write(self._desired(final, placeholder), final) is None:
-                return
-            await self._budget.acquire()
-            if not final and self._ended:
-                await self._report_ended()
-            final = self._ended
-            write = self._next_write(self._desired(final, placeholder), final)
-            if write is None:
-                return
-            try:
-                await write()
-            except SurfaceRateLimited as exc:
-                self._budget.done()
-                self._result.rate_limited += 1
-                log.info("rate limited, retrying in %.1fs", exc.retry_after)
-                self._budget.penalize(exc.retry_after)
-            except SurfaceUnavailable as exc:
-                self._budget.done()
-                self._failures_in_a_row += 1
-                if self._failures_in_a_row > TRANSIENT_RETRIES:
-                    log.warning("giving up on this answer's messages: %r", exc)
-                    self._abort(Outcome.FORBIDDEN)
-                log.info("write failed (%r), retrying", exc)
-                await self._clock.sleep(TRANSIENT_BACKOFF * self._failures_in_a_row)
-            except SurfaceMessageGone:
-                self._abort(Outcome.DELETED)
-            except SurfaceForbidden:
-                self._abort(Outcome.FORBIDDEN)
-            except SurfaceError as exc:
-                log.warning("giving up on this answer's messages: %r", exc)
-                self._abort(Outcome.FORBIDDEN)
-            else:
-                self._budget.done()
-                self._failures_in_a_row = 0
-                self._result.writes += 1
-                if self._result.first_visible_at is None and self._answer:
-                    self._result.first_visible_at = self._clock.now()
+    def _settle(self) -> None:
+        self._phase = _Phase.SETTLED
+        self._settled.set()
 
     def _abort(self, outcome: Outcome) -> None:
-        self._ended = True
-        self._outcome = outcome
+        """The surface is gone: end without writing more."""
+        if not self._ended.is_set():
+            self._end(outcome)
+        else:
+            self._outcome = outcome
         if self._reader is not None:
             self._reader.cancel()
-        raise _Abort
+        self._settle()
 
-    def _desired(self, final: bool, placeholder: bool) -> _Desired:
+    # --- the scheduler's questions ----------------------------------------------------------
+    @property
+    def owed(self) -> int:
+        """Writes this answer will still make for sure: its first text and its final write."""
+        if self._phase is _Phase.SETTLED:
+            return 0
+        return 1 + (not self._shown and self._preview_text is None)
+
+    def next_write(self, now: float) -> Write | None:
+        """The one call that brings the messages closest to what they should show."""
+        if self._phase in (_Phase.ENDING, _Phase.SETTLED):
+            return None
+        final = self._phase is _Phase.FINAL
+        desired = self._desired(final)
+        for index, (text, buttons) in enumerate(desired):
+            if index < len(self._shown):
+                shown = self._shown[index]
+                if shown.text != text or shown.buttons != buttons:
+                    return self._write("edit", self._edit_call(shown, text, buttons), final)
+                continue
+            if self._previews and index == len(desired) - 1 and not final:
+                if self._preview_text == text:  # only to keep it from fading: new text is news
+                    self._idle = True
+                    refresh_at = self._preview_at + PREVIEW_REFRESH
+                    return self._write("preview", self._preview_call(text), final, refresh_at)
+                return self._write("preview", self._preview_call(text), final)
+            return self._write("send", self._send_call(text, buttons), final)
+        if final:
+            self._settle()
+        self._idle = True
+        return None
+
+    def _write(
+        self, kind: WriteKind, call: Callable[[], Awaitable[None]], final: bool, at: float = 0.0
+    ) -> Write:
+        """A write of this answer, as urgent as what it shows."""
+        visible = bool(self._shown) or self._preview_text is not None
+        if final:
+            urgency, order = Urgency.FINAL, self._ended_at
+        elif not visible and self._answer:
+            urgency, order = Urgency.FIRST_TEXT, float(self._asked)
+            first = self._result.first_token_at or self._started
+            at = max(at, first + FIRST_TEXT_COALESCE)
+        elif not visible:
+            urgency, order = Urgency.STATUS, float(self._asked)
+            if self._reasoning:  # the model is thinking: say so as soon as it starts
+                at = max(at, (self._result.first_token_at or self._started) + FIRST_TEXT_COALESCE)
+            else:
+                at = max(at, self._started + STATUS_DELAY)
+        else:
+            urgency, order = Urgency.INTERIM, self._last_write_at
+        limits = self._surface.limits.writes.of(kind)
+        return Write(urgency, limits, call, max(at, self._retry_at), order)
+
+    def written(self, write: Write, error: SurfaceError | None) -> None:
+        """The scheduler made `write`; react to how it went."""
+        now = self._clock.now()
+        if error is None:
+            self._failures_in_a_row = 0
+            self._last_write_at = now
+            self._result.writes += 1
+            if self._result.first_visible_at is None and self._answer:
+                self._result.first_visible_at = now
+        elif isinstance(error, SurfaceRateLimited):
+            self._result.rate_limited += 1  # the scheduler holds the room's limits back
+        elif isinstance(error, SurfaceUnavailable):
+            self._failures_in_a_row += 1
+            if self._failures_in_a_row > TRANSIENT_RETRIES:
+                log.warning("giving up on this answer's messages: %r", error)
+                self._abort(Outcome.FORBIDDEN)
+            else:
+                log.info("write failed (%r), retrying", error)
+                self._retry_at = now + TRANSIENT_BACKOFF * self._failures_in_a_row
+        elif isinstance(error, SurfaceMessageGone):
+            self._abort(Outcome.DELETED)
+        elif isinstance(error, SurfaceForbidden):
+            self._abort(Outcome.FORBIDDEN)
+        else:
+            log.warning("giving up on this answer's messages: %r", error)
+            self._abort(Outcome.FORBIDDEN)
+
+    # --- what the messages should show ------------------------------------------------------
+    def _desired(self, final: bool) -> _Desired:
         """What the messages should show now, one entry per message."""
         opts = self._options
         texts: list[str] = []
@@ -308,8 +364,8 @@ class StreamRenderer:
                 body = THINKING_NOTE
             elif self._status:
                 body = self._status
-            elif self._shown or placeholder:
-                body = self._placeholder or "…"
+            elif self._shown or not self._previews:
+                body = self._placeholder
         texts += split_text(body, self._max, length=self._length) if body else []
         if not texts:
             return []
@@ -327,61 +383,43 @@ class StreamRenderer:
     def _status_suffix(self, body: str) -> str:
         notes = list(self._options.extra_lines)
         if self._outcome is Outcome.STOPPED:
-            notes.append("⏹ Stopped.")
+            notes.append(self._stop_note)
         elif self._outcome is Outcome.FAILED and self._error is not None:
             notes.append(f"⚠️ {self._error.user_message}")
-        elif not body:
+        elif not body.strip():
             notes.append(EMPTY_ANSWER)
         suffix = "\n".join(notes)
-        if body and suffix:
+        if body.strip() and suffix:
             return "\n\n" + suffix
         return suffix
 
-    def _next_write(self, desired: _Desired, final: bool) -> _Call | None:
-        """The one platform call that brings the messages closest to `desired`, or None."""
-        for index, (text, buttons) in enumerate(desired):
-            is_last = index == len(desired) - 1
-            if index < len(self._shown):
-                shown = self._shown[index]
-                if shown.text == text and shown.buttons == buttons:
-                    continue
-                return self._edit_call(shown, text, buttons)
-            if self._use_draft and is_last and not final:
-                fresh = self._clock.now() - self._draft_at < DRAFT_REFRESH
-                if self._draft_text == text and fresh:
-                    return None
-                return self._draft_call(text)
-            return self._send_call(text, buttons)
-        return None
-
-    def _edit_call(self, shown: _Shown, text: str, buttons: tuple[Button, ...]) -> _Call:
+    # --- the calls --------------------------------------------------------------------------
+    def _edit_call(
+        self, shown: _Shown, text: str, buttons: tuple[Button, ...]
+    ) -> Callable[[], Awaitable[None]]:
         async def call() -> None:
             await self._surface.edit(shown.ref, text, buttons=buttons)
             shown.text, shown.buttons = text, buttons
 
         return call
 
-    def _send_call(self, text: str, buttons: tuple[Button, ...]) -> _Call:
+    def _send_call(self, text: str, buttons: tuple[Button, ...]) -> Callable[[], Awaitable[None]]:
         async def call() -> None:
             ref = await self._surface.send(text, buttons=buttons)
             self._shown.append(_Shown(ref, text, buttons))
-            self._draft_text = None
+            self._preview_text = None
             if self._options.on_message is not None:
                 self._options.on_message(ref)
 
         return call
 
-    def _draft_call(self, text: str) -> _Call:
+    def _preview_call(self, text: str) -> Callable[[], Awaitable[None]]:
         async def call() -> None:
-            await self._surface.draft(text)
-            self._draft_text = text
-            self._draft_at = self._clock.now()
+            await self._surface.preview(text)
+            self._preview_text = text
+            self._preview_at = self._clock.now()
 
         return call
-
-
-class _Abort(Exception):
-    """The surface is gone; stop writing."""
 
 
 def _quote(reasoning: str) -> str:

@@ -9,28 +9,45 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from core.render.limits import Limit
+
+WriteKind = Literal["send", "edit", "preview"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteLimits:
+    """The platform limits each kind of write draws from (core.render.limits): a new message,
+    an edit, a live preview. Empty: the platform does not limit that kind of write."""
+
+    send: tuple[Limit, ...] = ()
+    edit: tuple[Limit, ...] = ()
+    preview: tuple[Limit, ...] = ()
+
+    def of(self, kind: WriteKind) -> tuple[Limit, ...]:
+        return self.send if kind == "send" else self.edit if kind == "edit" else self.preview
+
 
 @dataclass(frozen=True, slots=True)
 class SurfaceLimits:
     """What a surface allows.
 
     max_length: characters of one message's text (after the surface's own formatting).
-    min_edit_interval: seconds between two writes (send, edit or draft) that share `budget_key`.
-    budget_key: answers with the same key (one chat or channel) share one write budget.
-    burst: writes allowed back to back before the interval applies.
-    supports_draft: live previews go through `draft`; messages are sent once complete.
+    room: answers with the same room (one chat or channel) share its writes (core.render.scheduler).
+    writes: the limits each kind of write draws from; a surface may change them over time (read
+        them before each write).
+    previews: live previews go through `preview`; messages are sent once complete.
     measure: how the platform counts length ("utf16": UTF-16 code units).
-    placeholder: text sent at once before an answer starts (None: the platform shows its own).
+    placeholder: shown (with the Stop button) when an answer has no text for a while; None:
+        show nothing until the first text.
     max_caption: characters of an upload's caption.
     """
 
     max_length: int
-    min_edit_interval: float
-    budget_key: str
-    burst: int = 1
-    supports_draft: bool = False
+    room: str
+    writes: WriteLimits = WriteLimits()
+    previews: bool = False
     measure: Literal["chars", "utf16"] = "chars"
-    placeholder: str | None = None
+    placeholder: str | None = "…"
     max_caption: int = 1024
 
 
@@ -94,8 +111,8 @@ class MessageSurface(Protocol):
         """Replace the text (and buttons) of a message this surface sent."""
         ...
 
-    async def draft(self, text: str) -> None:
-        """Show `text` as a live, ephemeral preview (only when limits.supports_draft)."""
+    async def preview(self, text: str) -> None:
+        """Show `text` as a live, ephemeral preview of the next message (when limits.previews)."""
         ...
 
     async def upload(

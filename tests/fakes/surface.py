@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from core.api_models import StreamDelta
 from core.clock import Clock
+from core.render.limits import Bucket, Limit
 from core.render.surface import (
     Button,
     MessageRef,
@@ -19,12 +20,13 @@ from core.render.surface import (
     SurfaceMessageGone,
     SurfaceRateLimited,
     SurfaceUnavailable,
+    WriteLimits,
 )
 
 
 @dataclass(slots=True)
 class Write:
-    kind: str  # "send" | "edit" | "draft" | "upload"
+    kind: str  # "send" | "edit" | "preview" | "upload"
     at: float
     message_id: str
     text: str
@@ -84,19 +86,21 @@ class RecordingSurface:
         *,
         chat: str = "chat-1",
         max_length: int = 100,
-        supports_draft: bool = False,
+        previews: bool = False,
         placeholder: str | None = None,
-        interval: float | None = None,
+        limits: tuple[Limit, ...] | None = None,
     ) -> None:
+        """`limits`: what every write draws from (default: the server's per-chat bucket)."""
         self.server = server
         self.chat = chat
-        self.drafts: list[str] = []
+        self.previews: list[str] = []
+        if limits is None:
+            limits = (Bucket(chat, server.burst, server.interval),)
         self._limits = SurfaceLimits(
             max_length=max_length,
-            min_edit_interval=server.interval if interval is None else interval,
-            budget_key=chat,
-            burst=server.burst,
-            supports_draft=supports_draft,
+            room=chat,
+            writes=WriteLimits(send=limits, edit=limits, preview=limits),
+            previews=previews,
             placeholder=placeholder,
         )
         self.activities: list[str] = []
@@ -148,11 +152,11 @@ class RecordingSurface:
         self.server.buttons[ref.id] = labels
         self._record("edit", ref.id, text, buttons)
 
-    async def draft(self, text: str) -> None:
-        await self._latency(f"{self.chat}/draft")
+    async def preview(self, text: str) -> None:
+        await self._latency(f"{self.chat}/preview")
         self.server._check_rate(self.chat)
-        self.drafts.append(text)
-        self._record("draft", "draft", text, ())
+        self.previews.append(text)
+        self._record("preview", "preview", text, ())
 
     async def activity(self, kind: str) -> None:
         self.activities.append(kind)
