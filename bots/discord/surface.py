@@ -87,6 +87,21 @@ FORBIDDEN_NOTICE = (
 Tell = Callable[[str], Awaitable[object]]
 
 
+def channel_limits(channel_id: int) -> WriteLimits:
+    """Channel messages: the channel's creates and its edits apart, and the bot's second."""
+    bot = Window("discord:bot", BOT_WRITES, BOT_SECONDS)
+    return WriteLimits(
+        send=(Window(f"discord:{channel_id}:create", CHANNEL_WRITES, CHANNEL_SECONDS), bot),
+        edit=(Window(f"discord:{channel_id}:edit", CHANNEL_WRITES, CHANNEL_SECONDS), bot),
+    )
+
+
+def token_limits(interaction_id: int) -> WriteLimits:
+    """Followups and edits through an interaction's token: the token's own window."""
+    token = Window(f"discord:token:{interaction_id}", TOKEN_WRITES, TOKEN_SECONDS)
+    return WriteLimits(send=(token,), edit=(token,))
+
+
 def custom_id_for(button: Button) -> str:
     """The component custom id of a core button: g4f:stop, g4f:regen, g4f:<action>:<payload>."""
     known = _CUSTOM_IDS.get(button.action)
@@ -214,11 +229,7 @@ class _Base:
         self._channel = channel
         self._notices = notices
         self._attachment_limit = attachment_limit
-        bot = Window("discord:bot", BOT_WRITES, BOT_SECONDS)
-        self._channel_writes = WriteLimits(
-            send=(Window(f"discord:{channel.id}:create", CHANNEL_WRITES, CHANNEL_SECONDS), bot),
-            edit=(Window(f"discord:{channel.id}:edit", CHANNEL_WRITES, CHANNEL_SECONDS), bot),
-        )
+        self._channel_writes = channel_limits(channel.id)
         self._limits = SurfaceLimits(
             max_length=MAX_LENGTH,
             room=f"discord:{channel.id}",
@@ -369,9 +380,9 @@ class InteractionSurface(_Base):
         self._original_filled = False
         self._expired = False
         self._responding = asyncio.Lock()
-        token = Window(f"discord:token:{interaction.id}", TOKEN_WRITES, TOKEN_SECONDS)
-        self._token_writes = WriteLimits(send=(token,), edit=(token,))
-        self._callback_writes = WriteLimits(edit=(token,))  # the response takes no limit
+        self._token_writes = token_limits(interaction.id)
+        # The interaction response itself draws from no limit.
+        self._callback_writes = WriteLimits(edit=self._token_writes.edit)
 
     @property
     def limits(self) -> SurfaceLimits:

@@ -88,6 +88,19 @@ class _Unformattable(SurfaceRejected):
     """Telegram refused the text for its entities or length; plain text may pass."""
 
 
+def chat_limits(chat_id: int, *, private: bool, prefix: str = "telegram") -> WriteLimits:
+    """What a write to a chat draws from: the chat's bucket, a group's minute, the bot's second;
+    drafts only their own bucket."""
+    group = () if private else (Window(f"{prefix}:group:{chat_id}", GROUP_WRITES, GROUP_SECONDS),)
+    messages: tuple[Limit, ...] = (
+        Bucket(f"{prefix}:chat:{chat_id}", CHAT_BURST, CHAT_INTERVAL),
+        *group,
+        Window(f"{prefix}:bot", BOT_WRITES, BOT_SECONDS),
+    )
+    drafts = (Bucket(f"{prefix}:draft:{chat_id}", PREVIEW_BURST, PREVIEW_INTERVAL),)
+    return WriteLimits(send=messages, edit=messages, preview=drafts)
+
+
 def callback_data(button: Button) -> str:
     """The callback data of a core button: fixed for stop/regenerate, else its payload."""
     return _FIXED_CALLBACKS.get(button.action) or button.payload or button.action
@@ -173,26 +186,17 @@ class TelegramSurface:
         self._draft_message: int | None = None  # the stand-in for refused drafts
         self._drafts_refused = False
         self._forbidden_logged = False
-        messages: tuple[Limit, ...] = (
-            Bucket(f"{limit_prefix}:chat:{chat_id}", CHAT_BURST, CHAT_INTERVAL),
-            *(
-                ()
-                if private
-                else (Window(f"{limit_prefix}:group:{chat_id}", GROUP_WRITES, GROUP_SECONDS),)
-            ),
-            Window(f"{limit_prefix}:bot", BOT_WRITES, BOT_SECONDS),
-        )
-        drafts = (Bucket(f"{limit_prefix}:draft:{chat_id}", PREVIEW_BURST, PREVIEW_INTERVAL),)
+        writes = chat_limits(chat_id, private=private, prefix=limit_prefix)
         self._limits = SurfaceLimits(
             max_length=MAX_LENGTH,
             room=f"{limit_prefix}:{chat_id}",
-            writes=WriteLimits(send=messages, edit=messages, preview=drafts),
+            writes=writes,
             previews=self._drafting,
             measure="utf16",
             placeholder=None if self._drafting else PLACEHOLDER,
             max_caption=MAX_CAPTION,
         )
-        self._message_limits = messages
+        self._message_limits = writes.send
 
     # --- MessageSurface ---------------------------------------------------------------------
     @property

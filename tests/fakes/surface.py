@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from core.api_models import StreamDelta
 from core.clock import Clock
-from core.render.limits import Bucket, Limit
+from core.render.limits import Bucket
 from core.render.surface import (
     Button,
     MessageRef,
@@ -33,9 +33,19 @@ class Write:
     buttons: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class RollingLimit:
+    """A platform rule: at most `count` writes (of `kinds`, or any) per chat in any `seconds`."""
+
+    count: int
+    seconds: float
+    kinds: frozenset[str] = frozenset()
+
+
 @dataclass
 class ChatServer:
-    """The platform side of one or more chats: messages, and a write limit per chat."""
+    """The platform side of one or more chats: messages, and write limits per chat: a token
+    bucket (`burst`, one per `interval`) and any `rolling` limits, counted at receipt."""
 
     clock: Clock
     interval: float = 1.0
@@ -54,8 +64,10 @@ class ChatServer:
     in_flight: dict[str, int] = field(default_factory=dict)
     max_in_flight_per_message: int = 0
     keep_writes: bool = True  # the benchmark turns the write log off
+    rolling: tuple[RollingLimit, ...] = ()
+    _received: dict[tuple[str, RollingLimit], list[float]] = field(default_factory=dict)
 
-    def _check_rate(self, key: str) -> None:
+    def _check_rate(self, key: str, kind: str = "send") -> None:
         now = self.clock.now()
         if self.unavailable:
             self.unavailable -= 1
@@ -71,6 +83,15 @@ class ChatServer:
             self.rate_limited += 1
             self._tokens[key] = (tokens, now)
             raise SurfaceRateLimited(round((1.0 - tokens) * self.interval, 3))
+        counted = [r for r in self.rolling if not r.kinds or kind in r.kinds]
+        for rule in counted:
+            times = [t for t in self._received.get((key, rule), []) if t > now - rule.seconds]
+            self._received[(key, rule)] = times
+            if len(times) >= rule.count:
+                self.rate_limited += 1
+                raise SurfaceRateLimited(round(times[0] + rule.seconds - now, 3))
+        for rule in counted:
+            self._received[(key, rule)].append(now)
         self._tokens[key] = (tokens - 1.0, now)
 
     def shown(self, ids: list[MessageRef]) -> list[str]:
@@ -88,18 +109,20 @@ class RecordingSurface:
         max_length: int = 100,
         previews: bool = False,
         placeholder: str | None = None,
-        limits: tuple[Limit, ...] | None = None,
+        writes: WriteLimits | None = None,
     ) -> None:
-        """`limits`: what every write draws from (default: the server's per-chat bucket)."""
+        """`writes`: the limits each kind of write draws from (default: every write draws from
+        the server's per-chat bucket)."""
         self.server = server
         self.chat = chat
         self.previews: list[str] = []
-        if limits is None:
-            limits = (Bucket(chat, server.burst, server.interval),)
+        if writes is None:
+            bucket = (Bucket(chat, server.burst, server.interval),)
+            writes = WriteLimits(send=bucket, edit=bucket, preview=bucket)
         self._limits = SurfaceLimits(
             max_length=max_length,
             room=chat,
-            writes=WriteLimits(send=limits, edit=limits, preview=limits),
+            writes=writes,
             previews=previews,
             placeholder=placeholder,
         )
@@ -147,14 +170,14 @@ class RecordingSurface:
         labels = tuple(b.action for b in buttons)
         same = self.server.messages[ref.id] == text and self.server.buttons[ref.id] == labels
         assert not same, "message is not modified"
-        self.server._check_rate(self.chat)
+        self.server._check_rate(self.chat, "edit")
         self.server.messages[ref.id] = text
         self.server.buttons[ref.id] = labels
         self._record("edit", ref.id, text, buttons)
 
     async def preview(self, text: str) -> None:
         await self._latency(f"{self.chat}/preview")
-        self.server._check_rate(self.chat)
+        self.server._check_rate(self.chat, "preview")
         self.previews.append(text)
         self._record("preview", "preview", text, ())
 
