@@ -269,7 +269,9 @@ async def test_discord_interaction_tokens_are_apart_from_each_other(clock: Manua
         answer(
             clock,
             scheduler,
-            RecordingSurface(server, chat="channel", writes=token_limits(n), max_length=2000),
+            RecordingSurface(
+                server, chat="channel", writes=token_limits(f"token-{n}"), max_length=2000
+            ),
             words(f"t{n} " * 10, every=0.2),
         )
         for n in range(10)
@@ -330,3 +332,44 @@ async def test_adapter_writes_are_as_urgent_as_first_texts(clock: ManualClock) -
     assert server.writes[1].text == "notice" and round(server.writes[1].at - T0, 3) == 1.1
     await clock.advance(20)
     assert task.done()
+
+
+async def test_discord_rate_limit_headers_reach_the_scheduler_by_limit_key() -> None:
+    """discord.py's session carries the observer; each response's X-RateLimit headers are
+    reported under the key of the limit the request drew from."""
+    from aiohttp import ClientSession, web
+
+    from bots.discord.surface import limit_key_of, rate_limit_observer
+
+    async def reply(request: web.Request) -> web.Response:
+        return web.Response(
+            text="{}",
+            headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": "1.5"},
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", reply)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    seen: list[tuple[str, int, float]] = []
+    try:
+        trace = rate_limit_observer(lambda *args: seen.append(args))
+        async with ClientSession(trace_configs=[trace]) as session:
+            base = f"http://127.0.0.1:{port}/api/v10"
+            for method, path in (
+                ("POST", "/channels/5/messages"),
+                ("PATCH", "/channels/5/messages/9"),
+                ("PATCH", "/webhooks/1/tok-a/messages/@original"),
+                ("GET", "/channels/5/messages"),  # a read: no write limit
+            ):
+                async with session.request(method, base + path) as response:
+                    await response.read()
+    finally:
+        await runner.cleanup()
+    token_key = token_limits("tok-a").edit[0].key
+    assert seen == [("discord:5:create", 0, 1.5), ("discord:5:edit", 0, 1.5), (token_key, 0, 1.5)]
+    assert "tok-a" not in token_key  # the token is a secret: its key is a digest
+    assert limit_key_of("POST", "/api/v10/channels/5/messages") == channel_limits(5).send[0].key

@@ -41,6 +41,7 @@ from bots.discord.surface import (
     InteractionSurface,
     PermissionNotices,
     buttons_view,
+    rate_limit_observer,
 )
 from bots.discord.texts import (
     NOT_STOPPABLE,
@@ -155,6 +156,7 @@ class BridgeClient(discord.Client):
         super().__init__(
             intents=bridge_intents(message_content=message_content),
             allowed_mentions=discord.AllowedMentions.none(),  # model output never pings
+            http_trace=rate_limit_observer(bridge.writes.observe),
             **options,
         )
         self.bridge = bridge

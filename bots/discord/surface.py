@@ -27,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import io
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -96,10 +98,60 @@ def channel_limits(channel_id: int) -> WriteLimits:
     )
 
 
-def token_limits(interaction_id: int) -> WriteLimits:
+def token_limits(token: str) -> WriteLimits:
     """Followups and edits through an interaction's token: the token's own window."""
-    token = Window(f"discord:token:{interaction_id}", TOKEN_WRITES, TOKEN_SECONDS)
-    return WriteLimits(send=(token,), edit=(token,))
+    window = Window(_token_key(token), TOKEN_WRITES, TOKEN_SECONDS)
+    return WriteLimits(send=(window,), edit=(window,))
+
+
+def _token_key(token: str) -> str:
+    """The limit key of an interaction token (a digest: the token itself is a secret)."""
+    return "discord:token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+_LIMITED_PATHS = (
+    (re.compile(r"/channels/(\d+)/messages$"), ("POST",), "discord:{}:create"),
+    (re.compile(r"/channels/(\d+)/messages/\d+$"), ("PATCH", "DELETE"), "discord:{}:edit"),
+)
+_WEBHOOK_PATH = re.compile(r"/webhooks/\d+/([^/?]+)")
+
+
+def limit_key_of(method: str, path: str) -> str | None:
+    """The limit a REST request draws from (see `channel_limits`, `token_limits`), or None."""
+    if (webhook := _WEBHOOK_PATH.search(path)) is not None:
+        return _token_key(webhook.group(1))
+    for pattern, methods, key in _LIMITED_PATHS:
+        if method in methods and (match := pattern.search(path)) is not None:
+            return key.format(match.group(1))
+    return None
+
+
+def rate_limit_observer(observe: Callable[[str, int, float], None]) -> aiohttp.TraceConfig:
+    """An aiohttp trace for discord.py's session that reports each response's rate-limit
+    headers (X-RateLimit-Remaining, -Reset-After) to `observe(key, remaining, reset_after)`,
+    so the write scheduler follows Discord's own count."""
+
+    async def on_request_end(
+        session: aiohttp.ClientSession,
+        context: object,
+        params: aiohttp.TraceRequestEndParams,
+    ) -> None:
+        headers = params.response.headers
+        key = limit_key_of(params.method, params.url.path)
+        remaining, reset_after = (
+            headers.get("X-RateLimit-Remaining"),
+            headers.get("X-RateLimit-Reset-After"),
+        )
+        if key is None or remaining is None or reset_after is None:
+            return
+        try:
+            observe(key, int(remaining), float(reset_after))
+        except ValueError:
+            log.debug("unreadable rate-limit headers: %r %r", remaining, reset_after)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    return trace
 
 
 def custom_id_for(button: Button) -> str:
@@ -380,7 +432,7 @@ class InteractionSurface(_Base):
         self._original_filled = False
         self._expired = False
         self._responding = asyncio.Lock()
-        self._token_writes = token_limits(interaction.id)
+        self._token_writes = token_limits(interaction.token)
         # The interaction response itself draws from no limit.
         self._callback_writes = WriteLimits(edit=self._token_writes.edit)
 
