@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench bench-platforms clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ lint: setup
 ## Streaming benchmark (see README).
 bench: setup
 	$(BIN)/python bench/stream_bench.py
+
+## Platform benchmark: the real adapters against the emulated Discord and Telegram (see README).
+bench-platforms: setup
+	$(BIN)/python bench/platform_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

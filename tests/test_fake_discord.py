@@ -87,17 +87,25 @@ def shows(fake: FakeDiscord, interaction_id: int, content: str) -> Callable[[], 
     return check
 
 
-async def raw(
+async def request(
     fake: FakeDiscord, method: str, path: str, body: Any = None, *, auth: bool = True
-) -> tuple[int, str, Any]:
-    """A request straight to the emulator: (status, content type header, JSON body)."""
+) -> tuple[int, dict[str, str], Any]:
+    """A request straight to the emulator: (status, response headers, JSON body)."""
     headers = {"Authorization": f"Bot {TOKEN}"} if auth else {}
     async with (
         aiohttp.ClientSession() as session,
         session.request(method, fake.api_base + path, json=body, headers=headers) as resp,
     ):
         payload = await resp.json(content_type=None) if resp.status != 204 else None
-        return resp.status, resp.headers.get("Content-Type", ""), payload
+        return resp.status, dict(resp.headers), payload
+
+
+async def raw(
+    fake: FakeDiscord, method: str, path: str, body: Any = None, *, auth: bool = True
+) -> tuple[int, str, Any]:
+    """A request straight to the emulator: (status, content type header, JSON body)."""
+    status, headers, payload = await request(fake, method, path, body, auth=auth)
+    return status, headers.get("Content-Type", ""), payload
 
 
 async def test_login_ready_and_auth(fake: FakeDiscord) -> None:
@@ -193,13 +201,82 @@ async def test_channel_write_burst_gets_429_and_discord_py_retries(
             first = await channel.send("v0")
             others = [await channel.send(f"other {i}") for i in range(2)]
             await asyncio.gather(
-                *(first.edit(content=f"v{i}") for i in range(1, 4)),
+                *(first.edit(content=f"v{i}") for i in range(1, 5)),
                 *(m.delete() for m in others),
-                channel.send("tail"),
+                *(channel.send(f"tail {i}") for i in range(3)),
             )
-        assert fake.rate_limited > 0
+        # Edits and deletes race in one bucket before discord.py knows it: one of the six is
+        # refused. Creates are paced by discord.py from the headers of the first three.
+        assert fake.rate_limited_by_bucket.keys() == {"edit"}
+        assert fake.rate_limited == fake.rate_limited_by_bucket["edit"]
         assert 429 in {c.status for c in fake.calls}
-        assert [m.content for m in fake.messages(fake.channel_id)] == ["v3", "tail"]
+        contents = [m.content for m in fake.messages(fake.channel_id)]
+        assert contents[0] == "v4" and sorted(contents[1:]) == ["tail 0", "tail 1", "tail 2"]
+
+
+async def test_creates_and_edits_are_counted_in_separate_buckets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = ManualClock()
+    async with emulator(monkeypatch, clock=clock.now) as fake:
+        path = f"/channels/{fake.channel_id}/messages"
+        creates = [await request(fake, "POST", path, {"content": f"m{i}"}) for i in range(5)]
+        assert [status for status, _, _ in creates] == [200] * 5
+        assert [h["X-RateLimit-Remaining"] for _, h, _ in creates] == ["4", "3", "2", "1", "0"]
+        status, headers, body = await request(fake, "POST", path, {"content": "one too many"})
+        assert status == 429 and body["retry_after"] == 5.0
+        create_hash = headers["X-RateLimit-Bucket"]
+        # The create bucket is empty; edits and deletes have their own five.
+        ids = [body["id"] for _, _, body in creates]
+        edits = [await request(fake, "PATCH", f"{path}/{i}", {"content": "e"}) for i in ids]
+        edits.append(await request(fake, "DELETE", f"{path}/{ids[0]}"))
+        assert [status for status, _, _ in edits] == [200] * 5 + [429]
+        edit_hash = edits[0][1]["X-RateLimit-Bucket"]
+        assert edit_hash != create_hash
+        assert fake.rate_limited_by_bucket == {"create": 1, "edit": 1}
+        # Another channel has buckets of its own; the window ends on the injected clock.
+        other = fake.add_channel()
+        status, _, _ = await request(fake, "POST", f"/channels/{other}/messages", {"content": "x"})
+        assert status == 200
+        await clock.advance(5.0)
+        status, _, _ = await request(fake, "POST", path, {"content": "after the window"})
+        assert status == 200
+        assert [m.content for m in fake.messages(fake.channel_id)] == ["e"] * 5 + [
+            "after the window"
+        ]
+
+
+async def test_interaction_token_bucket_is_apart_from_the_channel_buckets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = ManualClock()
+    async with emulator(monkeypatch, clock=clock.now) as fake:
+        client, tree = make_bot()
+        gate = asyncio.Event()
+        statuses: list[int] = []
+
+        @tree.command(name="ask", description="Ask")
+        async def ask(interaction: discord.Interaction) -> None:
+            await interaction.response.defer()
+            await gate.wait()
+            assert interaction.token is not None
+            webhook = f"/webhooks/{fake.application_id}/{interaction.token}/messages/@original"
+            for i in range(6):
+                status, _, _ = await request(
+                    fake, "PATCH", webhook, {"content": f"t{i}"}, auth=False
+                )
+                statuses.append(status)
+
+        async with running(client):
+            inter = await fake.slash("ask")
+            await fake.wait_for(lambda: inter.acknowledged)
+            path = f"/channels/{fake.channel_id}/messages"
+            for i in range(5):
+                await request(fake, "POST", path, {"content": f"c{i}"})
+            gate.set()
+            await fake.wait_for(lambda: len(statuses) == 6)
+        assert statuses == [200] * 5 + [429]
+        assert fake.rate_limited_by_bucket == {"token": 1}
 
 
 @dataclass
@@ -479,3 +556,130 @@ async def test_rate_limits_off_means_no_429_and_no_pacing(monkeypatch: pytest.Mo
             assert loop.time() - started < 2.0
         assert fake.rate_limited == 0
         assert [m.content for m in fake.messages(fake.channel_id)] == ["8"]
+
+
+@dataclass
+class SlowAck:
+    """An /ask command that waits for `gate` before its first callback (a defer)."""
+
+    gate: asyncio.Event
+    errors: list[discord.HTTPException]
+    deferred: asyncio.Event
+
+
+def slow_ack(tree: app_commands.CommandTree[discord.Client]) -> SlowAck:
+    slow = SlowAck(asyncio.Event(), [], asyncio.Event())
+
+    @tree.command(name="ask", description="Ask")
+    async def ask(interaction: discord.Interaction) -> None:
+        await slow.gate.wait()
+        try:
+            await interaction.response.defer()
+            slow.deferred.set()
+        except discord.HTTPException as exc:
+            slow.errors.append(exc)
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.followup.send("too late anyway")
+
+    return slow
+
+
+async def test_initial_response_after_three_seconds_is_unknown_interaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = ManualClock()
+    async with emulator(monkeypatch, clock=clock.now) as fake:
+        client, tree = make_bot()
+        slow = slow_ack(tree)
+        async with running(client):
+            inter = await fake.slash("ask")
+            await clock.advance(3.01)
+            slow.gate.set()
+            await fake.wait_for(lambda: bool(slow.errors))
+        assert [(e.status, e.code) for e in slow.errors] == [(404, 10062)]
+        assert inter.missed_deadline and not inter.acknowledged
+        assert fake.messages(fake.channel_id) == []  # the followup had no acknowledged token
+        followups = [c for c in fake.calls if c.route == "/webhooks/{application_id}/{token}"]
+        assert [c.status for c in followups] == [404]
+
+
+async def test_initial_response_within_the_deadline_is_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = ManualClock()
+    async with emulator(monkeypatch, clock=clock.now) as fake:
+        client, tree = make_bot()
+        slow = slow_ack(tree)
+        async with running(client):
+            inter = await fake.slash("ask")
+            await clock.advance(3.0)
+            slow.gate.set()
+            await fake.wait_for(lambda: slow.deferred.is_set() or bool(slow.errors))
+        assert slow.errors == [] and inter.response_type == 5 and not inter.missed_deadline
+
+
+async def test_initial_response_deadline_is_a_knob(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = ManualClock()
+    async with emulator(monkeypatch, clock=clock.now, initial_response_deadline=10.0) as fake:
+        client, tree = make_bot()
+        slow = slow_ack(tree)
+        async with running(client):
+            inter = await fake.slash("ask")
+            await clock.advance(9.0)
+            slow.gate.set()
+            await fake.wait_for(lambda: slow.deferred.is_set() or bool(slow.errors))
+        assert slow.errors == [] and inter.acknowledged
+
+
+def written_at(fake: FakeDiscord, interaction_id: int, at: float) -> Callable[[], bool]:
+    """Predicate: @original's last write was applied at clock time `at`."""
+
+    def check() -> bool:
+        msg = original(fake, interaction_id)
+        return msg is not None and msg.last_write_at == at
+
+    return check
+
+
+async def test_messages_record_when_content_first_showed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = ManualClock()
+    async with emulator(monkeypatch, clock=clock.now) as fake:
+        client, tree = make_bot()
+        steps = [asyncio.Event() for _ in range(3)]
+        done = asyncio.Event()
+
+        @tree.command(name="ask", description="Ask")
+        async def ask(interaction: discord.Interaction) -> None:
+            await interaction.response.defer()  # "thinking…": nothing to read yet
+            for step, content in zip(steps, ("first", "first", "second"), strict=True):
+                await step.wait()
+                await interaction.edit_original_response(content=content)
+            done.set()
+
+        async with running(client):
+            inter = await fake.slash("ask")
+            await fake.wait_for(lambda: inter.acknowledged)
+            start = clock.now()
+            deferred = original(fake, inter.id)
+            assert deferred is not None and deferred.loading
+            assert (deferred.first_visible_at, deferred.content_history) == (None, ())
+            assert deferred.last_write_at == start
+            for offset, step in zip((1.5, 2.0, 2.5), steps, strict=True):
+                await clock.advance(offset - (clock.now() - start))
+                step.set()
+                await fake.wait_for(written_at(fake, inter.id, start + offset))
+            await fake.wait_for(done.is_set)
+            channel = client.get_channel(fake.channel_id)
+            assert isinstance(channel, discord.TextChannel)
+            await clock.advance(1.0)
+            posted = await channel.send("posted")
+        shown = original(fake, inter.id)
+        assert shown is not None
+        assert shown.first_visible_at == start + 1.5
+        assert shown.content_history == ((start + 1.5, "first"), (start + 2.5, "second"))
+        assert shown.last_write_at == start + 2.5
+        assert fake.first_visible_at(shown.id) == start + 1.5
+        assert fake.message(posted.id).first_visible_at == start + 3.5
+        assert fake.message(posted.id).content_history == ((start + 3.5, "posted"),)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.g4f_server import FakeG4F, split_answer
+from tests.fakes.g4f_server import FakeG4F, long_code_answer, split_answer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,6 +166,37 @@ async def test_stream_format(g4f: FakeG4F, http: httpx.AsyncClient) -> None:
     }
     assert last["usage"]["completion_tokens"] == 4
     assert split_answer("  lead space", 1) == ["lead", " space"]
+
+
+async def test_streams_are_recorded_with_their_content_times() -> None:
+    ticks = iter(range(1000))
+    async with FakeG4F(clock=lambda: float(next(ticks))) as server:
+        server.answers["q"] = "one two three"
+        server.answers["long"] = "one two three four five six"
+        async with httpx.AsyncClient(base_url=server.root_url, timeout=5) as client:
+            await client.post("/v1/chat/completions", json=chat_body("reasoner", "q", True))
+            await client.post(
+                "/v1/chat/completions", json=chat_body("midstream-error", "long", True)
+            )
+            await client.post("/v1/chat/completions", json=chat_body("gpt-4o", "q"))  # no stream
+    whole, broken = server.streams
+    assert (whole.prompt, whole.model, whole.text) == ("q", "reasoner", "one two three")
+    # Each content frame takes a tick: the reasoning frames before it do not count.
+    assert (whole.started_at, whole.first_content_at, whole.last_content_at) == (0.0, 1.0, 3.0)
+    assert whole.finished_at == 4.0
+    assert (broken.text, broken.first_content_at, broken.finished_at) == ("one two three", 6, 9)
+
+
+def test_long_code_answer_has_two_code_blocks() -> None:
+    text = long_code_answer()
+    assert 11_000 <= len(text) <= 13_000
+    assert [line for line in text.split("\n") if line.startswith("```")] == [
+        "```python",
+        "```",
+        "```js",
+        "```",
+    ]
+    assert long_code_answer() == text and len(long_code_answer(3000)) < 4000
 
 
 async def test_stream_reasoner_and_tools(http: httpx.AsyncClient) -> None:

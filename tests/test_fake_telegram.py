@@ -198,6 +198,66 @@ async def test_drafts_private_only(fake: FakeTelegram, bot: Bot) -> None:
     await bot.send_message(PRIVATE, "Hello, final")
 
 
+async def test_messages_record_when_their_text_first_showed(
+    fake: FakeTelegram, bot: Bot, clock: ManualClock
+) -> None:
+    start = clock.now()
+    placeholder = await bot.send_message(GROUP, "…")
+    await clock.advance(1.5)
+    await bot.edit_message_text("Hello", GROUP, placeholder.message_id)
+    await clock.advance(1.5)
+    await bot.edit_message_reply_markup(GROUP, placeholder.message_id, reply_markup=keyboard("a"))
+    await clock.advance(1.5)
+    await bot.edit_message_text("Hello world", GROUP, placeholder.message_id)
+    [shown] = fake.bot_messages(GROUP)
+    assert shown.first_visible_at == start  # "…" is text the user sees
+    assert shown.text_history == [
+        (start, "…"),
+        (start + 1.5, "Hello"),
+        (start + 4.5, "Hello world"),
+    ]
+    assert shown.last_write_at == start + 4.5
+    photo = await bot.send_photo(GROUP, PNG)
+    await clock.advance(1.0)
+    await bot.edit_message_caption(GROUP, photo.message_id, caption="a red dot")
+    pictured = fake.bot_messages(GROUP)[-1]
+    assert pictured.first_visible_at == start + 5.5  # a photo without caption shows no text
+    assert pictured.text_history == [(start + 5.5, "a red dot")]
+
+
+async def test_private_message_is_visible_from_the_drafts_it_replaces(
+    fake: FakeTelegram, bot: Bot, clock: ManualClock
+) -> None:
+    start = clock.now()
+    await bot.send_message_draft(PRIVATE, 7, "")  # "Thinking…": no text yet
+    await clock.advance(0.5)
+    await bot.send_message_draft(PRIVATE, 7, "Hel")
+    await clock.advance(0.5)
+    await bot.send_message_draft(PRIVATE, 7, "Hello")
+    await clock.advance(0.5)
+    await bot.send_message(PRIVATE, "Hello there")
+    [answer] = fake.bot_messages(PRIVATE)
+    assert answer.first_visible_at == start + 0.5
+    assert answer.text_history == [
+        (start + 0.5, "Hel"),
+        (start + 1.0, "Hello"),
+        (start + 1.5, "Hello there"),
+    ]
+    assert fake.draft_first_visible_at(PRIVATE, 7) == start + 0.5
+    assert [(d.at - start, d.text) for d in fake.draft_history(PRIVATE)] == [
+        (0.0, ""),
+        (0.5, "Hel"),
+        (1.0, "Hello"),
+    ]
+    # The next message replaces only the drafts shown after the previous one.
+    await clock.advance(1.0)
+    await bot.send_message(PRIVATE, "Plain")
+    plain = fake.bot_messages(PRIVATE)[-1]
+    assert plain.first_visible_at == start + 2.5
+    assert plain.text_history == [(start + 2.5, "Plain")]
+    assert fake.draft_first_visible_at(PRIVATE, 8) is None
+
+
 async def test_blocked_wrong_token_unknown_method(fake: FakeTelegram, bot: Bot) -> None:
     fake.block(PRIVATE)
     with pytest.raises(Forbidden, match=err("bot was blocked by the user")):

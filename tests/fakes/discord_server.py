@@ -8,8 +8,26 @@ The real discord.py client joins it when pointed at it::
 Tests then drive the bot through the gateway (`slash`, `autocomplete`, `click`, `user_message`)
 and inspect what Discord would show (`messages`) and what the bot asked for (`calls`).
 The emulator enforces Discord's documented/observed limits: content and embed sizes, empty
-messages, attachment size, acknowledgement rules, interaction-token expiry and per-channel /
-per-token write rate limits (answered with 429s that discord.py retries on its own).
+messages, attachment size, acknowledgement rules, the 3-second deadline of an interaction's initial
+response, interaction-token expiry and write rate limits (answered with 429s that discord.py
+retries on its own).
+
+Rate limits (only when `enforce_rate_limits`; windows run on the injected `clock`), each
+`rate_limit` writes per `rate_limit_window` seconds (default 5 per 5 s), with its own
+X-RateLimit-Bucket hash:
+
+* message creates in a channel (POST /channels/{id}/messages);
+* message edits and deletes in a channel (PATCH/DELETE /channels/{id}/messages/{mid});
+* writes through one interaction token (webhook edits, deletes and followups).
+
+Interaction callbacks are not rate limited, but the initial response must come within
+`initial_response_deadline` seconds of the interaction's creation (clock time), else 10062
+Unknown interaction (and, never acknowledged, the token's webhook routes answer 10015).
+
+What users see and when (clock time): every message records when its content first became
+non-empty (`FakeMessage.first_visible_at`), the history of its content
+(`FakeMessage.content_history`, one entry per change) and its last applied write
+(`FakeMessage.last_write_at`), so a benchmark can read "first visible" from the platform's side.
 """
 
 from __future__ import annotations
@@ -51,8 +69,23 @@ FLAG_SUPPRESS_NOTIFICATIONS = 1 << 12
 FLAG_COMPONENTS_V2 = 1 << 15
 EDITABLE_FLAGS = FLAG_SUPPRESS_EMBEDS | FLAG_COMPONENTS_V2
 
-CHANNEL_BUCKET_HASH = "fake0channel0message0writes"
-TOKEN_BUCKET_HASH = "fake0interaction0token0writes"
+# Rate-limit bucket kinds, each with its X-RateLimit-Bucket hash and the route parameter that
+# keys it (one bucket per channel or per interaction token).
+# Discord counts message creates and message edits (and deletes) in a channel apart.
+CREATE_BUCKET = "create"
+EDIT_BUCKET = "edit"
+TOKEN_BUCKET = "token"
+CHANNEL_BUCKETS = frozenset({CREATE_BUCKET, EDIT_BUCKET})
+BUCKET_HASHES: dict[str, str] = {
+    CREATE_BUCKET: "fake0channel0message0creates",
+    EDIT_BUCKET: "fake0channel0message0edits",
+    TOKEN_BUCKET: "fake0interaction0token0writes",
+}
+BUCKET_KEYS: dict[str, str] = {
+    CREATE_BUCKET: "channel_id",
+    EDIT_BUCKET: "channel_id",
+    TOKEN_BUCKET: "token",
+}
 
 # Embed fields with their own length limits (path inside one embed -> max length).
 EMBED_FIELD_LIMITS: tuple[tuple[tuple[str, ...], int], ...] = (
@@ -105,6 +138,9 @@ class FakeMessage:
     reference: int | None
     loading: bool
     flags: int
+    first_visible_at: float | None = None  # clock time its content first became non-empty
+    last_write_at: float | None = None  # clock time of the last applied create/edit
+    content_history: tuple[tuple[float, str], ...] = ()  # (clock time, content) per change
 
 
 @dataclass
@@ -126,6 +162,7 @@ class Interaction:
     autocomplete_choices: list[JsonObj] | None = None
     modal: JsonObj | None = None
     expired: bool = False
+    missed_deadline: bool = False  # a callback came after initial_response_deadline
 
     @property
     def acknowledged(self) -> bool:
@@ -193,6 +230,9 @@ class _Msg:
     deleted: bool = False
     timestamp: str = ""
     edited_timestamp: str | None = None
+    first_visible_at: float | None = None
+    last_write_at: float | None = None
+    history: list[tuple[float, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -250,7 +290,7 @@ class _Route:
     template: str
     regex: re.Pattern[str]
     handler: str
-    bucket: str | None  # "channel" / "token" rate-limit bucket
+    bucket: str | None  # rate-limit bucket kind: CREATE_BUCKET, EDIT_BUCKET or TOKEN_BUCKET
     auth: bool  # needs "Authorization: Bot <token>"
 
 
@@ -279,34 +319,39 @@ ROUTES: tuple[_Route, ...] = (
     _route("POST", "/interactions/{interaction_id}/{token}/callback", "_callback"),
     _route("GET", "/webhooks/{application_id}/{token}/messages/@original", "_get_original"),
     _route(
-        "PATCH", "/webhooks/{application_id}/{token}/messages/@original", "_edit_original", "token"
+        "PATCH",
+        "/webhooks/{application_id}/{token}/messages/@original",
+        "_edit_original",
+        TOKEN_BUCKET,
     ),
     _route(
         "DELETE",
         "/webhooks/{application_id}/{token}/messages/@original",
         "_delete_original",
-        "token",
+        TOKEN_BUCKET,
     ),
     _route("GET", "/webhooks/{application_id}/{token}/messages/{message_id}", "_get_followup"),
     _route(
         "PATCH",
         "/webhooks/{application_id}/{token}/messages/{message_id}",
         "_edit_followup",
-        "token",
+        TOKEN_BUCKET,
     ),
     _route(
         "DELETE",
         "/webhooks/{application_id}/{token}/messages/{message_id}",
         "_delete_followup",
-        "token",
+        TOKEN_BUCKET,
     ),
-    _route("POST", "/webhooks/{application_id}/{token}", "_post_followup", "token"),
+    _route("POST", "/webhooks/{application_id}/{token}", "_post_followup", TOKEN_BUCKET),
     _route("GET", "/channels/{channel_id}", "_get_channel"),
     _route("GET", "/channels/{channel_id}/messages", "_get_history"),
-    _route("POST", "/channels/{channel_id}/messages", "_create_message", "channel"),
+    _route("POST", "/channels/{channel_id}/messages", "_create_message", CREATE_BUCKET),
     _route("GET", "/channels/{channel_id}/messages/{message_id}", "_get_message"),
-    _route("PATCH", "/channels/{channel_id}/messages/{message_id}", "_edit_message", "channel"),
-    _route("DELETE", "/channels/{channel_id}/messages/{message_id}", "_delete_message", "channel"),
+    _route("PATCH", "/channels/{channel_id}/messages/{message_id}", "_edit_message", EDIT_BUCKET),
+    _route(
+        "DELETE", "/channels/{channel_id}/messages/{message_id}", "_delete_message", EDIT_BUCKET
+    ),
     _route("POST", "/channels/{channel_id}/typing", "_typing"),
 )
 
@@ -371,10 +416,14 @@ class FakeDiscord:
         rate_limit: int = 5,
         rate_limit_window: float = 5.0,
         header_time_scale: float = 1.0,
+        initial_response_deadline: float = 3.0,
     ) -> None:
-        """`header_time_scale`: rate-limit windows run on `clock`, but discord.py waits the
-        times the headers report in real seconds; with a clock running N times faster than real
-        time pass N, and reported times are divided by it (1.0: report clock seconds as they are).
+        """`rate_limit` / `rate_limit_window`: the size of every write bucket (see the module
+        docstring). `header_time_scale`: rate-limit windows run on `clock`, but discord.py waits
+        the times the headers report in real seconds; with a clock running N times faster than
+        real time pass N, and reported times are divided by it (1.0: report clock seconds as they
+        are). `initial_response_deadline`: clock seconds after an interaction's creation within
+        which its first callback must arrive (Discord: 3 s).
         """
         if header_time_scale <= 0:
             raise ValueError("header_time_scale must be positive")
@@ -385,9 +434,11 @@ class FakeDiscord:
         self.rate_limit = rate_limit
         self.rate_limit_window = rate_limit_window
         self.header_time_scale = header_time_scale
+        self.initial_response_deadline = initial_response_deadline
 
         self.calls: list[RestCall] = []
-        self.rate_limited = 0
+        self.rate_limited = 0  # 429s answered, all buckets
+        self.rate_limited_by_bucket: dict[str, int] = {}  # 429s per bucket kind
         self.identifies: list[JsonObj] = []
         self.interactions: dict[int, Interaction] = {}
         self.denied_channels: set[int] = set()  # see deny_writes
@@ -496,6 +547,14 @@ class FakeDiscord:
     def message(self, message_id: int) -> FakeMessage:
         """Snapshot of one live message by id (KeyError if unknown or deleted)."""
         return self._snapshot(self._live_message(message_id))
+
+    def first_visible_at(self, message_id: int) -> float | None:
+        """Clock time the message's content first became non-empty (deleted ones included)."""
+        for channel in self._channels.values():
+            msg = channel.messages.get(message_id)
+            if msg is not None:
+                return msg.first_visible_at
+        raise KeyError(message_id)
 
     def delete_message(self, channel_id: int, message_id: int) -> None:
         """Delete a message as a user/moderator would (MESSAGE_DELETE goes to the bot)."""
@@ -881,6 +940,9 @@ class FakeDiscord:
             reference=msg.reference,
             loading=bool(msg.flags & FLAG_LOADING),
             flags=msg.flags,
+            first_visible_at=msg.first_visible_at,
+            last_write_at=msg.last_write_at,
+            content_history=tuple(msg.history),
         )
 
     def _live_message(self, message_id: int) -> _Msg:
@@ -1157,7 +1219,7 @@ class FakeDiscord:
                 )
             if route.auth and request.headers.get("Authorization") != f"Bot {self.token}":
                 raise ApiError(401, 0, "401: Unauthorized")
-            if route.bucket == "channel" and int((params or {})["channel_id"]) in (
+            if route.bucket in CHANNEL_BUCKETS and int((params or {})["channel_id"]) in (
                 self.denied_channels
             ):
                 raise ApiError(403, 50013, "Missing Permissions")
@@ -1245,8 +1307,8 @@ class FakeDiscord:
         """
         if not self.enforce_rate_limits:
             return {}
-        key_value = params["channel_id"] if kind == "channel" else params["token"]
-        bucket_hash = CHANNEL_BUCKET_HASH if kind == "channel" else TOKEN_BUCKET_HASH
+        key_value = params[BUCKET_KEYS[kind]]
+        bucket_hash = BUCKET_HASHES[kind]
         now = self._clock()
         bucket = self._buckets.setdefault(
             (kind, key_value), _Bucket(self.rate_limit, self.rate_limit_window)
@@ -1262,6 +1324,7 @@ class FakeDiscord:
         }
         if bucket.count >= bucket.limit:
             self.rate_limited += 1
+            self.rate_limited_by_bucket[kind] = self.rate_limited_by_bucket.get(kind, 0) + 1
             err = ApiError(429, 0, "You are being rate limited.")
             err.body = {
                 "message": "You are being rate limited.",
@@ -1453,10 +1516,23 @@ class FakeDiscord:
         msg.flags &= ~FLAG_LOADING
         msg.edits += 1
         msg.edited_timestamp = _now_iso()
+        self._record_write(msg)
+
+    def _record_write(self, msg: _Msg) -> None:
+        """Note when a write was applied and when the content changed (first visible, history)."""
+        now = self._clock()
+        msg.last_write_at = now
+        if msg.history and msg.history[-1][1] == msg.content:
+            return
+        if msg.history or msg.content:
+            msg.history.append((now, msg.content))
+        if msg.content and msg.first_visible_at is None:
+            msg.first_visible_at = now
 
     async def _store_new(self, msg: _Msg) -> None:
         """Add a message to its channel and announce it (not for ephemeral ones)."""
         self._channels[msg.channel_id].messages[msg.id] = msg
+        self._record_write(msg)
         if not msg.ephemeral:
             await self._dispatch("MESSAGE_CREATE", self._gateway_message(msg))
 
@@ -1614,6 +1690,9 @@ class FakeDiscord:
             raise ApiError(404, 10062, "Unknown interaction")
         if inter.acknowledged:
             raise ApiError(400, 40060, "Interaction has already been acknowledged.")
+        if self._clock() - inter.created_at > self.initial_response_deadline:
+            inter.missed_deadline = True
+            raise ApiError(404, 10062, "Unknown interaction")
         body: JsonObj = req.body or {}
         cb_type = int(body.get("type", 0))
         if cb_type not in CALLBACKS_FOR_INTERACTION.get(inter.type, frozenset()):

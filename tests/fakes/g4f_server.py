@@ -130,7 +130,28 @@ class _Signal(Enum):
     ABORT = "abort"
 
 
-Frame = bytes | _Signal
+@dataclass(frozen=True)
+class _ContentFrame:
+    """A frame that carries answer text (`text`, non-empty) to the client."""
+
+    data: bytes
+    text: str
+
+
+Frame = bytes | _ContentFrame | _Signal
+
+
+@dataclass
+class StreamRecord:
+    """One streamed chat answer as the server sent it (times on the server's `clock`)."""
+
+    prompt: str
+    model: str
+    started_at: float  # the request arrived
+    text: str = ""  # the answer content written so far
+    first_content_at: float | None = None  # the first frame with answer text was written
+    last_content_at: float | None = None
+    finished_at: float | None = None  # the stream ended (completed, failed or cut)
 
 
 class _ServerClosing(Exception):
@@ -385,8 +406,17 @@ class FakeG4F:
     Knobs (plain attributes) may be changed by a test at any time before a request.
     """
 
-    def __init__(self, *, api_key: str | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`clock` stamps the `streams` records (pauses always run in real time)."""
         self.api_key = api_key
+        self._clock = clock
+        self.streams: list[StreamRecord] = []  # every streamed chat answer, in arrival order
         self.host = host
         self.port = 0
         self.requests: list[RecordedRequest] = []
@@ -736,7 +766,9 @@ class FakeG4F:
                 for step in (*REASONING_STEPS, "\n")
             ]
         pieces = split_answer(chat.answer, self.chunk_size_words)
-        content = [self._chunk(chat, {"content": piece}) for piece in pieces]
+        content: list[Frame] = [
+            _ContentFrame(self._chunk(chat, {"content": piece}), piece) for piece in pieces
+        ]
         if chat.model in ("midstream-error", "drop"):
             frames += content[: max(1, len(content) // 2)]
             if chat.model == "drop":
@@ -781,18 +813,34 @@ class FakeG4F:
     async def _stream_chat(self, request: web.Request, chat: _Chat) -> web.StreamResponse:
         """Send the planned frames as SSE; headers go out only with the first frame."""
         frames = self._plan_stream(chat)
-        await self._sleep(self._pause_before(chat.model, 0))
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for index, frame in enumerate(frames):
-            if index:
-                await self._sleep(self._pause_before(chat.model, index))
-            if frame is _Signal.ABORT:
-                await self._abort(request)
-                return response
-            await response.write(frame)
-        await response.write_eof()
-        return response
+        record = StreamRecord(chat.prompt, chat.model, self._clock())
+        self.streams.append(record)
+        try:
+            await self._sleep(self._pause_before(chat.model, 0))
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            for index, frame in enumerate(frames):
+                if index:
+                    await self._sleep(self._pause_before(chat.model, index))
+                if frame is _Signal.ABORT:
+                    await self._abort(request)
+                    return response
+                if isinstance(frame, _ContentFrame):
+                    await response.write(frame.data)
+                    self._note_content(record, frame.text)
+                else:
+                    await response.write(frame)
+            await response.write_eof()
+            return response
+        finally:
+            record.finished_at = self._clock()
+
+    def _note_content(self, record: StreamRecord, text: str) -> None:
+        now = self._clock()
+        record.text += text
+        if record.first_content_at is None:
+            record.first_content_at = now
+        record.last_content_at = now
 
     async def _abort(self, request: web.Request) -> None:
         """Let written bytes leave, then cut the TCP connection (no chunked terminator)."""
@@ -911,6 +959,40 @@ def long_answer(prompt: str, words: int) -> str:
         else:
             out.append(" ")
     return "".join(out).strip()
+
+
+def long_code_answer(chars: int = 12_000) -> str:
+    """A deterministic answer of about `chars` characters: prose around two fenced code blocks
+    (Python and JavaScript), like a long model answer that must be split into several messages."""
+    rng = random.Random(chars)
+    vocabulary = (
+        "configure the service so that every worker reads its settings once and then streams "
+        "results back to the caller without blocking other requests in the queue"
+    ).split()
+
+    def paragraph(index: int) -> str:
+        return f"Step {index}: " + " ".join(rng.choice(vocabulary) for _ in range(60)) + "."
+
+    def python_block(lines: int) -> str:
+        body = "\n".join(
+            f"    value_{i} = compute({i}, scale={i % 7})  # step {i}" for i in range(lines)
+        )
+        return f"```python\ndef pipeline():\n{body}\n    return value_0\n```"
+
+    def javascript_block(lines: int) -> str:
+        body = "\n".join(
+            f"const item{i} = build({i}, {{ retries: {i % 5} }});" for i in range(lines)
+        )
+        return f"```js\n{body}\n```"
+
+    share = max(chars // 3, 600)  # about a third prose, a third of each code block
+    prose_count = max(2, share // 370)
+    head = "\n\n".join(paragraph(i) for i in range(prose_count // 2))
+    middle = paragraph(prose_count // 2)
+    tail = "\n\n".join(paragraph(i) for i in range(prose_count // 2 + 1, prose_count + 1))
+    python = python_block(max(3, share // 52))
+    javascript = javascript_block(max(3, share // 40))
+    return f"{head}\n\n{python}\n\n{middle}\n\n{javascript}\n\n{tail}\n\nThat is all."
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

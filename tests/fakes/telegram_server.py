@@ -20,6 +20,15 @@ Flood control (only when `enforce_rate_limits`; time comes from the injected `cl
 * only successful writes consume capacity: a request rejected with 400/403/429 costs nothing.
 
 The long poll of `getUpdates` waits in real (event loop) time, not on the injected clock.
+
+What users see and when (clock time), so a benchmark can read "first visible" from the platform's
+side: every message records when its text (or caption) first became non-empty
+(`FakeMessage.first_visible_at`), the history of that text (`FakeMessage.text_history`, one entry
+per change) and its last applied write (`FakeMessage.last_write_at`). Drafts are kept with their
+times (`draft_history`, `draft_first_visible_at`). In a private chat a draft is what the user sees
+of a message being written: a bot message sent there replaces the drafts shown since the bot's
+previous message, and counts as visible from the first non-empty one (their texts open its
+`text_history`).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from typing import Any, ClassVar, Self, TypeGuard
 
 from aiohttp import web
 
-__all__ = ["ApiCall", "FakeMessage", "FakeTelegram"]
+__all__ = ["ApiCall", "DraftShown", "FakeMessage", "FakeTelegram"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -142,6 +151,23 @@ class FakeMessage:
     edits: int = 0
     date: int = 0
     sender: JSONDict = field(default_factory=dict)
+    first_visible_at: float | None = None  # clock time its text/caption first became non-empty
+    last_write_at: float | None = None  # clock time of the last applied write
+    text_history: list[tuple[float, str]] = field(default_factory=list)  # (clock time, text)
+
+    @property
+    def visible_text(self) -> str:
+        """The text a user reads: the message text, or the caption of a photo."""
+        return self.text if self.text is not None else (self.caption or "")
+
+
+@dataclass(frozen=True)
+class DraftShown:
+    """One sendMessageDraft the chat showed."""
+
+    at: float  # clock time
+    draft_id: int
+    text: str
 
 
 @dataclass
@@ -151,6 +177,8 @@ class _Chat:
     name: str
     messages: dict[int, FakeMessage] = field(default_factory=dict)
     drafts: list[tuple[int, str]] = field(default_factory=list)
+    draft_log: list[DraftShown] = field(default_factory=list)
+    open_drafts: set[int] = field(default_factory=set)  # shown since the bot's last message
     blocked: bool = False
     next_message_id: int = 1
 
@@ -796,6 +824,18 @@ class FakeTelegram:
         chat = self._chats.get(chat_id)
         return list(chat.drafts) if chat else []
 
+    def draft_history(self, chat_id: int) -> list[DraftShown]:
+        """Every draft shown in the chat, in order, with its clock time."""
+        chat = self._chats.get(chat_id)
+        return list(chat.draft_log) if chat else []
+
+    def draft_first_visible_at(self, chat_id: int, draft_id: int) -> float | None:
+        """Clock time the draft `draft_id` first showed non-empty text (None: never)."""
+        return next(
+            (d.at for d in self.draft_history(chat_id) if d.draft_id == draft_id and d.text),
+            None,
+        )
+
     def remove_method(self, name: str) -> None:
         """Answer `name` with 404 from now on, like a server that lacks it (e.g. drafts)."""
         self._handlers.pop(name.lower(), None)
@@ -848,6 +888,7 @@ class FakeTelegram:
             sender={"id": user_id, "is_bot": False, "first_name": first_name},
         )
         chat.messages[message.message_id] = message
+        self._record_write(message)
         payload = self._message_json(chat, message)
         if self._delivered_to_bot(chat, message):
             self._queue_update("message", payload)
@@ -1159,7 +1200,31 @@ class FakeTelegram:
             **fields,
         )
         chat.messages[message.message_id] = message
+        if chat.type == "private":
+            self._replace_drafts(chat, message)
+        self._record_write(message)
         return self._message_json(chat, message)
+
+    @staticmethod
+    def _replace_drafts(chat: _Chat, message: FakeMessage) -> None:
+        """A bot message in a private chat takes the place of the drafts shown since the last."""
+        shown = [d for d in chat.draft_log if d.draft_id in chat.open_drafts and d.text]
+        chat.open_drafts.clear()
+        message.text_history = [(d.at, d.text) for d in shown]
+        if shown:
+            message.first_visible_at = shown[0].at
+
+    def _record_write(self, message: FakeMessage) -> None:
+        """Note when a write was applied and when the visible text changed."""
+        now = self._clock()
+        message.last_write_at = now
+        text = message.visible_text
+        if message.text_history and message.text_history[-1][1] == text:
+            return
+        if message.text_history or text:
+            message.text_history.append((now, text))
+        if text and message.first_visible_at is None:
+            message.first_visible_at = now
 
     # ------------------------------------------------------------------ methods
 
@@ -1274,6 +1339,7 @@ class FakeTelegram:
         self._admit_write(chat)
         message.text, message.entities, message.reply_markup = text, entities, markup
         message.edits += 1
+        self._record_write(message)
         return self._message_json(chat, message)
 
     async def _edit_message_reply_markup(self, params: Params, files: dict[str, bytes]) -> JSONDict:
@@ -1285,6 +1351,7 @@ class FakeTelegram:
         self._admit_write(chat)
         message.reply_markup = markup
         message.edits += 1
+        self._record_write(message)
         return self._message_json(chat, message)
 
     async def _edit_message_caption(self, params: Params, files: dict[str, bytes]) -> JSONDict:
@@ -1301,6 +1368,7 @@ class FakeTelegram:
         self._admit_write(chat)
         message.caption, message.caption_entities, message.reply_markup = caption, entities, markup
         message.edits += 1
+        self._record_write(message)
         return self._message_json(chat, message)
 
     async def _delete_message(self, params: Params, files: dict[str, bytes]) -> bool:
@@ -1323,6 +1391,8 @@ class FakeTelegram:
         if self.enforce_rate_limits:
             self._limiter.admit_draft(chat)
         chat.drafts.append((draft_id, text))
+        chat.draft_log.append(DraftShown(self._clock(), draft_id, text))
+        chat.open_drafts.add(draft_id)
         return True
 
     async def _send_chat_action(self, params: Params, files: dict[str, bytes]) -> bool:
