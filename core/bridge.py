@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Literal, TypeVar
+from typing import Literal, ParamSpec, TypeVar
 
 from core.api_models import ChatMessage, ModelInfo, StreamDelta
 from core.client import G4FClient
 from core.clock import Clock, SystemClock
 from core.conversations import History, Where, build_history, find_parent
-from core.errors import UpstreamError
+from core.errors import BridgeError, InternalFault, UpstreamError
 from core.limits import (
     AccessPolicy,
     ConcurrencyGate,
@@ -53,6 +54,8 @@ from core.store.base import ConversationStore, Turn, open_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 REGENERATE_BUTTON = Button("regenerate", "🔁 Regenerate")
 ACTIVITY_REPEAT = 4.0  # chat actions fade after ~5 s
@@ -63,6 +66,27 @@ INTERRUPTED_NOTE = "⏹ Interrupted by a restart: ask again."
 FINAL_WRITE_GRACE = 5.0  # seconds for ended answers to make their final writes at shutdown
 
 ModelKind = Literal["chat", "image", "all"]
+
+
+def _apologizes(
+    use_case: Callable[P, Awaitable[R | Refusal]],
+) -> Callable[P, Awaitable[R | Refusal]]:
+    """A use case that never raises at its adapter: whatever fails below it (the store, the
+    limits backend, a bug) becomes a refusal with a short apology, shown where the result would
+    have gone, and the bridge goes on serving everyone else."""
+
+    @functools.wraps(use_case)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R | Refusal:
+        try:
+            return await use_case(*args, **kwargs)
+        except BridgeError as exc:
+            log.warning("%s failed: %s", use_case.__name__, exc)
+            return Refusal(RefusalReason.FAILED, f"⚠️ {exc.user_message}")
+        except Exception:
+            log.exception("%s failed", use_case.__name__)
+            return Refusal(RefusalReason.FAILED, f"⚠️ {InternalFault.user_message}")
+
+    return run
 
 
 class Bridge:
@@ -218,6 +242,7 @@ class Bridge:
         )
 
     # --- answers ----------------------------------------------------------------------------
+    @_apologizes
     async def ask(
         self,
         where: Where,
@@ -243,6 +268,7 @@ class Bridge:
         )
         return await self._answer(where, surface, parent, prompt, model, user_turn=None)
 
+    @_apologizes
     async def regenerate(
         self, where: Where, message_id: str, surface: MessageSurface
     ) -> Answered | Refusal:
@@ -349,6 +375,7 @@ class Bridge:
         return turn.id
 
     # --- images -----------------------------------------------------------------------------
+    @_apologizes
     async def imagine(
         self,
         where: Where,
@@ -410,6 +437,7 @@ class Bridge:
         except UpstreamError as exc:
             return Refusal(RefusalReason.UPSTREAM, exc.user_message)
 
+    @_apologizes
     async def models(
         self,
         where: Where,
@@ -446,6 +474,7 @@ class Bridge:
             query=query,
         )
 
+    @_apologizes
     async def set_model(
         self, where: Where, name: str, *, scope: Literal["user", "chat"] = "user"
     ) -> ModelChosen | Refusal:
@@ -485,6 +514,7 @@ class Bridge:
         stored = await self.store.get_preference(_chat_scope(where), "system_prompt")
         return self.settings.bridge_system_prompt if stored is None else stored
 
+    @_apologizes
     async def set_system_prompt(self, where: Where, text: str) -> SystemPromptSet | Refusal:
         """Set this chat's system prompt (admins only); empty text restores the default."""
         refusal = self.check_access(where)
@@ -496,6 +526,7 @@ class Bridge:
         await self.store.set_preference(_chat_scope(where), "system_prompt", text or None)
         return SystemPromptSet(text or self.settings.bridge_system_prompt)
 
+    @_apologizes
     async def reset(self, where: Where) -> ConversationReset | Refusal:
         """Start a new conversation in this chat."""
         refusal = self.check_access(where)
@@ -505,6 +536,7 @@ class Bridge:
         await self.store.clear_head(where.chat)
         return ConversationReset(had)
 
+    @_apologizes
     async def status(self, where: Where) -> Status | Refusal:
         """The user's model, limits left, and this chat's conversation."""
         refusal = self.check_access(where)

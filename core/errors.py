@@ -28,6 +28,12 @@ class BridgeError(Exception):
         return self.user_message if not self.detail else f"{self.user_message} ({self.detail})"
 
 
+class InternalFault(BridgeError):
+    """Something in the bridge itself failed (a bug, a store or limits backend that broke)."""
+
+    user_message = "Something went wrong on my side, so this stopped here. Please try again."
+
+
 class UpstreamError(BridgeError):
     """The G4F / OpenAI-compatible API failed."""
 

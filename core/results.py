@@ -24,6 +24,7 @@ class RefusalReason(StrEnum):
     NOT_FOUND = "not_found"
     UPSTREAM = "upstream"
     UNAVAILABLE = "unavailable"  # the bot is shutting down
+    FAILED = "failed"  # something below the use case broke; the message apologises
 
 
 @dataclass(frozen=True, slots=True)

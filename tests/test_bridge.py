@@ -489,3 +489,20 @@ class TestImagine:
 
 def test_store_file_is_in_the_temp_dir(make_settings: MakeSettings, tmp_path: Path) -> None:
     assert str(tmp_path) in make_settings().bridge_store_url
+
+
+class TestNothingRaisesAtTheAdapter:
+    async def test_a_broken_store_is_an_apology_not_an_exception(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        await bridge.store.close()  # every store call now fails
+        for result in (
+            await bridge.ask(DM, "hello", surface(chat)),
+            await bridge.status(DM),
+            await bridge.reset(DM),
+            await bridge.set_model(DM, "gpt-4o"),
+        ):
+            assert isinstance(result, Refusal) and result.reason is RefusalReason.FAILED
+            assert result.message.startswith("⚠️ Something went wrong on my side")
+        assert not await bridge.locks.held("inflight:test:dm-1:u1")  # the lease was released

@@ -359,3 +359,44 @@ async def test_an_unreachable_platform_ends_the_answer_and_the_request(
     result = await run_for(clock, r, 60)
     assert result.outcome is Outcome.FORBIDDEN and server.writes == []
     assert stream.closed and not stream.finished
+
+
+async def test_a_bug_below_ends_the_answer_in_place_and_the_room_goes_on(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    scheduler = WriteScheduler(clock)
+    broken = ScriptedStream(clock, [*words("half an", every=0.1), (0.5, RuntimeError("bug"))])
+    healthy = ScriptedStream(clock, words("all of it", every=0.3))
+    r1 = renderer(clock, broken, RecordingSurface(server, max_length=4000), scheduler)
+    r2 = renderer(clock, healthy, RecordingSurface(server, max_length=4000), scheduler)
+    first, second = await asyncio.gather(r1.run(), run_for(clock, r2, 10))
+    assert first.outcome is Outcome.FAILED
+    [shown] = server.shown(first.messages)
+    assert shown.startswith("half an\n\n⚠️ Something went wrong on my side")
+    assert INDICATOR not in shown and server.buttons[first.messages[0].id] == ()
+    assert second.outcome is Outcome.DONE and server.shown(second.messages) == ["all of it"]
+
+
+async def test_an_answer_that_could_not_be_saved_says_so_and_is_not_left_streaming(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    async def broken_store(outcome: Outcome, text: str) -> None:
+        raise OSError("disk I/O error")
+
+    stream = ScriptedStream(clock, words("the answer", every=0.1))
+    r = renderer(clock, stream, RecordingSurface(server, max_length=4000), on_ended=broken_store)
+    result = await run_for(clock, r, 5)
+    [shown] = server.shown(result.messages)
+    assert shown.startswith("the answer\n\n⚠️ I could not save this answer")
+    assert not shown.endswith(INDICATOR)
+
+
+async def test_a_whitespace_only_answer_ends_with_a_clear_line(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    stream = ScriptedStream(clock, [(0.0, StreamDelta(content=" \n\t ")), (0.2, StreamDelta())])
+    r = renderer(clock, stream, RecordingSurface(server, max_length=4000))
+    result = await run_for(clock, r, 5)
+    assert server.shown(result.messages) == [
+        "⚠️ The model returned an empty answer. Try asking again, or another model."
+    ]

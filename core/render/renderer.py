@@ -23,7 +23,7 @@ from enum import StrEnum
 
 from core.api_models import StreamDelta
 from core.clock import Clock
-from core.errors import UpstreamError
+from core.errors import BridgeError, InternalFault
 from core.render.scheduler import Urgency, Write, WriteScheduler, asking_order
 from core.render.split import split_text
 from core.render.surface import (
@@ -49,7 +49,8 @@ STOPPED_NOTE = "⏹ Stopped."
 TRANSIENT_RETRIES = 4  # transient platform failures in a row before an answer gives up
 TRANSIENT_BACKOFF = 2.0  # seconds, times the number of failures in a row
 THINKING_NOTE = "💭 Thinking…"
-EMPTY_ANSWER = "(The model returned an empty answer.)"
+EMPTY_ANSWER = "⚠️ The model returned an empty answer. Try asking again, or another model."
+NOT_SAVED_NOTE = "⚠️ I could not save this answer, so a reply to it starts a new conversation."
 STOP_BUTTON = Button("stop", "⏹ Stop")
 
 _Desired = list[tuple[str, tuple[Button, ...]]]
@@ -70,7 +71,7 @@ class RenderResult:
     outcome: Outcome
     text: str
     reasoning: str
-    error: UpstreamError | None
+    error: BridgeError | None
     messages: list[MessageRef]
     first_token_at: float | None = None
     first_visible_at: float | None = None
@@ -142,7 +143,7 @@ class StreamRenderer:
         self._ended_at = 0.0
         self._outcome = Outcome.DONE
         self._stop_note = STOPPED_NOTE
-        self._error: UpstreamError | None = None
+        self._error: BridgeError | None = None
         self._shown: list[_Shown] = []
         self._preview_text: str | None = None
         self._preview_at = 0.0
@@ -182,8 +183,7 @@ class StreamRenderer:
             await self._ended.wait()
             if self._phase is _Phase.STREAMING:
                 self._phase = _Phase.ENDING
-                if self._options.on_ended is not None:
-                    await self._options.on_ended(self._outcome, self.text)
+                await self._report_ended()
                 if self._phase is _Phase.ENDING:
                     self._phase = _Phase.FINAL
                     self._news()
@@ -223,12 +223,16 @@ class StreamRenderer:
                     if news:
                         self._news()
             self._end(Outcome.DONE)
-        except UpstreamError as exc:
+        except BridgeError as exc:
             self._error = exc
             self._end(Outcome.FAILED)
         except asyncio.CancelledError:
             self._end(Outcome.STOPPED)
             raise
+        except Exception:  # a bug below: the answer ends in place, the bridge goes on
+            log.exception("reading the answer failed")
+            self._error = InternalFault()
+            self._end(Outcome.FAILED)
         finally:
             close = getattr(self._deltas, "aclose", None)
             if close is not None:
@@ -242,6 +246,16 @@ class StreamRenderer:
             except SurfaceError:
                 return
             await self._clock.sleep(KEEPALIVE_INTERVAL)
+
+    async def _report_ended(self) -> None:
+        """Tell the use case how the answer ended; if that fails, the user is told too."""
+        if self._options.on_ended is None:
+            return
+        try:
+            await self._options.on_ended(self._outcome, self.text)
+        except Exception:
+            log.exception("the end of an answer could not be recorded")
+            self._options.extra_lines.append(NOT_SAVED_NOTE)
 
     def _end(self, outcome: Outcome) -> None:
         if not self._ended.is_set():
@@ -356,7 +370,7 @@ class StreamRenderer:
         texts: list[str] = []
         if opts.show_reasoning and self._reasoning:
             texts += split_text(_quote("".join(self._reasoning)), self._max, length=self._length)
-        body = self.text
+        body = self.text if not self.text.isspace() else ""  # nothing to show is nothing
         if final:
             body += self._status_suffix(body)
         elif not body:
@@ -386,10 +400,10 @@ class StreamRenderer:
             notes.append(self._stop_note)
         elif self._outcome is Outcome.FAILED and self._error is not None:
             notes.append(f"⚠️ {self._error.user_message}")
-        elif not body.strip():
+        elif not body:
             notes.append(EMPTY_ANSWER)
         suffix = "\n".join(notes)
-        if body.strip() and suffix:
+        if body and suffix:
             return "\n\n" + suffix
         return suffix
 
