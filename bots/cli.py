@@ -18,6 +18,7 @@ from core.client import G4FClient
 from core.errors import BridgeError, UpstreamError
 from core.logs import configure_logging
 from core.settings import Settings, SettingsError, load_settings
+from core.store.base import StoreError
 
 EXIT_OK, EXIT_UPSTREAM, EXIT_USAGE = 0, 1, 2
 
@@ -213,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     except BridgeError as exc:
         _fail(exc.user_message)
         return EXIT_UPSTREAM
+    except StoreError as exc:  # the store BRIDGE_STORE_URL names cannot be opened
+        _fail(f"BRIDGE_STORE_URL: {exc}")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.limits import Rate
+from core.store.base import check_store_url
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
@@ -30,6 +31,36 @@ def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
+
+
+def check_limits_url(url: str) -> None:
+    """ValueError unless `url` is memory:// or a Redis URL redis-py can use.
+
+    Messages never repeat the URL (it may hold a password).
+    """
+    if url == "memory://":
+        return
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("redis", "rediss"):
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("the Redis port is not a number") from None
+        if not parts.hostname:
+            raise ValueError(f"{scheme}:// needs a host, e.g. redis://localhost:6379/0")
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"the Redis database must be a number (redis://HOST:{port or 6379}/0)")
+        return
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError("unix:// needs the socket path, e.g. unix:///run/redis/redis.sock")
+        return
+    raise ValueError(
+        "must be memory:// (one process) or a Redis URL: redis://HOST:6379/0, rediss:// (TLS) "
+        "or unix:///path/to/redis.sock"
+    )
 
 
 class SettingsError(Exception):
@@ -137,11 +168,27 @@ class Settings(BaseSettings):
             raise ValueError("must be an HTTP header name such as g4f-api-key or authorization")
         return name
 
+    @field_validator("bridge_store_url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        check_store_url(value)
+        return value
+
     @field_validator("bridge_limits_url")
     @classmethod
     def _limits_url(cls, value: str) -> str:
-        if not value.startswith(("memory://", "redis://", "rediss://", "unix://")):
-            raise ValueError("must be memory:// or a redis:// URL")
+        check_limits_url(value)
+        return value
+
+    @field_validator("discord_guild_ids")
+    @classmethod
+    def _guild_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [part for part in value if not (part.isascii() and part.isdigit())]
+        if bad:
+            raise ValueError(
+                f"guild ids are numbers separated by commas (not {bad[0]!r}); in Discord, "
+                "right-click the server with Developer Mode on and Copy Server ID"
+            )
         return value
 
     @field_validator("bridge_user_rate")

@@ -98,6 +98,18 @@ async def test_failure_mid_answer_keeps_text_and_says_why(g4f: FakeG4F) -> None:
         ),
         ({"BRIDGE_USER_RATE": "lots"}, "invalid setting BRIDGE_USER_RATE:"),
         ({"TELEGRAM_STREAM_MODE": "fast"}, "invalid setting TELEGRAM_STREAM_MODE:"),
+        (
+            {"BRIDGE_STORE_URL": "postgres://bridge:pw@db/bridge"},
+            "invalid setting BRIDGE_STORE_URL: PostgreSQL (postgres://) is not supported yet",
+        ),
+        (
+            {"BRIDGE_LIMITS_URL": "redis//localhost:6379"},
+            "invalid setting BRIDGE_LIMITS_URL: must be memory://",
+        ),
+        (
+            {"DISCORD_GUILD_IDS": "1234567890,general"},
+            "invalid setting DISCORD_GUILD_IDS: guild ids are numbers",
+        ),
     ],
 )
 async def test_invalid_setting_is_one_line_naming_the_variable(
@@ -106,6 +118,18 @@ async def test_invalid_setting_is_one_line_naming_the_variable(
     code, out, err = await run_cli("ask", "hello", env=env)
     assert code == 2 and out == ""
     assert err.startswith("g4f-bridge: " + expected)
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["run", "chat"])
+async def test_store_that_cannot_be_opened_is_one_line(
+    g4f: FakeG4F, tmp_path: Path, command: str
+) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    url = f"sqlite:///{tmp_path}/not-a-folder/store.sqlite3"
+    code, out, err = await run_cli(command, env=api(g4f, BRIDGE_STORE_URL=url))
+    assert code == 2 and out == ""
+    assert err.startswith("g4f-bridge: BRIDGE_STORE_URL: cannot open the SQLite database ")
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
