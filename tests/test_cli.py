@@ -183,6 +183,8 @@ async def test_check_passes_and_reports_platforms(g4f: FakeG4F) -> None:
     assert code == 0
     assert "ok   default chat model 'gpt-4o' is offered" in out
     assert "ok   image model 'flux' is offered" in out
+    assert "ok   a one-token answer from 'gpt-4o' came back via FakeProvider" in out
+    assert g4f.chat_requests()[0].json["max_tokens"] == 1  # type: ignore[index]
     assert "info Telegram: token is set" in out
     assert "info Discord: token not set" in out
     assert "fake-token" not in out
@@ -201,3 +203,29 @@ async def test_check_fails_on_missing_model_and_bad_key() -> None:
         )
         assert code == 1
         assert "FAIL default chat model 'gpt-9' is not in the server's model list" in out
+
+
+async def test_check_tells_a_failed_provider_from_an_unknown_model(g4f: FakeG4F) -> None:
+    g4f.down_models.add("gpt-4o")
+    code, out, _ = await run_cli("check", env=api(g4f))
+    assert code == 1
+    assert "ok   API at" in out and "ok   default chat model 'gpt-4o' is offered" in out
+    assert (
+        "FAIL the API answers, but its provider failed for 'gpt-4o': the server is fine, the "
+        "provider behind it is down or needs credentials." in out
+    )
+    code, out, _ = await run_cli("check", env=api(g4f, G4F_DEFAULT_MODEL="gpt-9"))
+    assert code == 1
+    assert "FAIL the model 'gpt-9' is unknown to the server: set G4F_DEFAULT_MODEL" in out
+    assert "provider failed" not in out
+
+
+async def test_ask_when_the_provider_is_down_says_what_to_do(g4f: FakeG4F) -> None:
+    g4f.down_models.add("gpt-4o")
+    code, out, err = await run_cli("ask", "hello", env=api(g4f))
+    assert (code, out) == (1, "")
+    assert err == (
+        "g4f-bridge: The AI server is up, but the provider behind 'gpt-4o' failed to answer "
+        "(often for a while). Try again in a minute, or pick another model (/models): another "
+        "model may use a working provider.\n"
+    )
