@@ -95,6 +95,8 @@ class Bridge:
         self.limiter = limiter or MemoryRateLimiter(self.clock)
         self.locks = locks or MemoryLockManager(self.clock)
         self.gate = ConcurrencyGate(settings.bridge_max_concurrency)
+        self.metrics = client.metrics  # one set of figures per process (core.metrics)
+        self.metrics.watch_gate(self.gate)
         self.budgets = BudgetRegistry(self.clock)
         self.policy = AccessPolicy.from_lists(
             settings.allowed_user_ids,
@@ -381,6 +383,7 @@ class Bridge:
         finally:
             for key in keys:
                 self._running.pop(key, None)
+        self.metrics.answer_finished(where.platform, result)
         if stored.turn_id is not None:  # parts the final write added
             for ref in refs[stored.linked :]:
                 await self.store.link_message(where.message(ref.id), stored.turn_id)

@@ -57,6 +57,7 @@ from core.errors import (
     UpstreamTimeout,
 )
 from core.images import ImageFetcher
+from core.metrics import Metrics
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,15 +122,27 @@ class ChatStream:
 
     async def _run(self) -> AsyncGenerator[StreamDelta, None]:
         client = self._client
+        metrics, clock = client.metrics, client._clock
+        asked_at = clock.now()
         opened = await client._with_retries(self._models, self._open)
         text: list[str] = []
         finished = False
+        first = True
+        metrics.streams_active.inc()
         try:
             if opened.whole is not None:
                 delta = client._whole_as_delta(opened.whole)
+                metrics.first_token_after(clock.now() - asked_at)
+                if delta.usage is not None:
+                    metrics.tokens_used(delta.usage)
                 yield delta
                 return
             async for delta in client._read_events(opened, text):
+                if first and (delta.content or delta.reasoning):
+                    first = False
+                    metrics.first_token_after(clock.now() - asked_at)
+                if delta.usage is not None:
+                    metrics.tokens_used(delta.usage)
                 if delta.finish_reason:
                     finished = True
                 yield delta
@@ -138,7 +151,11 @@ class ChatStream:
                     detail="stream ended without [DONE] or finish_reason",
                     partial_text="".join(text),
                 )
+        except UpstreamError as exc:
+            metrics.upstream_failed(exc)
+            raise
         finally:
+            metrics.streams_active.dec()
             await opened.response.aclose()
 
     async def _open(self, model: str) -> _OpenStream:
@@ -156,8 +173,10 @@ class G4FClient:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         s = settings
@@ -225,7 +244,12 @@ class G4FClient:
     ) -> ChatResult:
         """Ask for a whole answer at once."""
         request, models = self._chat_request(messages, model, provider, stream=False)
-        return await self._with_retries(models, lambda model_id: self._complete(request, model_id))
+        result = await self._with_retries(
+            models, lambda model_id: self._complete(request, model_id)
+        )
+        if result.usage is not None:
+            self.metrics.tokens_used(result.usage)
+        return result
 
     async def probe(self, *, model: str | None = None) -> ChatResult:
         """One real one-token completion, tried once (no retries, no fallback models): whether
@@ -411,6 +435,7 @@ class G4FClient:
                     return await attempt(model)
                 except UpstreamError as exc:
                     last = exc = await self._explained(exc)
+                    self.metrics.upstream_failed(exc)
                     log.info("attempt %d with %s failed: %s", n + 1, model, exc)
                     delay = self._retry_delay(exc, n)
                     if delay is None:

@@ -63,6 +63,19 @@ def check_limits_url(url: str) -> None:
     )
 
 
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6) as a pair; ValueError saying the form."""
+    form = "must be HOST:PORT, e.g. 127.0.0.1:8780 (port 0 takes a free one), or off"
+    try:
+        parts = urlsplit("//" + value)
+        port = parts.port
+    except ValueError:
+        raise ValueError(form) from None
+    if not parts.hostname or port is None or parts.path or parts.username or parts.query:
+        raise ValueError(form)
+    return parts.hostname, port
+
+
 class SettingsError(Exception):
     """A setting is missing or invalid; the message is one line fit for a user."""
 
@@ -125,6 +138,7 @@ class Settings(BaseSettings):
     admin_user_ids: CommaList = ()
     bridge_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     bridge_log_format: Literal["text", "json"] = "text"
+    bridge_http_addr: str = "127.0.0.1:8780"
 
     _split = field_validator(
         "g4f_image_models",
@@ -191,6 +205,15 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("bridge_http_addr")
+    @classmethod
+    def _http_addr(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() in ("", "off"):
+            return "off"
+        parse_host_port(value)
+        return value
+
     @field_validator("bridge_user_rate")
     @classmethod
     def _rate(cls, value: str) -> str:
@@ -220,6 +243,11 @@ class Settings(BaseSettings):
         """The server's root (the base URL without a trailing /v1), for /media and /api paths."""
         base = self.g4f_base_url.rstrip("/")
         return base[: -len("/v1")] if base.endswith("/v1") else base
+
+    @property
+    def http_listen(self) -> tuple[str, int] | None:
+        """Host and port of the health/metrics endpoint; None when BRIDGE_HTTP_ADDR=off."""
+        return None if self.bridge_http_addr == "off" else parse_host_port(self.bridge_http_addr)
 
     def auth_headers(self) -> dict[str, str]:
         """The header that carries the API key, as configured (empty without a key)."""

@@ -22,6 +22,7 @@ async def run_cli(
 ) -> tuple[int, str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("G4F_", "BRIDGE_"))}
     clean["PYTHONPATH"] = str(ROOT)
+    clean["BRIDGE_HTTP_ADDR"] = "127.0.0.1:0"  # `run` serves /healthz: never on a fixed port
     clean.update(env or {})
     proc = await asyncio.create_subprocess_exec(
         *CLI,
