@@ -34,6 +34,7 @@ from core.limits import (
     MemoryRateLimiter,
     RateLimiter,
 )
+from core.logs import follows_answer
 from core.render.budget import BudgetRegistry
 from core.render.renderer import Outcome, RenderOptions, StreamRenderer
 from core.render.surface import (
@@ -222,6 +223,7 @@ class Bridge:
         return None
 
     # --- answers ----------------------------------------------------------------------------
+    @follows_answer
     async def ask(
         self,
         where: Where,
@@ -247,6 +249,7 @@ class Bridge:
         )
         return await self._answer(where, surface, parent, prompt, model, user_turn=None)
 
+    @follows_answer
     async def regenerate(
         self, where: Where, message_id: str, surface: MessageSurface
     ) -> Answered | Refusal:
@@ -438,6 +441,7 @@ class Bridge:
         return turn.id
 
     # --- images -----------------------------------------------------------------------------
+    @follows_answer
     async def imagine(
         self,
         where: Where,
