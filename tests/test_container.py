@@ -57,7 +57,7 @@ async def test_check_passes_in_the_container(g4f: FakeG4F) -> None:
 
 async def test_the_image_runs_as_a_user_with_only_the_bridge_inside() -> None:
     code, out, err = await podman(
-        "run", "--rm", IMAGE, "sh", "-c", "id -u; ls -A /app; ls -ld /data; g4f-bridge --help"
+        "run", "--rm", IMAGE, "sh", "-c", "id -u; ls -A /app; ls -ld /app/data; g4f-bridge --help"
     )
     assert code == 0, err
     uid, *rest = out.splitlines()
