@@ -688,5 +688,9 @@ def _status_error(
     if status >= 500 and model and "Request execution failed" in message:
         return ModelUnavailable(model, detail=detail)
     if status >= 500:
-        return ProviderFailed(detail=detail)
+        return ProviderFailed(
+            f"The AI server (or a proxy in front of it) failed with HTTP {status}. "
+            "Try again in a minute.",
+            detail=detail,
+        )
     return BadResponse(detail=detail)

@@ -6,6 +6,7 @@ import base64
 import socket
 
 import pytest
+from aiohttp import web
 
 from core.api_models import ChatMessage, StreamDelta
 from core.client import G4FClient
@@ -210,6 +211,28 @@ async def test_nothing_is_retried_after_text_reached_the_caller(
         with pytest.raises(ProviderFailed):
             await collect(client, "midstream-error")
     assert len(g4f.chat_requests()) == 1
+
+
+async def test_a_proxy_500_says_to_try_again(make_settings: MakeSettings) -> None:
+    async def bad_gateway(request: web.Request) -> web.Response:
+        return web.Response(status=502, text="<html>502 Bad Gateway</html>")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", bad_gateway)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    try:
+        async with G4FClient(make_settings(g4f_base_url=url)) as client:
+            with pytest.raises(ProviderFailed) as caught:
+                await collect(client, "gpt-4o")
+    finally:
+        await runner.cleanup()
+    assert caught.value.user_message == (
+        "The AI server (or a proxy in front of it) failed with HTTP 502. Try again in a minute."
+    )
+    assert "502 Bad Gateway" in caught.value.detail
 
 
 async def test_cannot_connect_says_what_to_start(make_settings: MakeSettings) -> None:
