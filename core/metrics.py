@@ -7,6 +7,7 @@ values (a platform name, an outcome, an error kind, a token kind): never user te
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING, Protocol
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from core.render.renderer import RenderResult
 
 __all__ = ["PROMETHEUS_CONTENT_TYPE", "Metrics"]
+
+log = logging.getLogger("core.answers")
 
 PREFIX = "g4f_bridge_"
 FIRST_TOKEN_BUCKETS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
@@ -95,13 +98,21 @@ class Metrics:
 
     # --- events -----------------------------------------------------------------------------
     def answer_finished(self, platform: str, result: RenderResult) -> None:
-        """An answer ended on `platform` (called once per answer with its RenderResult)."""
+        """An answer ended on `platform` (called once per answer with its RenderResult); also
+        logs one summary line for it (no text: outcome, writes, delay, error kind)."""
         self.answers.labels(platform, str(result.outcome)).inc()
         self.writes.labels(platform).inc(result.writes)
         self.rate_limited.labels(platform).inc(result.rate_limited)
+        visible = ""
         if result.first_visible_at is not None and result.first_token_at is not None:
             delay = max(0.0, result.first_visible_at - result.first_token_at)
             self.first_visible.labels(platform).observe(delay)
+            visible = f", text visible {delay:.2f} s after the first token"
+        error = f" ({error_kind(result.error)})" if result.error is not None else ""
+        log.info(
+            "answer %s%s on %s: %d writes, %d rate limited%s",
+            result.outcome, error, platform, result.writes, result.rate_limited, visible,
+        )  # fmt: skip
 
     def first_token_after(self, seconds: float) -> None:
         self.first_token.observe(max(0.0, seconds))

@@ -8,6 +8,7 @@ logs or error messages.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ from core.limits import Rate
 from core.store.base import check_store_url
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
+TELEGRAM_TOKEN_FORM = re.compile(r"\d+:[A-Za-z0-9_-]+")
 
 
 def _split_commas(value: Any) -> Any:
@@ -192,6 +194,20 @@ class Settings(BaseSettings):
     @classmethod
     def _limits_url(cls, value: str) -> str:
         check_limits_url(value)
+        return value
+
+    @field_validator("telegram_token")
+    @classmethod
+    def _telegram_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not TELEGRAM_TOKEN_FORM.fullmatch(value.get_secret_value()):
+            raise ValueError("must look like 123456789:AAE... (the token @BotFather gave)")
+        return value
+
+    @field_validator("discord_token")
+    @classmethod
+    def _discord_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and any(c.isspace() for c in value.get_secret_value().strip()):
+            raise ValueError("must be the bot token alone (no 'Bot ' before it, no spaces)")
         return value
 
     @field_validator("discord_guild_ids")

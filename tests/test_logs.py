@@ -65,6 +65,10 @@ async def test_every_line_of_an_answer_carries_its_id(
         if (match := re.search(r" core\.[\w.]+ \[([0-9a-f]{8})\]: ", line))
     }
     assert len(ids) == 2  # each answer has its own id; the client and the renderer both show it
+    summaries = [line for line in lines if " core.answers [" in line]
+    assert len(summaries) == 2
+    assert "answer done on test: " in summaries[0] and "1 rate limited" in summaries[0]
+    assert all(any(f"[{i}]" in line for line in summaries) for i in ids)
     outside = next(line for line in lines if "not part of an answer" in line)
     assert " core.elsewhere: not part of an answer" in outside
     assert not any("my private question" in line for line in lines)

@@ -143,6 +143,36 @@ def test_valid_urls_and_ids_pass(monkeypatch: pytest.MonkeyPatch, name: str, val
     assert load_settings(None)
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "TELEGRAM_TOKEN",
+            "AAE-secret-no-bot-id",
+            "invalid setting TELEGRAM_TOKEN: must look like",
+        ),
+        (
+            "TELEGRAM_TOKEN",
+            "123:secret with space",
+            "invalid setting TELEGRAM_TOKEN: must look like",
+        ),
+        (
+            "DISCORD_TOKEN",
+            "Bot secret.part.three",
+            "invalid setting DISCORD_TOKEN: must be the bot",
+        ),
+    ],
+)
+def test_malformed_tokens_are_refused_without_showing_them(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None)
+    assert str(caught.value).startswith(message)
+    assert "secret" not in str(caught.value)
+
+
 def test_url_errors_never_repeat_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in (
         ("BRIDGE_STORE_URL", "postgres://bridge:hunter2-pw@db/bridge"),
