@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -68,13 +69,15 @@ async def test_the_image_runs_as_a_user_with_only_the_bridge_inside() -> None:
     assert " bridge bridge " in listing and "usage: g4f-bridge" in listing
 
 
-async def test_ask_streams_from_the_container(g4f: FakeG4F) -> None:
+async def test_ask_streams_from_the_container(g4f: FakeG4F, tmp_path: Path) -> None:
     words = [f"w{i}" for i in range(30)]
     g4f.answers["hello"] = " ".join(words)
     g4f.trickle_interval = 0.1
+    cidfile = tmp_path / "cid"
+    run, *options = run_args(g4f)
     proc = await asyncio.create_subprocess_exec(
-        *PODMAN, *run_args(g4f), "g4f-bridge", "ask", "hello", "--model", "trickle",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *PODMAN, run, f"--cidfile={cidfile}", *options, "g4f-bridge", "ask", "hello",
+        "--model", "trickle", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None
     try:
@@ -86,7 +89,9 @@ async def test_ask_streams_from_the_container(g4f: FakeG4F) -> None:
         )
         assert await proc.wait() == 0, err.decode()
     finally:
-        if proc.returncode is None:
+        if proc.returncode is None:  # stop the container by its id, then its client
+            if cidfile.exists():
+                await podman("rm", "--force", cidfile.read_text().strip())
             proc.kill()
             await proc.wait()
     assert (first + rest).decode() == " ".join(words) + "\n"
