@@ -15,9 +15,10 @@ from typing import TextIO
 
 from core.api_models import ChatMessage
 from core.client import G4FClient
-from core.errors import BridgeError, UpstreamError
+from core.errors import BridgeError, ModelNotOffered, ModelProviderFailed, UpstreamError
 from core.logs import configure_logging
 from core.settings import Settings, SettingsError, load_settings
+from core.store.base import StoreError
 
 EXIT_OK, EXIT_UPSTREAM, EXIT_USAGE = 0, 1, 2
 
@@ -107,19 +108,20 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         except UpstreamError as exc:
             report(False, f"API at {settings.g4f_base_url}: {exc.user_message}")
             models = None
-    if models is not None:
-        auth = "with API key" if settings.g4f_api_key else "without API key"
-        report(True, f"API at {settings.g4f_base_url} answers ({auth}), {len(models)} models")
-        ids = {m.id for m in models}
-        for label, model in (
-            ("default chat model", settings.g4f_default_model),
-            ("image model", settings.g4f_image_model),
-        ):
-            report(
-                model in ids,
-                f"{label} {model!r} "
-                + ("is offered" if model in ids else "is not in the server's model list"),
-            )
+        if models is not None:
+            auth = "with API key" if settings.g4f_api_key else "without API key"
+            report(True, f"API at {settings.g4f_base_url} answers ({auth}), {len(models)} models")
+            ids = {m.id for m in models}
+            for label, model in (
+                ("default chat model", settings.g4f_default_model),
+                ("image model", settings.g4f_image_model),
+            ):
+                report(
+                    model in ids,
+                    f"{label} {model!r} "
+                    + ("is offered" if model in ids else "is not in the server's model list"),
+                )
+            report(*await _check_completion(client, settings.g4f_default_model))
     for platform, token in (
         ("Discord", settings.discord_token),
         ("Telegram", settings.telegram_token),
@@ -127,6 +129,27 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         state = "token is set" if token else "token not set (platform disabled)"
         print(f"info {platform}: {state}")
     return EXIT_OK if problems == 0 else EXIT_UPSTREAM
+
+
+async def _check_completion(client: G4FClient, model: str) -> tuple[bool, str]:
+    """One real one-token answer from `model`, and what its failure means for the user."""
+    try:
+        result = await client.probe(model=model)
+    except ModelProviderFailed:
+        return False, (
+            f"the API answers, but its provider failed for {model!r}: the server is fine, the "
+            "provider behind it is down or needs credentials. Try again later, or set "
+            "G4F_DEFAULT_MODEL (or G4F_PROVIDER) to one that works"
+        )
+    except ModelNotOffered:
+        return False, (
+            f"the model {model!r} is unknown to the server: set G4F_DEFAULT_MODEL to one that "
+            "`g4f-bridge models` lists"
+        )
+    except UpstreamError as exc:
+        return False, f"a one-token answer from {model!r} failed: {exc.user_message}"
+    via = f" via {result.provider}" if result.provider else ""
+    return True, f"a one-token answer from {model!r} came back{via}"
 
 
 async def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
@@ -213,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     except BridgeError as exc:
         _fail(exc.user_message)
         return EXIT_UPSTREAM
+    except StoreError as exc:  # the store BRIDGE_STORE_URL names cannot be opened
+        _fail(f"BRIDGE_STORE_URL: {exc}")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

@@ -10,16 +10,24 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import Any, Protocol
 
 from core.bridge import Bridge
+from core.http import HealthServer, HttpAddressError, Probe, serve_bridge
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PLATFORMS = ("discord", "telegram")
-Serve = Callable[[Bridge], Coroutine[Any, Any, None]]
+
+
+class Serve(Protocol):
+    """An adapter's `serve`: runs until cancelled; sets `ready` once connected."""
+
+    def __call__(
+        self, bridge: Bridge, *, ready: asyncio.Event | None = None
+    ) -> Coroutine[Any, Any, None]: ...
 
 
 class RunError(Exception):
@@ -56,7 +64,9 @@ async def run(settings: Settings, requested: Sequence[str] | None = None) -> int
     """Start the adapters (or the terminal chat) and serve until stopped."""
     platforms = choose_platforms(settings, requested)
     bridge = await Bridge.open(settings)
+    health: HealthServer | None = None
     try:
+        health = await _start_health(bridge)
         if not platforms:
             from bots.terminal import chat
 
@@ -66,26 +76,58 @@ async def run(settings: Settings, requested: Sequence[str] | None = None) -> int
                 file=sys.stderr,
             )
             return await chat(bridge)
-        return await _serve_until_stopped(bridge, platforms)
+        return await _serve_until_stopped(bridge, platforms, health)
     finally:
+        if health is not None:
+            await health.stop()
         await bridge.close()
 
 
-async def _serve_until_stopped(bridge: Bridge, platforms: list[str]) -> int:
+async def _start_health(bridge: Bridge) -> HealthServer | None:
+    """The /healthz, /readyz, /metrics endpoint at BRIDGE_HTTP_ADDR (None when off)."""
+    listen = bridge.settings.http_listen
+    if listen is None:
+        return None
+    server = serve_bridge(bridge, host=listen[0], port=listen[1])
+    try:
+        await server.start()
+    except HttpAddressError as exc:
+        raise RunError(str(exc)) from None
+    return server
+
+
+def _connected_probe(task: asyncio.Task[None], ready: asyncio.Event) -> Probe:
+    """Ready once the adapter said it is connected, for as long as it runs."""
+
+    async def probe() -> str | None:
+        if task.done():
+            return "stopped"
+        return None if ready.is_set() else "not connected yet"
+
+    return probe
+
+
+async def _serve_until_stopped(
+    bridge: Bridge, platforms: list[str], health: HealthServer | None = None
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tasks: dict[asyncio.Task[None], str] = {
-        asyncio.create_task(_server(p)(bridge), name=p): p for p in platforms
-    }
+    tasks: dict[asyncio.Task[None], str] = {}
+    for platform in platforms:
+        ready = asyncio.Event()
+        task = asyncio.create_task(_server(platform)(bridge, ready=ready), name=platform)
+        tasks[task] = platform
+        if health is not None:
+            health.add_probe(platform, _connected_probe(task, ready))
     log.info("serving %s", ", ".join(platforms))
     stopper = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in [*tasks, stopper]:
-            task.cancel()
+        for running in [*tasks, stopper]:
+            running.cancel()
         results = await asyncio.gather(*tasks, stopper, return_exceptions=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -35,6 +35,7 @@ from core.limits import (
     MemoryRateLimiter,
     RateLimiter,
 )
+from core.logs import follows_answer
 from core.render.renderer import Outcome, RenderOptions, StreamRenderer
 from core.render.scheduler import WriteScheduler
 from core.render.surface import Button, MessageRef, MessageSurface, SurfaceError, WriteKind
@@ -109,6 +110,8 @@ class Bridge:
         self.limiter = limiter or MemoryRateLimiter(self.clock)
         self.locks = locks or MemoryLockManager(self.clock)
         self.gate = ConcurrencyGate(settings.bridge_max_concurrency)
+        self.metrics = client.metrics  # one set of figures per process (core.metrics)
+        self.metrics.watch_gate(self.gate)
         self.writes = WriteScheduler(self.clock)
         self.policy = AccessPolicy.from_lists(
             settings.allowed_user_ids,
@@ -242,6 +245,7 @@ class Bridge:
         )
 
     # --- answers ----------------------------------------------------------------------------
+    @follows_answer
     @_apologizes
     async def ask(
         self,
@@ -268,6 +272,7 @@ class Bridge:
         )
         return await self._answer(where, surface, parent, prompt, model, user_turn=None)
 
+    @follows_answer
     @_apologizes
     async def regenerate(
         self, where: Where, message_id: str, surface: MessageSurface
@@ -375,6 +380,7 @@ class Bridge:
         return turn.id
 
     # --- images -----------------------------------------------------------------------------
+    @follows_answer
     @_apologizes
     async def imagine(
         self,
@@ -608,6 +614,7 @@ class _Answer:
         finally:
             for key in self.keys:
                 bridge._running.pop(key, None)
+        bridge.metrics.answer_finished(self.where.platform, result)
         await self._link_late_messages()
         return Answered(
             outcome=result.outcome,

@@ -46,6 +46,8 @@ from core.errors import (
     BadResponse,
     CannotConnect,
     ImageFailed,
+    ModelNotOffered,
+    ModelProviderFailed,
     ModelUnavailable,
     ProviderFailed,
     ProviderNotFound,
@@ -55,6 +57,7 @@ from core.errors import (
     UpstreamTimeout,
 )
 from core.images import ImageFetcher
+from core.metrics import Metrics
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,7 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 MAX_RETRY_AFTER = 30.0
 ERROR_BODY_LIMIT = 64 * 1024
+PROBE_PROMPT = "Reply with the single word OK."
 
 IMAGE_MODEL_PATTERN = re.compile(
     r"(flux|dall-?e|sdxl|stable-?diffusion|\bsd-?\d|midjourney|imagen|gpt-image|playground-v|"
@@ -118,15 +122,27 @@ class ChatStream:
 
     async def _run(self) -> AsyncGenerator[StreamDelta, None]:
         client = self._client
+        metrics, clock = client.metrics, client._clock
+        asked_at = clock.now()
         opened = await client._with_retries(self._models, self._open)
         text: list[str] = []
         finished = False
+        first = True
+        metrics.streams_active.inc()
         try:
             if opened.whole is not None:
                 delta = client._whole_as_delta(opened.whole)
+                metrics.first_token_after(clock.now() - asked_at)
+                if delta.usage is not None:
+                    metrics.tokens_used(delta.usage)
                 yield delta
                 return
             async for delta in client._read_events(opened, text):
+                if first and (delta.content or delta.reasoning):
+                    first = False
+                    metrics.first_token_after(clock.now() - asked_at)
+                if delta.usage is not None:
+                    metrics.tokens_used(delta.usage)
                 if delta.finish_reason:
                     finished = True
                 yield delta
@@ -135,7 +151,11 @@ class ChatStream:
                     detail="stream ended without [DONE] or finish_reason",
                     partial_text="".join(text),
                 )
+        except UpstreamError as exc:
+            metrics.upstream_failed(exc)
+            raise
         finally:
+            metrics.streams_active.dec()
             await opened.response.aclose()
 
     async def _open(self, model: str) -> _OpenStream:
@@ -153,8 +173,10 @@ class G4FClient:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         s = settings
@@ -222,26 +244,42 @@ class G4FClient:
     ) -> ChatResult:
         """Ask for a whole answer at once."""
         request, models = self._chat_request(messages, model, provider, stream=False)
+        result = await self._with_retries(
+            models, lambda model_id: self._complete(request, model_id)
+        )
+        if result.usage is not None:
+            self.metrics.tokens_used(result.usage)
+        return result
 
-        async def attempt(model_id: str) -> ChatResult:
-            body = request.model_copy(update={"model": model_id}).body()
-            async with asyncio.timeout(self.settings.g4f_timeout_total):
-                try:
-                    response = await self._send("POST", "chat/completions", json=body)
-                except TimeoutError:
-                    raise UpstreamTimeout("total", self.settings.g4f_timeout_total) from None
-            completion = self._parse(ChatCompletion, response.content)
-            delta = self._whole_as_delta(completion)
-            return ChatResult(
-                text=delta.content,
-                reasoning=delta.reasoning,
-                model=completion.model or model_id,
-                provider=completion.provider,
-                finish_reason=delta.finish_reason,
-                usage=completion.usage,
-            )
+    async def probe(self, *, model: str | None = None) -> ChatResult:
+        """One real one-token completion, tried once (no retries, no fallback models): whether
+        the API can answer right now. Raises the UpstreamError, explained (see `_explained`)."""
+        prompt = [ChatMessage(role="user", content=PROBE_PROMPT)]
+        request, _ = self._chat_request(prompt, model, None, stream=False)
+        request = request.model_copy(update={"max_tokens": 1})
+        try:
+            return await self._complete(request, request.model)
+        except UpstreamError as exc:
+            raise await self._explained(exc) from None
 
-        return await self._with_retries(models, attempt)
+    async def _complete(self, request: ChatRequest, model_id: str) -> ChatResult:
+        """One non-streamed completion with `model_id`."""
+        body = request.model_copy(update={"model": model_id}).body()
+        async with asyncio.timeout(self.settings.g4f_timeout_total):
+            try:
+                response = await self._send("POST", "chat/completions", json=body)
+            except TimeoutError:
+                raise UpstreamTimeout("total", self.settings.g4f_timeout_total) from None
+        completion = self._parse(ChatCompletion, response.content)
+        delta = self._whole_as_delta(completion)
+        return ChatResult(
+            text=delta.content,
+            reasoning=delta.reasoning,
+            model=completion.model or model_id,
+            provider=completion.provider,
+            finish_reason=delta.finish_reason,
+            usage=completion.usage,
+        )
 
     async def _open_stream(self, request: ChatRequest) -> _OpenStream:
         s = self.settings
@@ -396,7 +434,8 @@ class G4FClient:
                 try:
                     return await attempt(model)
                 except UpstreamError as exc:
-                    last = exc
+                    last = exc = await self._explained(exc)
+                    self.metrics.upstream_failed(exc)
                     log.info("attempt %d with %s failed: %s", n + 1, model, exc)
                     delay = self._retry_delay(exc, n)
                     if delay is None:
@@ -407,6 +446,20 @@ class G4FClient:
                 break
         assert last is not None
         raise last
+
+    async def _explained(self, exc: UpstreamError) -> UpstreamError:
+        """A bare `ModelUnavailable` made precise with the model list: the model is not offered
+        (`ModelNotOffered`), or it is and its provider failed (`ModelProviderFailed`). Unchanged
+        when the list cannot be had (some servers have none)."""
+        if type(exc) is not ModelUnavailable or exc.model in ("", "?"):
+            return exc
+        try:
+            offered = {m.id for m in await self.list_models()}
+        except UpstreamError as listing:
+            log.info("model list unavailable to explain a failure: %s", listing)
+            return exc
+        explained = ModelProviderFailed if exc.model in offered else ModelNotOffered
+        return explained(exc.model, detail=exc.detail)
 
     def _retry_delay(self, exc: UpstreamError, attempt: int) -> float | None:
         """Seconds to wait before retrying, or None when retrying is pointless."""
@@ -635,5 +688,9 @@ def _status_error(
     if status >= 500 and model and "Request execution failed" in message:
         return ModelUnavailable(model, detail=detail)
     if status >= 500:
-        return ProviderFailed(detail=detail)
+        return ProviderFailed(
+            f"The AI server (or a proxy in front of it) failed with HTTP {status}. "
+            "Try again in a minute.",
+            detail=detail,
+        )
     return BadResponse(detail=detail)

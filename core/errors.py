@@ -67,16 +67,47 @@ class AuthFailed(UpstreamError):
 
 
 class ModelUnavailable(UpstreamError):
-    """The model is unknown, or every provider for it failed (g4f answers both with HTTP 500)."""
+    """HTTP 500 for a model: g4f answers both an unknown model and a failing provider so.
+
+    The client tells the two apart with the server's model list where it can, raising one of the
+    subclasses below; this class itself means the list could not say.
+    """
 
     retryable = True
 
     def __init__(self, model: str, *, detail: str = "") -> None:
-        super().__init__(
-            f"The model {model!r} may be unavailable right now. Try again or pick another model.",
-            detail=detail,
-        )
+        super().__init__(self.text_for(model), detail=detail)
         self.model = model
+
+    @staticmethod
+    def text_for(model: str) -> str:
+        return (
+            f"The AI server could not answer with {model!r}: its provider failed or it does not "
+            "offer that model. Try again in a minute; if it keeps failing, pick another model "
+            "(/models)."
+        )
+
+
+class ModelNotOffered(ModelUnavailable):
+    """The server does not list the model (an unknown or mistyped name)."""
+
+    retryable = False
+
+    @staticmethod
+    def text_for(model: str) -> str:
+        return f"The AI server does not offer the model {model!r}. Pick one it has with /models."
+
+
+class ModelProviderFailed(ModelUnavailable):
+    """The server offers the model and is up, but the provider behind it failed."""
+
+    @staticmethod
+    def text_for(model: str) -> str:
+        return (
+            f"The AI server is up, but the provider behind {model!r} failed to answer (often "
+            "for a while). Try again in a minute, or pick another model (/models): another "
+            "model may use a working provider."
+        )
 
 
 class ProviderFailed(UpstreamError):

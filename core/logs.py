@@ -1,17 +1,56 @@
-"""Logging setup: text or JSON lines, and secrets scrubbed from every record.
+"""Logging setup: text or JSON lines, secrets scrubbed, and the answer each line belongs to.
 
 Libraries log URLs (some platforms put the bot token in the URL), so a filter replaces every
 configured secret with `***` in each record's final message, whatever logger emitted it.
+
+Every answer (ask, regenerate, imagine) runs under one short random answer id (a contextvar, so
+the tasks it starts inherit it): every record logged meanwhile, by core, the API client, the
+renderer or the platform library, carries it (` [a1b2c3d4]` in text, "answer_id" in JSON).
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import logging
+import secrets
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, ParamSpec, TypeVar
 
 from core.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ANSWER_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("answer_id", default=None)
+
+
+def follows_answer(use_case: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Run `use_case` under a new answer id (kept when the caller already set one)."""
+
+    @functools.wraps(use_case)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        if ANSWER_ID.get() is not None:
+            return await use_case(*args, **kwargs)
+        token = ANSWER_ID.set(secrets.token_hex(4))
+        try:
+            return await use_case(*args, **kwargs)
+        finally:
+            ANSWER_ID.reset(token)
+
+    return run
+
+
+class AnswerIdFilter(logging.Filter):
+    """Puts the current answer id on each record (`answer_id`, and ` [id]` as `answer`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        answer_id = ANSWER_ID.get()
+        record.answer_id = answer_id
+        record.answer = f" [{answer_id}]" if answer_id else ""
+        return True
 
 
 class RedactingFilter(logging.Filter):
@@ -45,6 +84,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        answer_id = getattr(record, "answer_id", None)
+        if answer_id:
+            entry["answer_id"] = answer_id
         if record.exc_text:
             entry["exception"] = record.exc_text
         elif record.exc_info:
@@ -69,7 +111,10 @@ def configure_logging(
     if settings.bridge_log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s%(answer)s: %(message)s")
+        )
+    handler.addFilter(AnswerIdFilter())
     handler.addFilter(RedactingFilter(secrets_of(settings)))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -8,6 +8,7 @@ logs or error messages.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -22,14 +23,59 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.limits import Rate
+from core.store.base import check_store_url
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
+TELEGRAM_TOKEN_FORM = re.compile(r"\d+:[A-Za-z0-9_-]+")
 
 
 def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
+
+
+def check_limits_url(url: str) -> None:
+    """ValueError unless `url` is memory:// or a Redis URL redis-py can use.
+
+    Messages never repeat the URL (it may hold a password).
+    """
+    if url == "memory://":
+        return
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("redis", "rediss"):
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("the Redis port is not a number") from None
+        if not parts.hostname:
+            raise ValueError(f"{scheme}:// needs a host, e.g. redis://localhost:6379/0")
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"the Redis database must be a number (redis://HOST:{port or 6379}/0)")
+        return
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError("unix:// needs the socket path, e.g. unix:///run/redis/redis.sock")
+        return
+    raise ValueError(
+        "must be memory:// (one process) or a Redis URL: redis://HOST:6379/0, rediss:// (TLS) "
+        "or unix:///path/to/redis.sock"
+    )
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6) as a pair; ValueError saying the form."""
+    form = "must be HOST:PORT, e.g. 127.0.0.1:8780 (port 0 takes a free one), or off"
+    try:
+        parts = urlsplit("//" + value)
+        port = parts.port
+    except ValueError:
+        raise ValueError(form) from None
+    if not parts.hostname or port is None or parts.path or parts.username or parts.query:
+        raise ValueError(form)
+    return parts.hostname, port
 
 
 class SettingsError(Exception):
@@ -94,6 +140,7 @@ class Settings(BaseSettings):
     admin_user_ids: CommaList = ()
     bridge_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     bridge_log_format: Literal["text", "json"] = "text"
+    bridge_http_addr: str = "127.0.0.1:8780"
 
     _split = field_validator(
         "g4f_image_models",
@@ -137,11 +184,50 @@ class Settings(BaseSettings):
             raise ValueError("must be an HTTP header name such as g4f-api-key or authorization")
         return name
 
+    @field_validator("bridge_store_url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        check_store_url(value)
+        return value
+
     @field_validator("bridge_limits_url")
     @classmethod
     def _limits_url(cls, value: str) -> str:
-        if not value.startswith(("memory://", "redis://", "rediss://", "unix://")):
-            raise ValueError("must be memory:// or a redis:// URL")
+        check_limits_url(value)
+        return value
+
+    @field_validator("telegram_token")
+    @classmethod
+    def _telegram_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not TELEGRAM_TOKEN_FORM.fullmatch(value.get_secret_value()):
+            raise ValueError("must look like 123456789:AAE... (the token @BotFather gave)")
+        return value
+
+    @field_validator("discord_token")
+    @classmethod
+    def _discord_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and any(c.isspace() for c in value.get_secret_value().strip()):
+            raise ValueError("must be the bot token alone (no 'Bot ' before it, no spaces)")
+        return value
+
+    @field_validator("discord_guild_ids")
+    @classmethod
+    def _guild_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [part for part in value if not (part.isascii() and part.isdigit())]
+        if bad:
+            raise ValueError(
+                f"guild ids are numbers separated by commas (not {bad[0]!r}); in Discord, "
+                "right-click the server with Developer Mode on and Copy Server ID"
+            )
+        return value
+
+    @field_validator("bridge_http_addr")
+    @classmethod
+    def _http_addr(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() in ("", "off"):
+            return "off"
+        parse_host_port(value)
         return value
 
     @field_validator("bridge_user_rate")
@@ -173,6 +259,11 @@ class Settings(BaseSettings):
         """The server's root (the base URL without a trailing /v1), for /media and /api paths."""
         base = self.g4f_base_url.rstrip("/")
         return base[: -len("/v1")] if base.endswith("/v1") else base
+
+    @property
+    def http_listen(self) -> tuple[str, int] | None:
+        """Host and port of the health/metrics endpoint; None when BRIDGE_HTTP_ADDR=off."""
+        return None if self.bridge_http_addr == "off" else parse_host_port(self.bridge_http_addr)
 
     def auth_headers(self) -> dict[str, str]:
         """The header that carries the API key, as configured (empty without a key)."""

@@ -372,7 +372,9 @@ class TestFailures:
         result = await ask(bridge, chat, "hi", model="fail-500")
         assert result.outcome is Outcome.FAILED and result.turn_id is None
         assert chat.messages[result.messages[0].id] == (
-            "⚠️ The model 'fail-500' may be unavailable right now. Try again or pick another model."
+            "⚠️ The AI server is up, but the provider behind 'fail-500' failed to answer (often "
+            "for a while). Try again in a minute, or pick another model (/models): another "
+            "model may use a working provider."
         )
 
     async def test_stop_by_asker_or_admin_only(

@@ -22,6 +22,7 @@ async def run_cli(
 ) -> tuple[int, str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("G4F_", "BRIDGE_"))}
     clean["PYTHONPATH"] = str(ROOT)
+    clean["BRIDGE_HTTP_ADDR"] = "127.0.0.1:0"  # `run` serves /healthz: never on a fixed port
     clean.update(env or {})
     proc = await asyncio.create_subprocess_exec(
         *CLI,
@@ -98,6 +99,18 @@ async def test_failure_mid_answer_keeps_text_and_says_why(g4f: FakeG4F) -> None:
         ),
         ({"BRIDGE_USER_RATE": "lots"}, "invalid setting BRIDGE_USER_RATE:"),
         ({"TELEGRAM_STREAM_MODE": "fast"}, "invalid setting TELEGRAM_STREAM_MODE:"),
+        (
+            {"BRIDGE_STORE_URL": "postgres://bridge:pw@db/bridge"},
+            "invalid setting BRIDGE_STORE_URL: PostgreSQL (postgres://) is not supported yet",
+        ),
+        (
+            {"BRIDGE_LIMITS_URL": "redis//localhost:6379"},
+            "invalid setting BRIDGE_LIMITS_URL: must be memory://",
+        ),
+        (
+            {"DISCORD_GUILD_IDS": "1234567890,general"},
+            "invalid setting DISCORD_GUILD_IDS: guild ids are numbers",
+        ),
     ],
 )
 async def test_invalid_setting_is_one_line_naming_the_variable(
@@ -106,6 +119,18 @@ async def test_invalid_setting_is_one_line_naming_the_variable(
     code, out, err = await run_cli("ask", "hello", env=env)
     assert code == 2 and out == ""
     assert err.startswith("g4f-bridge: " + expected)
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["run", "chat"])
+async def test_store_that_cannot_be_opened_is_one_line(
+    g4f: FakeG4F, tmp_path: Path, command: str
+) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    url = f"sqlite:///{tmp_path}/not-a-folder/store.sqlite3"
+    code, out, err = await run_cli(command, env=api(g4f, BRIDGE_STORE_URL=url))
+    assert code == 2 and out == ""
+    assert err.startswith("g4f-bridge: BRIDGE_STORE_URL: cannot open the SQLite database ")
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
@@ -159,6 +184,8 @@ async def test_check_passes_and_reports_platforms(g4f: FakeG4F) -> None:
     assert code == 0
     assert "ok   default chat model 'gpt-4o' is offered" in out
     assert "ok   image model 'flux' is offered" in out
+    assert "ok   a one-token answer from 'gpt-4o' came back via FakeProvider" in out
+    assert g4f.chat_requests()[0].json["max_tokens"] == 1  # type: ignore[index]
     assert "info Telegram: token is set" in out
     assert "info Discord: token not set" in out
     assert "fake-token" not in out
@@ -177,3 +204,29 @@ async def test_check_fails_on_missing_model_and_bad_key() -> None:
         )
         assert code == 1
         assert "FAIL default chat model 'gpt-9' is not in the server's model list" in out
+
+
+async def test_check_tells_a_failed_provider_from_an_unknown_model(g4f: FakeG4F) -> None:
+    g4f.down_models.add("gpt-4o")
+    code, out, _ = await run_cli("check", env=api(g4f))
+    assert code == 1
+    assert "ok   API at" in out and "ok   default chat model 'gpt-4o' is offered" in out
+    assert (
+        "FAIL the API answers, but its provider failed for 'gpt-4o': the server is fine, the "
+        "provider behind it is down or needs credentials." in out
+    )
+    code, out, _ = await run_cli("check", env=api(g4f, G4F_DEFAULT_MODEL="gpt-9"))
+    assert code == 1
+    assert "FAIL the model 'gpt-9' is unknown to the server: set G4F_DEFAULT_MODEL" in out
+    assert "provider failed" not in out
+
+
+async def test_ask_when_the_provider_is_down_says_what_to_do(g4f: FakeG4F) -> None:
+    g4f.down_models.add("gpt-4o")
+    code, out, err = await run_cli("ask", "hello", env=api(g4f))
+    assert (code, out) == (1, "")
+    assert err == (
+        "g4f-bridge: The AI server is up, but the provider behind 'gpt-4o' failed to answer "
+        "(often for a while). Try again in a minute, or pick another model (/models): another "
+        "model may use a working provider.\n"
+    )

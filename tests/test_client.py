@@ -6,6 +6,7 @@ import base64
 import socket
 
 import pytest
+from aiohttp import web
 
 from core.api_models import ChatMessage, StreamDelta
 from core.client import G4FClient
@@ -14,6 +15,8 @@ from core.errors import (
     AuthFailed,
     CannotConnect,
     ImageFailed,
+    ModelNotOffered,
+    ModelProviderFailed,
     ModelUnavailable,
     ProviderFailed,
     ProviderNotFound,
@@ -100,21 +103,58 @@ async def test_stream_that_stops_early_is_cut_off_not_success(
     assert caught.value.user_message == "The answer was cut off before it finished."
 
 
-async def test_unknown_model_says_it_may_be_unavailable(
+async def test_unknown_model_is_not_offered_and_not_retried(
     g4f: FakeG4F, make_settings: MakeSettings
 ) -> None:
+    async with G4FClient(make_settings(g4f_retries=2), clock=InstantClock()) as client:
+        with pytest.raises(ModelNotOffered) as caught:
+            await collect(client, "no-such-model")
+    assert caught.value.user_message == (
+        "The AI server does not offer the model 'no-such-model'. Pick one it has with /models."
+    )
+    assert len(g4f.chat_requests()) == 1
+
+
+async def test_500_for_an_offered_model_is_its_provider_failing(
+    g4f: FakeG4F, make_settings: MakeSettings
+) -> None:
+    g4f.down_models.add("gpt-4o")
+    clock = InstantClock()
+    async with G4FClient(make_settings(g4f_retries=1), clock=clock) as client:
+        with pytest.raises(ModelProviderFailed) as caught:
+            await client.chat(HELLO, model="gpt-4o")
+        with pytest.raises(ModelProviderFailed):
+            await collect(client, "fail-500")
+    message = caught.value.user_message
+    assert message.startswith("The AI server is up, but the provider behind 'gpt-4o' failed")
+    assert "Try again in a minute, or pick another model (/models)" in message
+    assert g4f.calls_by_model["gpt-4o"] == 2  # retried: providers come back
+    assert len([r for r in g4f.requests if r.path == "/v1/models"]) == 1  # the list is cached
+
+
+async def test_500_without_a_model_list_says_both_causes(
+    g4f: FakeG4F, make_settings: MakeSettings
+) -> None:
+    g4f.disabled_paths.add("/v1/models")
     async with G4FClient(make_settings()) as client:
         with pytest.raises(ModelUnavailable) as caught:
-            await collect(client, "no-such-model")
-    assert "'no-such-model' may be unavailable" in caught.value.user_message
-
-
-async def test_server_failure_500_is_model_unavailable(
-    g4f: FakeG4F, make_settings: MakeSettings
-) -> None:
-    async with G4FClient(make_settings()) as client:
-        with pytest.raises(ModelUnavailable):
             await client.chat(HELLO, model="fail-500")
+    assert type(caught.value) is ModelUnavailable
+    assert "its provider failed or it does not offer that model" in caught.value.user_message
+
+
+async def test_probe_is_one_single_token_attempt(g4f: FakeG4F, make_settings: MakeSettings) -> None:
+    g4f.answers["Reply with the single word OK."] = "OK, happy to help"
+    settings = make_settings(g4f_retries=2, g4f_fallback_models="gpt-4o-mini")
+    async with G4FClient(settings, clock=InstantClock()) as client:
+        result = await client.probe()
+        assert (result.text, result.model, result.provider) == ("OK,", "gpt-4o", "FakeProvider")
+        assert g4f.chat_requests()[0].json["max_tokens"] == 1
+        with pytest.raises(ModelProviderFailed):
+            await client.probe(model="fail-500")
+        with pytest.raises(ModelNotOffered):
+            await client.probe(model="gpt-9")
+    assert g4f.calls_by_model["fail-500"] == 1 and "gpt-4o-mini" not in g4f.calls_by_model
 
 
 async def test_retries_5xx_before_first_token_with_backoff(
@@ -171,6 +211,28 @@ async def test_nothing_is_retried_after_text_reached_the_caller(
         with pytest.raises(ProviderFailed):
             await collect(client, "midstream-error")
     assert len(g4f.chat_requests()) == 1
+
+
+async def test_a_proxy_500_says_to_try_again(make_settings: MakeSettings) -> None:
+    async def bad_gateway(request: web.Request) -> web.Response:
+        return web.Response(status=502, text="<html>502 Bad Gateway</html>")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", bad_gateway)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    try:
+        async with G4FClient(make_settings(g4f_base_url=url)) as client:
+            with pytest.raises(ProviderFailed) as caught:
+                await collect(client, "gpt-4o")
+    finally:
+        await runner.cleanup()
+    assert caught.value.user_message == (
+        "The AI server (or a proxy in front of it) failed with HTTP 502. Try again in a minute."
+    )
+    assert "502 Bad Gateway" in caught.value.detail
 
 
 async def test_cannot_connect_says_what_to_start(make_settings: MakeSettings) -> None:

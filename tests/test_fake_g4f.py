@@ -230,6 +230,29 @@ async def test_failures_are_plain_http_errors(http: httpx.AsyncClient, stream: b
     assert r429.headers["content-type"].startswith("application/json")
 
 
+async def test_down_models_fail_like_a_dead_provider(g4f: FakeG4F, http: httpx.AsyncClient) -> None:
+    g4f.down_models.add("gpt-4o")
+    for stream in (False, True):
+        down = await http.post("/v1/chat/completions", json=chat_body("gpt-4o", stream=stream))
+        assert down.status_code == 500
+        assert down.json() == {
+            "error": {"message": "Request execution failed"},
+            "model": "gpt-4o",
+            "provider": "FakeProvider",
+        }
+    listed = await http.get("/v1/models/gpt-4o")
+    assert listed.status_code == 200  # still offered: only its provider fails
+    g4f.down_models.clear()
+    assert (await http.post("/v1/chat/completions", json=chat_body("gpt-4o"))).status_code == 200
+
+
+async def test_max_tokens_cuts_the_answer(g4f: FakeG4F, http: httpx.AsyncClient) -> None:
+    g4f.answers["q"] = "one two three"
+    reply = await http.post("/v1/chat/completions", json=chat_body("gpt-4o", "q", max_tokens=1))
+    assert reply.json()["choices"][0]["message"]["content"] == "one"
+    assert reply.json()["usage"]["completion_tokens"] == 1
+
+
 async def test_flaky(g4f: FakeG4F, http: httpx.AsyncClient) -> None:
     g4f.fail_times = 1
     statuses = [

@@ -67,6 +67,54 @@ def test_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
             "bad header",
             "invalid setting G4F_API_KEY_HEADER: must be an HTTP header name",
         ),
+        (
+            "BRIDGE_STORE_URL",
+            "postgresql://db/bridge",
+            "invalid setting BRIDGE_STORE_URL: PostgreSQL (postgresql://) is not supported yet; "
+            "supported: sqlite://",
+        ),
+        (
+            "BRIDGE_STORE_URL",
+            "mongodb://db/bridge",
+            "invalid setting BRIDGE_STORE_URL: unsupported store URL scheme 'mongodb'",
+        ),
+        (
+            "BRIDGE_STORE_URL",
+            "./data/bridge.sqlite3",
+            "invalid setting BRIDGE_STORE_URL: has no scheme; use a URL such as sqlite:///",
+        ),
+        (
+            "BRIDGE_STORE_URL",
+            "sqlite://bridge.sqlite3",
+            "invalid setting BRIDGE_STORE_URL: SQLite store URL must look like sqlite:///",
+        ),
+        (
+            "BRIDGE_LIMITS_URL",
+            "memcached://x",
+            "invalid setting BRIDGE_LIMITS_URL: must be memory://",
+        ),
+        ("BRIDGE_LIMITS_URL", "memory", "invalid setting BRIDGE_LIMITS_URL: must be memory://"),
+        (
+            "BRIDGE_LIMITS_URL",
+            "redis://localhost:63x9/0",
+            "invalid setting BRIDGE_LIMITS_URL: the Redis port is not a number",
+        ),
+        (
+            "BRIDGE_LIMITS_URL",
+            "redis://localhost:6379/cache",
+            "invalid setting BRIDGE_LIMITS_URL: the Redis database must be a number",
+        ),
+        (
+            "BRIDGE_LIMITS_URL",
+            "redis://",
+            "invalid setting BRIDGE_LIMITS_URL: redis:// needs a host",
+        ),
+        (
+            "DISCORD_GUILD_IDS",
+            "123456789012345678, my-server",
+            "invalid setting DISCORD_GUILD_IDS: guild ids are numbers separated by commas "
+            "(not 'my-server')",
+        ),
     ],
 )
 def test_invalid_values_name_the_variable(
@@ -77,6 +125,65 @@ def test_invalid_values_name_the_variable(
         load_settings(None)
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BRIDGE_STORE_URL", "sqlite:////var/lib/g4f-bridge/store.sqlite3"),
+        ("BRIDGE_STORE_URL", "sqlite:///:memory:"),
+        ("BRIDGE_LIMITS_URL", "redis://localhost:6379/0"),
+        ("BRIDGE_LIMITS_URL", "rediss://:pw@cache.internal:6380"),
+        ("BRIDGE_LIMITS_URL", "unix:///run/redis/redis.sock"),
+        ("DISCORD_GUILD_IDS", "123456789012345678, 876543210987654321"),
+    ],
+)
+def test_valid_urls_and_ids_pass(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    assert load_settings(None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "TELEGRAM_TOKEN",
+            "AAE-secret-no-bot-id",
+            "invalid setting TELEGRAM_TOKEN: must look like",
+        ),
+        (
+            "TELEGRAM_TOKEN",
+            "123:secret with space",
+            "invalid setting TELEGRAM_TOKEN: must look like",
+        ),
+        (
+            "DISCORD_TOKEN",
+            "Bot secret.part.three",
+            "invalid setting DISCORD_TOKEN: must be the bot",
+        ),
+    ],
+)
+def test_malformed_tokens_are_refused_without_showing_them(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None)
+    assert str(caught.value).startswith(message)
+    assert "secret" not in str(caught.value)
+
+
+def test_url_errors_never_repeat_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (
+        ("BRIDGE_STORE_URL", "postgres://bridge:hunter2-pw@db/bridge"),
+        ("BRIDGE_LIMITS_URL", "redis://:hunter2-pw@cache:port/0"),
+        ("BRIDGE_LIMITS_URL", "memcached://:hunter2-pw@cache"),
+    ):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SettingsError) as caught:
+            load_settings(None)
+        assert name in str(caught.value) and "hunter2" not in str(caught.value)
+        monkeypatch.delenv(name)
 
 
 def test_secrets_stay_out_of_reprs_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -402,7 +402,7 @@ def test_open_store_parses_sqlite_urls(url: str, path: str) -> None:
     ("url", "message"),
     [
         ("redis://localhost:6379/0", r"unsupported store URL scheme 'redis'.*sqlite://"),
-        ("postgres://db/x", r"'postgres'.*supported: sqlite://"),
+        ("postgres://user:pw@db/x", r"PostgreSQL \(postgres://\) is not supported yet.*sqlite://"),
         ("bridge.sqlite3", r"no scheme.*sqlite://"),
         ("://x", r"no scheme"),
         ("sqlite://relative.db", r"must look like sqlite:///"),

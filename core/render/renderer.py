@@ -16,10 +16,12 @@ and carries the complete text plus, when the answer failed or was stopped, one s
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from core.api_models import StreamDelta
 from core.clock import Clock
@@ -54,6 +56,7 @@ NOT_SAVED_NOTE = "⚠️ I could not save this answer, so a reply to it starts a
 STOP_BUTTON = Button("stop", "⏹ Stop")
 
 _Desired = list[tuple[str, tuple[Button, ...]]]
+_Call = Callable[[], Coroutine[Any, Any, None]]  # one platform call, made by the scheduler
 
 
 class Outcome(StrEnum):
@@ -134,6 +137,7 @@ class StreamRenderer:
         self._length: Callable[[str], int] = utf16_length if limits.measure == "utf16" else len
         self._max = limits.max_length - self._length(INDICATOR)
         self._asked = asking_order()
+        self._context = contextvars.copy_context()  # its writes log as part of this answer
         self._started = clock.now()
         self._answer: list[str] = []
         self._reasoning: list[str] = []
@@ -314,9 +318,7 @@ class StreamRenderer:
         self._idle = True
         return None
 
-    def _write(
-        self, kind: WriteKind, call: Callable[[], Awaitable[None]], final: bool, at: float = 0.0
-    ) -> Write:
+    def _write(self, kind: WriteKind, call: _Call, final: bool, at: float = 0.0) -> Write:
         """A write of this answer, as urgent as what it shows."""
         visible = bool(self._shown) or self._preview_text is not None
         if final:
@@ -334,7 +336,7 @@ class StreamRenderer:
         else:
             urgency, order = Urgency.INTERIM, self._last_write_at
         limits = self._surface.limits.writes.of(kind)
-        return Write(urgency, limits, call, max(at, self._retry_at), order)
+        return Write(urgency, limits, call, max(at, self._retry_at), order, self._context)
 
     def written(self, write: Write, error: SurfaceError | None) -> None:
         """The scheduler made `write`; react to how it went."""
@@ -347,6 +349,7 @@ class StreamRenderer:
                 self._result.first_visible_at = now
         elif isinstance(error, SurfaceRateLimited):
             self._result.rate_limited += 1  # the scheduler holds the room's limits back
+            log.info("rate limited, retrying in %.1fs", error.retry_after)
         elif isinstance(error, SurfaceUnavailable):
             self._failures_in_a_row += 1
             if self._failures_in_a_row > TRANSIENT_RETRIES:
@@ -408,16 +411,14 @@ class StreamRenderer:
         return suffix
 
     # --- the calls --------------------------------------------------------------------------
-    def _edit_call(
-        self, shown: _Shown, text: str, buttons: tuple[Button, ...]
-    ) -> Callable[[], Awaitable[None]]:
+    def _edit_call(self, shown: _Shown, text: str, buttons: tuple[Button, ...]) -> _Call:
         async def call() -> None:
             await self._surface.edit(shown.ref, text, buttons=buttons)
             shown.text, shown.buttons = text, buttons
 
         return call
 
-    def _send_call(self, text: str, buttons: tuple[Button, ...]) -> Callable[[], Awaitable[None]]:
+    def _send_call(self, text: str, buttons: tuple[Button, ...]) -> _Call:
         async def call() -> None:
             ref = await self._surface.send(text, buttons=buttons)
             self._shown.append(_Shown(ref, text, buttons))
@@ -427,7 +428,7 @@ class StreamRenderer:
 
         return call
 
-    def _preview_call(self, text: str) -> Callable[[], Awaitable[None]]:
+    def _preview_call(self, text: str) -> _Call:
         async def call() -> None:
             await self._surface.preview(text)
             self._preview_text = text

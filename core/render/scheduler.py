@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from core.clock import Clock
 from core.render.limits import Limit, LimitState
@@ -59,9 +60,10 @@ class Write:
 
     urgency: Urgency
     limits: tuple[Limit, ...]
-    call: Callable[[], Awaitable[object]]
+    call: Callable[[], Coroutine[Any, Any, object]]
     not_before: float = 0.0  # the writer's own wait (coalescing, a retry's backoff)
     order: float = 0.0  # within one urgency, lower goes first
+    context: contextvars.Context | None = None  # the writer's (e.g. its answer id in logs)
 
 
 class Writer(Protocol):
@@ -160,7 +162,9 @@ class Room:
         self._members.append(writer)
         self.wake()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._serve())
+            # A context of its own: the room serves many answers, it belongs to none.
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._serve(), context=contextvars.Context())
 
     def leave(self, writer: Writer) -> None:
         with contextlib.suppress(ValueError):
@@ -231,16 +235,16 @@ class Room:
         for state in states:
             state.take(self._clock.now())
         error: SurfaceError | None = None
+        context = write.context or contextvars.copy_context()
         try:
-            await write.call()
+            await asyncio.get_running_loop().create_task(write.call(), context=context)
         except SurfaceRateLimited as exc:
             error = exc
             self._scheduler.rate_limited += 1
-            log.info("rate limited in %s, waiting %.1fs", self.key, exc.retry_after)
         except SurfaceError as exc:
             error = exc
         except Exception as exc:  # a bug in one write must not stop the room's other answers
-            log.exception("a write in %s failed", self.key)
+            context.run(log.exception, "a write in %s failed", self.key)
             error = SurfaceError(repr(exc))
         finally:
             now = self._clock.now()
@@ -250,7 +254,7 @@ class Room:
                     state.penalize(now, error.retry_after)
         if error is None:
             self._scheduler.writes += 1
-        member.written(write, error)
+        context.run(member.written, write, error)
 
 
 _asked = itertools.count()

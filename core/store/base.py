@@ -172,9 +172,41 @@ def _open_sqlite(url: str) -> ConversationStore:
     return SqliteConversationStore(sqlite_path_from_url(url))
 
 
-_FACTORIES: dict[str, Callable[[str], ConversationStore]] = {
-    "sqlite": _open_sqlite,
+def _check_sqlite(url: str) -> None:
+    from core.store.sqlite import sqlite_path_from_url
+
+    sqlite_path_from_url(url)
+
+
+# scheme -> (check the URL, build the store). A new backend registers here.
+_BACKENDS: dict[str, tuple[Callable[[str], None], Callable[[str], ConversationStore]]] = {
+    "sqlite": (_check_sqlite, _open_sqlite),
 }
+EXAMPLE_URL = "sqlite:///./data/g4f-bridge.sqlite3"
+_NOT_YET = {"postgres": "PostgreSQL", "postgresql": "PostgreSQL", "mysql": "MySQL"}
+
+
+def check_store_url(url: str) -> str:
+    """The URL's scheme when a store exists for it; else ValueError saying what to use.
+
+    Messages name the scheme, never the rest of the URL (it may hold a password).
+    """
+    scheme, separator, _ = url.partition("://")
+    scheme = scheme.lower()
+    if not separator or not scheme:
+        raise ValueError(
+            f"has no scheme; use a URL such as {EXAMPLE_URL} (supported: {_supported()})"
+        )
+    backend = _BACKENDS.get(scheme)
+    if backend is None:
+        if scheme in _NOT_YET:
+            raise ValueError(
+                f"{_NOT_YET[scheme]} ({scheme}://) is not supported yet; "
+                f"supported: {_supported()}, e.g. {EXAMPLE_URL}"
+            )
+        raise ValueError(f"unsupported store URL scheme {scheme!r}; supported: {_supported()}")
+    backend[0](url)
+    return scheme
 
 
 def open_store(url: str) -> ConversationStore:
@@ -183,14 +215,8 @@ def open_store(url: str) -> ConversationStore:
     Supported: ``sqlite:///relative/path.sqlite3``, ``sqlite:////absolute/path.sqlite3``
     and ``sqlite:///:memory:``. An unknown scheme raises ValueError naming the supported ones.
     """
-    scheme, separator, _ = url.partition("://")
-    if not separator or not scheme:
-        raise ValueError(f"store URL {url!r} has no scheme; supported: {_supported()}")
-    factory = _FACTORIES.get(scheme.lower())
-    if factory is None:
-        raise ValueError(f"unsupported store URL scheme {scheme!r}; supported: {_supported()}")
-    return factory(url)
+    return _BACKENDS[check_store_url(url)][1](url)
 
 
 def _supported() -> str:
-    return ", ".join(f"{name}://" for name in sorted(_FACTORIES))
+    return ", ".join(f"{name}://" for name in sorted(_BACKENDS))

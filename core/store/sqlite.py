@@ -202,13 +202,18 @@ class SqliteConversationStore:
         async with self._lock:
             if self._conn is not None:
                 raise StoreError("store is already open")
-            await self._ensure_directory()
-            conn = await aiosqlite.connect(self._path, isolation_level=None)
+            try:
+                await self._ensure_directory()
+                conn = await aiosqlite.connect(self._path, isolation_level=None)
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreError(f"cannot open the SQLite database {self._path}: {exc}") from exc
             try:
                 await self._configure(conn)
                 await apply_migrations(conn)
-            except BaseException:
+            except BaseException as exc:
                 await conn.close()
+                if isinstance(exc, OSError | sqlite3.Error):
+                    raise StoreError(f"cannot use the SQLite database {self._path}: {exc}") from exc
                 raise
             self._conn = conn
 

@@ -34,7 +34,7 @@ class ManualClock:
     def pending_sleepers(self) -> int:
         return sum(1 for _, _, f in self._sleepers if not f.done())
 
-    async def settle(self, rounds: int = 20) -> None:
+    async def settle(self, rounds: int = 100) -> None:
         """Let every task that can run without time passing run."""
         for _ in range(rounds):
             await asyncio.sleep(0)

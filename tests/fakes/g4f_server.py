@@ -432,6 +432,8 @@ class FakeG4F:
         self.chunk_size_words = 1
         self.disabled_paths: set[str] = set()
         self.answer_words = 0  # > 0: default answers are long (see long_answer)
+        # Listed models whose every provider fails now: HTTP 500 like g4f (the server answers).
+        self.down_models: set[str] = set()
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._inflight: dict[int, web.Request] = {}
@@ -638,6 +640,9 @@ class FakeG4F:
         model = str(body.get("model") or DEFAULT_CHAT_MODEL)
         if model not in ALL_MODELS and model not in PROVIDERS:
             return _error(500, EXECUTION_FAILED, model, provider or None)
+        if model in self.down_models:
+            self._count_call(model)
+            return _error(500, EXECUTION_FAILED, model, provider or PROVIDER_NAME)
         failure = self._planned_failure(model)
         if failure is not None:
             return failure
@@ -649,11 +654,15 @@ class FakeG4F:
     def _make_chat(self, model: str, body: JsonDict) -> _Chat:
         messages: list[JsonDict] = body["messages"]
         prompt = last_user_prompt(messages)
+        answer = self.answer_for(prompt)
+        limit = body.get("max_tokens")
+        if isinstance(limit, int) and limit > 0:  # one word stands for one token
+            answer = " ".join(answer.split()[:limit])
         return _Chat(
             model=model,
             reply_model="" if model == "blank-model" else model,
             prompt=prompt,
-            answer=self.answer_for(prompt),
+            answer=answer,
             prompt_tokens=_count_words(messages),
             tool_name=_tool_name(body),
         )
