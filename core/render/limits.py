@@ -55,6 +55,8 @@ class LimitState:
         self._tokens = float(limit.burst) if isinstance(limit, Bucket) else 0.0  # Bucket
         self._updated = now  # Bucket: refill counted from here
         self._done: deque[float] = deque()  # Window: completion times inside the window
+        self._taken: deque[float] = deque()  # when the writes in flight started
+        self._answered: deque[float] = deque()  # when the platform answered them (`observe`)
 
     def wait(self, now: float, *, routine: bool = False, reserve: int = 0) -> float:
         """Seconds until a write may start (0: now; inf: not until something changes).
@@ -97,11 +99,21 @@ class LimitState:
             self._refill(now)
             self._tokens -= 1.0
         self._in_flight += 1
+        self._taken.append(now)
         self.last_used = now
 
     def release(self, now: float) -> None:
-        """The write taken with `take` completed (or failed after reaching the platform)."""
+        """The write taken with `take` completed (or failed after reaching the platform).
+
+        It counts from when the platform answered it where that was observed: a library may
+        hold a call back after the answer (discord.py sleeps out an exhausted bucket before it
+        returns), and that wait is no write."""
         self._in_flight = max(0, self._in_flight - 1)
+        taken = self._taken.popleft() if self._taken else now
+        while self._answered and self._answered[0] < taken:
+            self._answered.popleft()  # an answer to an earlier call
+        if self._answered:
+            now = min(now, self._answered.popleft())
         if isinstance(self.limit, Window):
             self._done.append(now)
         elif self._in_flight == 0:
@@ -117,20 +129,13 @@ class LimitState:
             self._tokens = min(self._tokens, 1.0 - retry_after / limit.interval)
 
     def observe(self, now: float, remaining: int, reset_after: float) -> None:
-        """The platform reported its own count: `remaining` writes left for `reset_after` s."""
+        """The platform reported its own count: `remaining` writes left for `reset_after` s.
+        None left holds the limit back until then (e.g. writes we did not count, made by
+        another process); otherwise our own count, never looser than the platform's, stands."""
         if remaining <= 0:
             self._blocked_until = max(self._blocked_until, now + reset_after)
-        limit = self.limit
-        if isinstance(limit, Bucket):
-            self._refill(now)
-            self._tokens = min(self._tokens, float(remaining))
-            return
-        self._expire(now)
-        missing = limit.count - remaining - len(self._done) - self._in_flight
-        # The platform counts writes we did not see (another process): count them until reset.
-        if missing > 0:
-            expires = now + reset_after - limit.seconds
-            self._done = deque(sorted([*self._done, *([expires] * missing)]))
+        if self._in_flight:
+            self._answered.append(now)
 
     @property
     def idle(self) -> bool:

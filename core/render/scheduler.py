@@ -151,12 +151,14 @@ class Room:
         self._clock = scheduler.clock
         self.key = key
         self._members: list[Writer] = []
+        self._writing: dict[Writer, Write] = {}  # one write at a time per member
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def busy(self) -> bool:
-        return bool(self._members)
+        return bool(self._members or self._writing)
 
     def join(self, writer: Writer) -> None:
         self._members.append(writer)
@@ -176,25 +178,48 @@ class Room:
         self._changed.set()
 
     async def _serve(self) -> None:
+        """Start each write as soon as its limits allow. Writes of different members run side
+        by side (a call that waits on its platform holds up only its own answer), one member's
+        one after another (its edits arrive in order), and first texts one after another (they
+        appear in the order asked)."""
         try:
-            while self._members:
+            while self._members or self._writing:
                 self._changed.clear()
                 choice, wait = self._choose(self._clock.now())
-                if choice is not None:
-                    await self._perform(*choice)
-                else:
+                if choice is None:
                     await self._pause(wait)
+                    continue
+                member, write = choice
+                for state in [self._scheduler.state(limit) for limit in write.limits]:
+                    state.take(self._clock.now())
+                context = write.context or contextvars.copy_context()
+                loop = asyncio.get_running_loop()
+                self._writing[member] = write
+                self._tasks.add(
+                    task := loop.create_task(self._perform(member, write), context=context)
+                )
+                task.add_done_callback(self._tasks.discard)
         finally:
+            for task in list(self._tasks):
+                task.cancel()
             self._scheduler._forget(self)
 
     def _choose(self, now: float) -> tuple[tuple[Writer, Write] | None, float]:
         """The most urgent write its limits allow now, else how long until one may go."""
-        wanted = [(w, m) for m in self._members if (w := m.next_write(now)) is not None]
+        wanted = [
+            (w, m)
+            for m in self._members
+            if m not in self._writing and (w := m.next_write(now)) is not None
+        ]
         wanted.sort(key=lambda pair: (pair[0].urgency, pair[0].order))
         reserve = sum(m.owed for m in self._members)
         held: set[str] = set()  # limits a more urgent write is waiting for
         soonest = math.inf
+        # First texts appear in the order asked: one at a time, like a queue at the counter.
+        first_text_going = any(w.urgency is Urgency.FIRST_TEXT for w in self._writing.values())
         for write, member in wanted:
+            if first_text_going and write.urgency is Urgency.FIRST_TEXT:
+                continue
             own_wait = write.not_before - now
             limit_wait = max(
                 (
@@ -206,7 +231,9 @@ class Room:
                 default=0.0,
             )
             keys = {limit.key for limit in write.limits}
-            if own_wait <= 0 and limit_wait <= 0 and not keys & held:
+            if keys & held:
+                continue  # it waits for the more urgent write holding its limits
+            if own_wait <= 0 and limit_wait <= 0:
                 return (member, write), 0.0
             if own_wait <= 0:
                 held |= keys
@@ -231,30 +258,30 @@ class Room:
         await self._changed.wait()
 
     async def _perform(self, member: Writer, write: Write) -> None:
-        states = [self._scheduler.state(limit) for limit in write.limits]
-        for state in states:
-            state.take(self._clock.now())
+        """Make the call (its limits were taken), release them, tell the member how it went."""
         error: SurfaceError | None = None
-        context = write.context or contextvars.copy_context()
         try:
-            await asyncio.get_running_loop().create_task(write.call(), context=context)
+            await write.call()
         except SurfaceRateLimited as exc:
             error = exc
             self._scheduler.rate_limited += 1
         except SurfaceError as exc:
             error = exc
         except Exception as exc:  # a bug in one write must not stop the room's other answers
-            context.run(log.exception, "a write in %s failed", self.key)
+            log.exception("a write in %s failed", self.key)
             error = SurfaceError(repr(exc))
         finally:
             now = self._clock.now()
-            for state in states:
+            for limit in write.limits:
+                state = self._scheduler.state(limit)
                 state.release(now)
                 if isinstance(error, SurfaceRateLimited):
                     state.penalize(now, error.retry_after)
+            self._writing.pop(member, None)
+            self.wake()
         if error is None:
             self._scheduler.writes += 1
-        context.run(member.written, write, error)
+        member.written(write, error)
 
 
 _asked = itertools.count()
