@@ -24,10 +24,11 @@ from bots.terminal_io.keyboard import (
     LineKeyboard,
     PromptKeyboard,
 )
-from bots.terminal_io.logs import WarningTally, logs_to_file
+from bots.terminal_io.logs import WarningTally, logs_to_file, open_private
 from bots.terminal_io.output import PlainView, RichView, View, make_console
 from core.bridge import Bridge
 from core.conversations import Where
+from core.errors import BridgeError
 from core.render.renderer import INDICATOR
 from core.render.surface import Button, MessageRef, SurfaceLimits, SurfaceRejected
 from core.results import (
@@ -344,6 +345,14 @@ async def chat(bridge: Bridge) -> int:
     """Run the terminal chat on stdin/stdout until Ctrl-D, /quit or the end of the input."""
     data_dir = bridge.settings.bridge_data_dir
     log_path = data_dir / LOG_FILE
+    try:
+        for path in (log_path, data_dir / HISTORY_FILE):
+            open_private(path)
+    except OSError as exc:
+        raise BridgeError(
+            f"The chat cannot write its history and log in {data_dir} ({exc.strerror}). "
+            "Set BRIDGE_DATA_DIR to a folder you can write."
+        ) from None
     interactive = _is_terminal(sys.stdin) and _is_terminal(sys.stdout)
     view: View
     if _is_terminal(sys.stdout):

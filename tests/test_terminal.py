@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bots.terminal import TerminalChat
+from bots.terminal import TerminalChat, TerminalSurface
 from bots.terminal_io.markdown import GrowingMarkdown, render_markdown
 from bots.terminal_io.output import PlainView, RichView
 from core.bridge import Bridge
 from core.render.renderer import INDICATOR
+from core.render.surface import MessageSurface
 from tests.conftest import MakeSettings
 from tests.fakes.g4f_server import FakeG4F, long_answer
 from tests.test_cli import api, run_cli
@@ -83,6 +84,12 @@ async def test_chat_streams_answers_and_commands(
     last = g4f.chat_requests()[-1].json
     assert last is not None and last["model"] == "gpt-4o-mini"
     assert [m["content"] for m in last["messages"]] == ["hello", "Hello there, friend.", "again"]
+
+
+def test_the_terminal_surface_is_a_message_surface(tmp_path: Path) -> None:
+    surface = TerminalSurface(PlainView(io.StringIO()), image_dir=tmp_path)
+    assert isinstance(surface, MessageSurface)
+    assert surface.limits.min_edit_interval > 0 and not surface.limits.supports_draft
 
 
 async def test_imagine_saves_the_file(bridge: Bridge, g4f: FakeG4F, tmp_path: Path) -> None:
@@ -347,3 +354,17 @@ def test_rich_view_streams_reasoning_dimmed_and_notes_styled() -> None:
     assert "│ " in final and "▌" not in final  # … and none in the final draw
     error_at = final.index("⚠️")
     assert "\x1b[1;31m" in final[error_at - 12 : error_at]  # bold red
+
+
+async def test_a_data_dir_that_cannot_be_written_is_one_line(g4f: FakeG4F, tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file, not a folder")
+    env = {
+        **api(g4f),
+        "BRIDGE_STORE_URL": f"sqlite:///{tmp_path}/s.sqlite3",
+        "BRIDGE_DATA_DIR": str(tmp_path / "data"),
+    }
+    code, out, err = await run_cli("chat", env=env, cwd=tmp_path, stdin=b"hello\n")
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1
+    assert err.startswith(f"g4f-bridge: The chat cannot write its history and log in {tmp_path}")
+    assert err.endswith(". Set BRIDGE_DATA_DIR to a folder you can write.\n")

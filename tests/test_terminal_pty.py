@@ -304,6 +304,11 @@ async def test_models_are_paged_and_names_complete(launch: Launch) -> None:
     await term.wait_for(lambda: "gpt-4o-mini" in term.prompt_line)
     term.type(ENTER)  # … and sends
     await term.wait_for("Your model is now gpt-4o-mini.")
+    await term.wait_for_prompt()
+    term.type("/sta")
+    await term.wait_for(lambda: term.prompt_line == "> /sta")
+    term.type(TAB)  # commands complete too
+    await term.wait_for(lambda: term.prompt_line == "> /status")
 
 
 async def test_no_colour_with_no_color_set(g4f: FakeG4F, launch: Launch) -> None:
@@ -341,3 +346,31 @@ async def test_a_warning_is_one_dim_line_and_logs_stay_in_their_file(
     log = (tmp_path / "data" / "chat.log").read_text()
     assert "WARNING core.bridge: image upload failed" in log
     assert "INFO" not in term.text and "WARNING" not in term.text
+
+
+async def test_ctrl_c_before_the_first_word_stops_the_wait(g4f: FakeG4F, launch: Launch) -> None:
+    g4f.first_token_delay = 60.0  # the server would take a minute to start answering
+    term = await launch()
+    term.type("/model slow-first" + ENTER)
+    await term.wait_for("Your model is now slow-first")
+    term.type("anything" + ENTER)
+    await term.wait_for(lambda: term.lines[term.screen.cursor.y].startswith("▌"))  # waiting
+    term.type(CTRL_C)
+    await term.wait_for("⏹ Stopped.")
+    await term.wait_for_prompt()
+    assert "▌" not in term.text
+
+
+async def test_keys_typed_while_an_answer_streams_wait_at_the_next_prompt(
+    g4f: FakeG4F, launch: Launch
+) -> None:
+    g4f.trickle_interval = 0.1
+    g4f.answers["count"] = " ".join(str(n) for n in range(12))
+    term = await launch()
+    term.type("/model trickle" + ENTER)
+    await term.wait_for("Your model is now trickle")
+    term.type("count" + ENTER)
+    await term.wait_for("0 1 ")
+    term.type("next question")
+    await term.wait_for(lambda: term.prompt_line == "> next question")
+    assert "0 1 2 3 4 5 6 7 8 9 10 11" in term.text  # the answer was drawn in full first

@@ -116,6 +116,8 @@ class PromptKeyboard:
             rprompt=lambda: FormattedText([("italic", QUIT_HINT)]) if self._hint else "",
         )
         self.session.default_buffer.on_text_changed += self._typed
+        # A terminal that does not answer cursor-position requests is logged, not told on screen.
+        self.session.app.renderer.cpr_not_supported_callback = _cpr_not_supported
 
     def _typed(self, _: object) -> None:
         self._hint = False
@@ -170,6 +172,10 @@ class PromptKeyboard:
         with terminal.raw_mode(), terminal.attach(on_keys):
             yield
         terminal.flush_keys()
+
+
+def _cpr_not_supported() -> None:
+    log.info("the terminal does not report the cursor position; the prompt works without it")
 
 
 class LineKeyboard:
