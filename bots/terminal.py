@@ -1,8 +1,9 @@
 """The terminal chat: the same use cases and renderer as the chat platforms, in a console.
 
-Answers are rewritten in place as they stream. Commands: /models [filter], /model NAME, /reset,
-/system TEXT, /imagine PROMPT (saves the image and prints its path), /status, /help, /quit.
-Ctrl-C stops the current answer without quitting; Ctrl-D (end of input) quits.
+On a terminal, input is prompt_toolkit (history, multi-line, completion) and answers are drawn by
+rich as markdown while they stream (bots/terminal_io). In a pipe (`g4f-bridge chat < questions`),
+each line is a message and answers are printed as plain text. Logs go to a file in the data
+folder, never onto the conversation. Commands: see HELP.
 """
 
 from __future__ import annotations
@@ -12,19 +13,28 @@ import getpass
 import itertools
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, TextIO
 
+from bots.terminal_io.keyboard import (
+    MENU_ROWS,
+    ChatCompleter,
+    Keyboard,
+    LineKeyboard,
+    PromptKeyboard,
+)
+from bots.terminal_io.logs import WarningTally, logs_to_file, open_private
+from bots.terminal_io.output import PlainView, RichView, View, make_console
 from core.bridge import Bridge
 from core.conversations import Where
+from core.errors import BridgeError
 from core.render.limits import Bucket
 from core.render.renderer import INDICATOR
-from core.render.surface import Button, MessageRef, SurfaceLimits, WriteLimits
+from core.render.surface import Button, MessageRef, SurfaceLimits, SurfaceRejected, WriteLimits
 from core.results import (
     ConversationReset,
     ModelChosen,
-    ModelPage,
     Refusal,
     Status,
     SystemPromptSet,
@@ -32,73 +42,86 @@ from core.results import (
 from core.texts import (
     current_model_text,
     model_chosen_text,
-    models_page_text,
     persona_text,
     reset_text,
     status_text,
 )
 
-REDRAW_INTERVAL = 0.05  # seconds between two redraws of a streaming answer
+# The terminal's limits, in this one place: no platform rate limit, only its own redraw rate
+# (at most one redraw of a streaming answer per REDRAW_INTERVAL seconds).
+REDRAW_INTERVAL = 0.05
+_REDRAW = (Bucket("terminal", 1, REDRAW_INTERVAL),)
+LIMITS = SurfaceLimits(
+    max_length=1_000_000,
+    room="terminal",
+    writes=WriteLimits(send=_REDRAW, edit=_REDRAW),
+    placeholder=None,  # Ctrl-C stops an answer: no message to hang a Stop button on
+)
 
-HELP = """Type a message to chat. Commands:
-  /models [filter]   list chat models       /model NAME    choose a model
-  /imagine PROMPT    draw and save an image /system TEXT   set the persona ('' resets)
-  /reset             start a new conversation
-  /status            model, limits, conversation
-  /help              this text              /quit          leave (or Ctrl-D)
-Ctrl-C stops an answer that is streaming."""
+HISTORY_FILE = "chat-history"
+LOG_FILE = "chat.log"
+PIPE_MODELS_PAGE = 20
+
+COMMANDS = {
+    "/models": "list chat models: /models [filter]",
+    "/more": "the next page of /models",
+    "/model": "choose a model: /model NAME",
+    "/imagine": "draw and save an image: /imagine PROMPT",
+    "/system": "set the persona ('' resets): /system TEXT",
+    "/reset": "start a new conversation",
+    "/status": "model, limits, conversation",
+    "/help": "commands and keys",
+    "/quit": "leave (or Ctrl-D)",
+}
+
+HELP = "\n".join(
+    [
+        "Type a message to chat. Commands:",
+        *(f"  {name:<9} {meaning}" for name, meaning in COMMANDS.items()),
+        "Keys: Enter sends; Alt-Enter (or Esc, Enter) starts a new line; Up/Down recall earlier",
+        "lines; Tab completes commands and model names. Ctrl-C stops an answer that is",
+        "streaming, or clears the line; Ctrl-D on an empty line quits.",
+    ]
+)
 
 
 class TerminalSurface:
-    """Writes an answer to a text stream, appending as its text grows."""
+    """One answer's messages, shown by the chat's view as the renderer writes them."""
 
-    def __init__(self, out: TextIO, *, image_dir: Path) -> None:
-        self._out = out
+    def __init__(
+        self, view: View, *, image_dir: Path, before_write: Callable[[], None] | None = None
+    ) -> None:
+        self._view = view
         self._image_dir = image_dir
+        self._before_write = before_write
         self._ids = itertools.count(1)
-        self._shown: dict[str, str] = {}
-        redraw = (Bucket("terminal", 1, REDRAW_INTERVAL),)
-        self._limits = SurfaceLimits(
-            max_length=1_000_000,
-            room="terminal",
-            writes=WriteLimits(send=redraw, edit=redraw),
-            placeholder=None,
-        )
-        self.last_ref: MessageRef | None = None
+        self._texts: dict[str, str] = {}
+        self.wrote = False  # anything shown of an answer: the chat ends it on the view
 
     @property
     def limits(self) -> SurfaceLimits:
-        return self._limits
+        return LIMITS
 
-    def _write(self, text: str) -> None:
-        self._out.write(text)
-        self._out.flush()
+    def _show(self) -> None:
+        if self._before_write is not None:
+            self._before_write()
+        texts = list(self._texts.values())
+        streaming = bool(texts) and texts[-1].endswith(INDICATOR)
+        self._view.show_answer([t.removesuffix(INDICATOR) for t in texts], streaming=streaming)
+        self.wrote = True
 
     async def send(self, text: str, *, buttons: tuple[Button, ...] = ()) -> MessageRef:
         ref = MessageRef(str(next(self._ids)))
-        self._shown[ref.id] = ""
-        self.last_ref = ref
-        self._update(ref, text)
+        self._texts[ref.id] = text
+        self._show()
         return ref
 
     async def edit(self, ref: MessageRef, text: str, *, buttons: tuple[Button, ...] = ()) -> None:
-        self._update(ref, text)
-
-    def _update(self, ref: MessageRef, text: str) -> None:
-        old = self._shown[ref.id]
-        old_body, new_body = old.removesuffix(INDICATOR), text.removesuffix(INDICATOR)
-        if old != old_body:
-            self._write("\b \b" * len(INDICATOR))  # erase the streaming indicator
-        if new_body.startswith(old_body):
-            self._write(new_body[len(old_body) :])
-        else:
-            self._write("\n" + new_body)  # not an extension (rare): show it again in full
-        if text != new_body:
-            self._write(INDICATOR)
-        self._shown[ref.id] = text
+        self._texts[ref.id] = text
+        self._show()
 
     async def preview(self, text: str) -> None:
-        raise NotImplementedError("the terminal does not use previews")
+        raise NotImplementedError("the terminal does not use previews (limits.previews)")
 
     async def upload(
         self,
@@ -110,27 +133,38 @@ class TerminalSurface:
         prompt: str,
         model: str,
     ) -> MessageRef:
-        self._image_dir.mkdir(parents=True, exist_ok=True)
         stem, _, ext = filename.rpartition(".")
-        path = self._image_dir / f"{stem}-{next(self._ids)}.{ext}"
-        path.write_bytes(data)
-        self._write(f"{caption}\nSaved {path}\n")
+        try:
+            self._image_dir.mkdir(parents=True, exist_ok=True)
+            path = self._image_dir / f"{stem}-{next(self._ids)}.{ext}"
+            while path.exists():
+                path = self._image_dir / f"{stem}-{next(self._ids)}.{ext}"
+            path.write_bytes(data)
+        except OSError as exc:
+            raise SurfaceRejected(f"cannot save the image in {self._image_dir}: {exc}") from exc
+        self._view.say(f"{caption}\nSaved {path}")
         return MessageRef(str(path))
 
     async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
-        return None
+        if kind == "typing" and not self._texts:
+            if self._before_write is not None:
+                self._before_write()
+            self._view.show_answer([], streaming=True)  # the marker alone: an answer is coming
+            self.wrote = True
 
 
 class TerminalChat:
-    """One interactive session: reads lines, calls the use cases, prints results."""
+    """One session: reads lines, calls the use cases, shows the results."""
 
     def __init__(
         self,
         bridge: Bridge,
         *,
-        read_line: Callable[[str], Awaitable[str | None]],
-        out: TextIO = sys.stdout,
+        keyboard: Keyboard,
+        view: View,
         image_dir: Path = Path("images"),
+        models_page_size: int = PIPE_MODELS_PAGE,
+        banner_out: TextIO | None = None,
     ) -> None:
         self.bridge = bridge
         self.where = Where(
@@ -140,57 +174,102 @@ class TerminalChat:
             is_private=True,
             is_operator=True,
         )
-        self._read_line = read_line
-        self._out = out
+        self.keyboard = keyboard
+        self.view = view
         self._image_dir = image_dir
-        self._current: TerminalSurface | None = None
+        self._models_page_size = models_page_size
+        self._models_query = ""
+        self._models_next: int | None = None
+        self._banner_out = banner_out
+        self._task: asyncio.Task[None] | None = None
+        self._answering = False
+        self._stop_pending = False
+        self.log_tally: WarningTally | None = None
+        self.log_path: Path | None = None
 
-    def say(self, text: str) -> None:
-        self._out.write(text + "\n")
-        self._out.flush()
+    async def model_names(self) -> Sequence[str]:
+        """The chat models' names (for completion)."""
+        page = await self.bridge.models(self.where, page_size=100_000)
+        return [] if isinstance(page, Refusal) else [m.id for m in page.items]
 
-    def stop_answer(self) -> bool:
-        """Stop the answer that is streaming (Ctrl-C). True when one was stopped."""
-        surface = self._current
-        if surface is None or surface.last_ref is None:
+    # --- Ctrl-C -----------------------------------------------------------------------------
+    def interrupt(self) -> bool:
+        """Ctrl-C: stop the answer that streams, or cancel the command that runs.
+        False when nothing was running."""
+        task = self._task
+        if task is None or task.done():
             return False
-        return self.bridge.stop(self.where, surface.last_ref.id)
+        if self._answering:
+            if not self.bridge.stop_current(self.where):
+                self._stop_pending = True  # the answer has not started: stop it when it does
+        else:
+            task.cancel()
+        return True
 
+    def _on_write(self) -> None:
+        if self._stop_pending and self.bridge.stop_current(self.where):
+            self._stop_pending = False
+
+    # --- the session ------------------------------------------------------------------------
     async def run(self) -> int:
-        self.say(f"g4f-bridge chat with {await self.bridge.model_for(self.where)} (/help)")
+        model = await self.bridge.model_for(self.where)
+        banner = f"g4f-bridge chat with {model}. /help lists commands and keys; Ctrl-D quits."
+        if self._banner_out is not None:
+            print(banner, file=self._banner_out, flush=True)
+        else:
+            self.view.say(banner, "notice")
         while True:
-            line = await self._read_line("> ")
+            line = await self.keyboard.read()
             if line is None:
-                self.say("")
                 return 0
-            if line.strip() in ("/quit", "/exit"):
+            text = line.strip()
+            if text in ("/quit", "/exit"):
                 return 0
-            if line.strip():
-                await self.handle(line.strip())
+            if text:
+                await self.run_command(text)
+
+    async def run_command(self, text: str) -> None:
+        """Handle one input, stoppable with Ctrl-C; then summarise what was logged meanwhile."""
+        self._task = asyncio.create_task(self.handle(text))
+        try:
+            with self.keyboard.watching(self.interrupt):
+                await asyncio.wait([self._task])
+            if self._task.cancelled():
+                self.view.say("⏹ Stopped.", "notice")
+            elif (error := self._task.exception()) is not None:
+                raise error
+        finally:
+            self._task, self._answering, self._stop_pending = None, False, False
+        if self.log_tally is not None and self.log_path is not None:
+            summary = self.log_tally.take_summary(self.log_path)
+            if summary:
+                self.view.say(summary, "log")
 
     async def handle(self, line: str) -> None:
-        """One line of input: a command or a message."""
+        """One input: a command or a message."""
         command, _, arg = line.partition(" ") if line.startswith("/") else ("", "", line)
         arg = arg.strip()
         bridge, where = self.bridge, self.where
         if command == "":
-            surface = self._current = TerminalSurface(self._out, image_dir=self._image_dir)
-            try:
-                result = await bridge.ask(where, arg, surface)
-            finally:
-                self._current = None
-            self.say("" if not isinstance(result, Refusal) else result.message)
+            await self._ask(arg)
         elif command == "/imagine":
-            surface = TerminalSurface(self._out, image_dir=self._image_dir)
-            self.say("Drawing…")
-            self._show(await bridge.imagine(where, arg, surface))
+            self.view.say("Drawing…", "notice")
+            surface = self._surface()
+            try:
+                self._show(await bridge.imagine(where, arg, surface))
+            finally:
+                if surface.wrote:  # the error shown in the image's place
+                    self.view.end_answer()
         elif command == "/models":
-            self._show(await bridge.models(where, query=arg, page_size=1000))
+            self._models_query, self._models_next = arg, 0
+            await self._show_models()
+        elif command == "/more":
+            await self._show_models()
         elif command == "/model":
             if arg:
                 self._show(await bridge.set_model(where, arg))
             else:
-                self.say(current_model_text(await bridge.model_for(where)))
+                self.view.say(current_model_text(await bridge.model_for(where)))
         elif command == "/system":
             self._show(await bridge.set_system_prompt(where, arg.strip("'\"")))
         elif command in ("/reset", "/new"):
@@ -198,23 +277,59 @@ class TerminalChat:
         elif command == "/status":
             self._show(await bridge.status(where))
         elif command == "/help":
-            self.say(HELP)
+            self.view.say(HELP, "notice")
         else:
-            self.say(f"Unknown command {command}. /help lists them.")
+            self.view.say(f"Unknown command {command}. /help lists them.", "refusal")
+
+    def _surface(self) -> TerminalSurface:
+        return TerminalSurface(self.view, image_dir=self._image_dir, before_write=self._on_write)
+
+    async def _ask(self, prompt: str) -> None:
+        surface = self._surface()
+        self._answering = True
+        try:
+            result = await self.bridge.ask(self.where, prompt, surface)
+        finally:
+            self._answering = False
+            if surface.wrote:
+                self.view.end_answer()
+        if isinstance(result, Refusal) and not result.quiet:
+            self.view.say(result.message, "refusal")
+
+    async def _show_models(self) -> None:
+        if self._models_next is None:
+            self.view.say("No more models to show. /models [filter] lists them again.", "notice")
+            return
+        page = await self.bridge.models(
+            self.where,
+            query=self._models_query,
+            page=self._models_next,
+            page_size=self._models_page_size,
+        )
+        if isinstance(page, Refusal):
+            self._show(page)
+            return
+        more = page.page + 1 < page.pages
+        self._models_next = page.page + 1 if more else None
+        hint = (
+            "/more: next page · " if more else ""
+        ) + "/models TEXT: filter · /model NAME: choose"
+        self.view.show_models(page, hint)
 
     def _show(self, result: object) -> None:
+        view = self.view
         if isinstance(result, Refusal):
-            self.say(result.message)
-        elif isinstance(result, ModelPage):
-            self.say(models_page_text(result))
+            if not result.quiet:
+                view.say(result.message, "refusal")
         elif isinstance(result, ModelChosen):
-            self.say(model_chosen_text(result))
+            view.say(model_chosen_text(result))
         elif isinstance(result, SystemPromptSet):
-            self.say(persona_text(result))
+            view.say(persona_text(result))
         elif isinstance(result, ConversationReset):
-            self.say(reset_text(result))
+            view.say(reset_text(result))
         elif isinstance(result, Status):
-            self.say(status_text(result))
+            view.say(status_text(result))
+        # An image (Imagined) was shown by the surface: saved, or the error in its place.
 
 
 def _local_user() -> str:
@@ -224,29 +339,60 @@ def _local_user() -> str:
         return "local"
 
 
-async def read_stdin_line(prompt: str) -> str | None:
-    """Read one line without blocking the event loop; None at end of input (Ctrl-D)."""
-
-    def read() -> str | None:
-        try:
-            return input(prompt)
-        except EOFError:
-            return None
-
-    return await asyncio.to_thread(read)
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 async def chat(bridge: Bridge) -> int:
-    """Run the terminal chat on stdin/stdout; Ctrl-C stops an answer, Ctrl-D quits."""
-    session = TerminalChat(bridge, read_line=read_stdin_line)
+    """Run the terminal chat on stdin/stdout until Ctrl-D, /quit or the end of the input."""
+    data_dir = bridge.settings.bridge_data_dir
+    log_path = data_dir / LOG_FILE
+    try:
+        for path in (log_path, data_dir / HISTORY_FILE):
+            open_private(path)
+    except OSError as exc:
+        raise BridgeError(
+            f"The chat cannot write its history and log in {data_dir} ({exc.strerror}). "
+            "Set BRIDGE_DATA_DIR to a folder you can write."
+        ) from None
+    interactive = _is_terminal(sys.stdin) and _is_terminal(sys.stdout)
+    view: View
+    if _is_terminal(sys.stdout):
+        console = make_console(sys.stdout)
+        # A page fits on the screen above the prompt and the room it keeps for completions.
+        rows = console.size.height - MENU_ROWS - 5  # command, header, hint, blank line, prompt
+        view, page_size = RichView(console), max(5, min(30, rows))
+    else:
+        view, page_size = PlainView(sys.stdout), PIPE_MODELS_PAGE
+
+    async def model_names() -> Sequence[str]:
+        return await session.model_names()
+
+    line_keyboard = None if interactive else LineKeyboard()
+    keyboard = line_keyboard or PromptKeyboard(
+        data_dir / HISTORY_FILE, ChatCompleter(COMMANDS, model_names)
+    )
+    session = TerminalChat(
+        bridge,
+        keyboard=keyboard,
+        view=view,
+        models_page_size=page_size,
+        banner_out=None if _is_terminal(sys.stdout) else sys.stderr,
+    )
     loop = asyncio.get_running_loop()
 
-    def on_interrupt() -> None:
-        if not session.stop_answer():
-            session.say("\n(Ctrl-D quits)")
+    def on_interrupt() -> None:  # SIGINT: Ctrl-C in a pipe, or sent from outside
+        if not session.interrupt() and line_keyboard is not None:
+            line_keyboard.quit()
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
     try:
-        return await session.run()
+        with logs_to_file(log_path) as tally:
+            session.log_tally, session.log_path = tally, log_path
+            code = await session.run()
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+    return 130 if line_keyboard is not None and line_keyboard.interrupted else code

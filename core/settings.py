@@ -126,6 +126,7 @@ class Settings(BaseSettings):
 
     # --- The bridge ------------------------------------------------------------------------
     bridge_store_url: str = "sqlite:///./data/g4f-bridge.sqlite3"
+    bridge_data_dir: Path = Path("./data")  # the terminal chat's input history and log
     bridge_limits_url: str = "memory://"
     bridge_system_prompt: str = ""
     bridge_conversation_idle_minutes: float = Field(60.0, ge=0)
