@@ -463,3 +463,25 @@ class TestImagine:
 
 def test_store_file_is_in_the_temp_dir(make_settings: MakeSettings, tmp_path: Path) -> None:
     assert str(tmp_path) in make_settings().bridge_store_url
+
+
+class TestTextIsText:
+    @pytest.mark.parametrize(
+        ("model", "expected"),
+        [
+            ("split-surrogate", "Smile 😀 and 👍🏽 then 🇩🇪 done."),
+            ("lone-surrogate", "Broken \ufffd here and \ufffd there."),
+        ],
+    )
+    async def test_surrogates_in_an_answer_are_shown_stored_and_sent_back_clean(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer, model: str, expected: str
+    ) -> None:
+        bridge = await open_bridge()
+        result = await ask(bridge, chat, "smile", model=model)
+        assert result.outcome is Outcome.DONE and result.text == expected
+        assert chat.messages[result.messages[-1].id] == expected
+        assert result.turn_id is not None
+        stored = await bridge.store.get_turn(result.turn_id)  # read back from SQLite
+        assert stored is not None and stored.content == expected
+        await ask(bridge, chat, "again")  # the private chat continues: history from the store
+        assert sent_messages(g4f)[1] == {"role": "assistant", "content": expected}

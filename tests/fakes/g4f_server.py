@@ -60,6 +60,8 @@ BEHAVIOUR_MODELS = (
     "trickle",
     "tools",
     "blank-model",
+    "split-surrogate",
+    "lone-surrogate",
 )
 IMAGE_BEHAVIOUR_MODELS = (
     "img-relative",
@@ -75,6 +77,14 @@ IMAGE_BEHAVIOUR_MODELS = (
 ALL_MODELS = CHAT_MODELS + IMAGE_MODELS + BEHAVIOUR_MODELS + IMAGE_BEHAVIOUR_MODELS
 
 REASONING_STEPS = ("Let me think. ", "The user greets me.")
+# Default answers of the surrogate models. split-surrogate streams every astral character as two
+# events, its high surrogate ("\ud83d") in one and its low surrogate ("\ude00") in the next, as
+# g4f does when a provider's chunk ends inside a UTF-16 pair. lone-surrogate's answer holds lone
+# halves, which JSON can carry as escapes ("\ud83d") and json.loads turns into lone code points.
+SURROGATE_ANSWERS = {
+    "split-surrogate": "Smile 😀 and 👍🏽 then 🇩🇪 done.",
+    "lone-surrogate": "Broken \ud83d here and \ude00 there.",
+}
 DEFAULT_TOOL_NAME = "get_weather"
 
 
@@ -197,6 +207,31 @@ def split_answer(answer: str, words_per_chunk: int = 1) -> list[str]:
     chunks = ["".join(tokens[i : i + size]) for i in range(0, len(tokens), size)]
     chunks[0] = chunks[0].lstrip()
     return chunks
+
+
+def utf16_units(text: str) -> str:
+    """`text` with each astral character written as its two surrogate code points."""
+    return "".join(
+        chr(0xD800 + ((ord(c) - 0x10000) >> 10)) + chr(0xDC00 + ((ord(c) - 0x10000) & 0x3FF))
+        if ord(c) > 0xFFFF
+        else c
+        for c in text
+    )
+
+
+def split_surrogate_pairs(pieces: Sequence[str]) -> list[str]:
+    """`pieces` cut between the two halves of every astral character (each half its own str)."""
+    out: list[str] = []
+    for piece in pieces:
+        units = utf16_units(piece)
+        start = 0
+        for index, unit in enumerate(units):
+            if "\ud800" <= unit <= "\udbff":
+                out.append(units[start : index + 1])
+                start = index + 1
+        if start < len(units):
+            out.append(units[start:])
+    return out
 
 
 def sse(payload: JsonDict) -> bytes:
@@ -623,7 +658,9 @@ class FakeG4F:
             model=model,
             reply_model="" if model == "blank-model" else model,
             prompt=prompt,
-            answer=self.answer_for(prompt),
+            answer=self.answers.get(
+                prompt, SURROGATE_ANSWERS.get(model, self.default_answer(prompt))
+            ),
             prompt_tokens=_count_words(messages),
             tool_name=_tool_name(body),
         )
@@ -736,6 +773,8 @@ class FakeG4F:
                 for step in (*REASONING_STEPS, "\n")
             ]
         pieces = split_answer(chat.answer, self.chunk_size_words)
+        if chat.model == "split-surrogate":
+            pieces = split_surrogate_pairs(pieces)
         content = [self._chunk(chat, {"content": piece}) for piece in pieces]
         if chat.model in ("midstream-error", "drop"):
             frames += content[: max(1, len(content) // 2)]
