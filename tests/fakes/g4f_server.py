@@ -3,7 +3,7 @@
 It speaks the wire formats of a g4f 8.x server, including its quirks and failure modes, so the
 bridge can be tested (in-process, same event loop) and benchmarked (``python -m
 tests.fakes.g4f_server``) without the internet. Behaviour is chosen by the requested model name:
-see ``BEHAVIOUR_MODELS`` and ``IMAGE_BEHAVIOUR_MODELS``.
+see ``BEHAVIOUR_MODELS``, ``IMAGE_BEHAVIOUR_MODELS`` and ``UNLISTED_MODELS``.
 """
 
 from __future__ import annotations
@@ -60,8 +60,6 @@ BEHAVIOUR_MODELS = (
     "trickle",
     "tools",
     "blank-model",
-    "split-surrogate",
-    "lone-surrogate",
 )
 IMAGE_BEHAVIOUR_MODELS = (
     "img-relative",
@@ -85,6 +83,7 @@ SURROGATE_ANSWERS = {
     "split-surrogate": "Smile 😀 and 👍🏽 then 🇩🇪 done.",
     "lone-surrogate": "Broken \ud83d here and \ude00 there.",
 }
+UNLISTED_MODELS = tuple(SURROGATE_ANSWERS)  # answered, but not in /v1/models (keeps its pages)
 DEFAULT_TOOL_NAME = "get_weather"
 
 
@@ -641,7 +640,7 @@ class FakeG4F:
         if provider and not _provider_known(provider):
             return _error(404, f"Provider not found: {provider}")
         model = str(body.get("model") or DEFAULT_CHAT_MODEL)
-        if model not in ALL_MODELS and model not in PROVIDERS:
+        if model not in ALL_MODELS and model not in PROVIDERS and model not in UNLISTED_MODELS:
             return _error(500, EXECUTION_FAILED, model, provider or None)
         failure = self._planned_failure(model)
         if failure is not None:
