@@ -2,7 +2,11 @@
 
 `split_text(text, max_length)` cuts a markdown answer into parts with `length(part) <= max_length`
 (platforms count characters or UTF-16 code units: pass the matching `length`).
-`join_parts(parts)` gives back the original text exactly.
+`join_parts(parts)` gives back the original text exactly, with two exceptions, both whitespace
+no platform would show: trailing whitespace is kept only as far as it fits in the last part (it
+never makes a part of its own), and outside code blocks a whitespace run longer than half of
+`max_length` is shortened to that (see `shorten_whitespace`). A blank text gives no parts, and no
+part is ever blank.
 
 Where a part ends
     Each part is cut as late as possible, at the best kind of boundary that is not "too early"
@@ -164,11 +168,55 @@ def split_text(text: str, max_length: int, *, length: Callable[[str], int] = len
     """
     if max_length < MIN_MAX_LENGTH:
         raise ValueError(f"max_length must be at least {MIN_MAX_LENGTH}, got {max_length}")
-    if not text:
+    if not text or text.isspace():
         return []
     if length(text) <= max_length:
         return [text]
-    return _Splitter(text, max_length, length).run()
+    body = text.rstrip()
+    trailing = text[len(body) :]
+    body = shorten_whitespace(body, max_length)
+    parts = [body] if length(body) <= max_length else _Splitter(body, max_length, length).run()
+    if trailing:  # kept as far as it fits in the last part: it never makes a part of its own
+        room = _prefix_that_fits(trailing, max_length, lambda t: length(parts[-1] + t))
+        parts[-1] += trailing[:room]
+    return parts
+
+
+def shorten_whitespace(text: str, max_length: int) -> str:
+    """`text` with each whitespace run longer than half of `max_length` cut to that length,
+    outside code blocks.
+
+    Such a run cannot share a part with text on both sides of it, so a part of only whitespace
+    (which platforms refuse) would follow; no reader misses the whitespace. The run keeps its
+    first and last characters (the end of one line, the indentation of the next).
+    """
+    keep = max_length // 2
+    if len(text) <= keep:
+        return text
+    fences: _Fences | None = None
+
+    def cut(match: re.Match[str]) -> str:
+        nonlocal fences
+        fences = fences or _Fences(text)
+        run = match.group()
+        if fences.state_at(match.end())[0]:
+            return run  # code: every part of it shows its fence lines, never blank
+        head = keep // 2
+        return run[:head] + run[len(run) - (keep - head) :]
+
+    return re.sub(rf"\s{{{keep + 1},}}", cut, text)
+
+
+def _prefix_that_fits(text: str, max_length: int, length: Callable[[str], int]) -> int:
+    """The longest n such that length(text[:n]) <= max_length (length grows with n)."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if length(text[:middle]) <= max_length:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def join_parts(parts: Sequence[str]) -> str:
@@ -389,11 +437,11 @@ class _Splitter:
             suffix = "" if fence is None else "\n" + fence.close
             if not self._fits(start, cut, reopen, suffix):
                 limit = self._limit(start, reopen, suffix, cut - 1)
-            elif fence is None and self._ambiguous(start, cut):
+            elif (fence is None and self._ambiguous(start, cut)) or self._misleading(start, cut):
                 limit = cut - 1
             else:
                 return cut, fence
-        return self._forced_cut(start, reopen), None
+        return self._forced_cut(start, reopen)
 
     def _pick(self, start: int, limit: int) -> int | None:
         """The best cut in (start, limit] by boundary kind and position (see the module doc).
@@ -481,8 +529,27 @@ class _Splitter:
         state, _ = self._fences.state_at(cut)
         if state is None:
             return None
-        probe = state.line + "\n" + self._marks.cluster_at(cut) + "\n" + state.close
-        return state if self._length(probe) <= self._max else None
+        for first in (self._marks.cluster_at(cut), self._text[cut : cut + 1]):
+            probe = state.line + "\n" + first + "\n" + state.close
+            if self._length(probe) <= self._max:
+                return state  # (a cluster too long to fit is cut at code points)
+        return None
+
+    def _misleading(self, start: int, cut: int) -> bool:
+        """Whether a cut inside a line leaves a piece of it that reads as a fence line on its own.
+
+        Each part begins a line, so the piece of a line before or after a cut (`a ```py` cut
+        before the backticks) starts a line there, where it could open or close a code block.
+        """
+        text = self._text
+        if cut <= 0 or cut >= len(text) or text[cut - 1] == "\n":
+            return False
+        end = text.find("\n", cut)
+        after = text[cut : len(text) if end < 0 else end]
+        if _FENCE_LINE.match(after):
+            return True
+        line_start = max(start, text.rfind("\n", 0, cut) + 1)
+        return _FENCE_LINE.match(text, line_start, cut) is not None
 
     def _ambiguous(self, start: int, cut: int) -> bool:
         """Whether a plain cut at `cut` would look to join_parts like one with added fences."""
@@ -496,18 +563,47 @@ class _Splitter:
             and self._text.startswith(state.line + "\n", cut)
         )
 
-    def _forced_cut(self, start: int, reopen: str) -> int:
-        """The latest plain cut that fits when no acceptable one does (a pathological text).
+    def _forced_cut(self, start: int, reopen: str) -> tuple[int, FenceState | None]:
+        """The latest cut that fits when no acceptable one does (a pathological text).
 
-        Prefers grapheme boundaries; splits an oversized grapheme cluster only as a last resort.
+        Keeps what matters most: every part fits, is not blank and closes the code block it
+        ends in; then prefers grapheme boundaries, and splits an oversized grapheme cluster only
+        as a last resort. Empty code blocks and cuts at odd places are accepted here.
         """
         limit = self._limit(start, reopen, "", len(self._text))
+        boundaries: list[int] = []
         cut = self._marks.floor_boundary(limit)
         while cut > start:
-            if not self._ambiguous(start, cut):
-                return cut
+            boundaries.append(cut)
             cut = self._marks.floor_boundary(cut - 1)
-        for cut in range(limit, start, -1):
+        seen = set(boundaries)
+        candidates = boundaries + [c for c in range(limit, start, -1) if c not in seen]
+        for cut in candidates:
+            found = self._forced_candidate(start, reopen, cut)
+            if found is not None:
+                return found
+        for cut in candidates:  # nothing keeps the fences: at least fit and progress
             if not self._ambiguous(start, cut):
-                return cut
+                return cut, None
         raise ValueError(f"max_length={self._max} cannot hold {self._text[start]!r}")
+
+    def _forced_candidate(
+        self, start: int, reopen: str, cut: int
+    ) -> tuple[int, FenceState | None] | None:
+        """(cut, fence) if cutting at `cut` fits, leaves no blank part and keeps fences closed."""
+        if self._settle(start, cut) != cut:
+            return None  # inside a fence line
+        state, _ = self._fences.state_at(cut)
+        fence = self._fence_for(cut)
+        if state is not None and fence is None:
+            return None  # the block could not be closed here and reopened
+        suffix = "" if fence is None else "\n" + fence.close
+        if not self._fits(start, cut, reopen, suffix):
+            return None
+        if (fence is None and self._ambiguous(start, cut)) or self._misleading(start, cut):
+            return None
+        if not (reopen + self._text[start:cut] + suffix).strip():
+            return None
+        if _NON_SPACE.search(self._text, cut) is None and not fence:
+            return None  # the rest would be blank
+        return cut, fence
