@@ -29,7 +29,12 @@ Code fences
     earlier part gets ``"\\n" + close`` appended (the opening fence's characters, e.g. "\\n```")
     and the next part starts with the opening line re-emitted (e.g. "```python\\n"). These added
     characters count against `max_length`. Cuts inside a fence line itself (an opening or closing
-    line) are avoided, and so are cuts that would leave an empty code block.
+    line) are avoided, and so are cuts that would leave an empty code block. A cut inside a line
+    never leaves a piece of it that reads as a fence line on its own (an inline "a ```py" cut
+    before its backticks). When no acceptable cut fits (a grapheme cluster longer than the room
+    beside the fence lines), the forced cut still closes and reopens the block, splitting the
+    cluster at code points if it must. Not handled: a fence line too long to be re-emitted in a
+    part (about half of `max_length`); such a block is cut like text.
 
 The `join_parts` invariant
     The fence state at a position is the result of reading the complete lines before it (a line
