@@ -472,25 +472,26 @@ _ANSWER_TOKENS = [
     "\n```py\n", "\n```\n", "\n~~~~\n", "a ```py", "`", "``", " ```", "\x00", "_", "[",
     FAMILY, FLAG_DE, E_ACUTE, CLEF, THUMB, "\u0301" * 20,
 ]  # fmt: skip
-_FENCE_LINE_ANYWHERE = re.compile(r"^ {0,3}(`{3,}|~{3,}).*", re.MULTILINE)
+_FENCE_RUN = re.compile(r"^ {0,3}(`{3,}|~{3,})", re.MULTILINE)
 
 
 def answer_from_tokens(data: bytes) -> str:
     return "".join(_ANSWER_TOKENS[byte % len(_ANSWER_TOKENS)] for byte in data)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=2500, deadline=None)
 @given(
-    st.binary(max_size=60).map(answer_from_tokens),
-    st.integers(min_value=40, max_value=120),
+    st.one_of(PROPERTY_TEXTS, st.binary(max_size=60).map(answer_from_tokens)),
+    st.integers(min_value=MIN_MAX_LENGTH, max_value=60),
     PROPERTY_LENGTHS,
 )
 def test_split_closes_every_code_block_in_its_part(
     text: str, max_length: int, length: Length
 ) -> None:
-    # Fence lines that fit a part twice over (a fence line longer than that is not kept whole).
-    lines = _FENCE_LINE_ANYWHERE.finditer(text)
-    assume(all(2 * length(line.group()) + 4 <= max_length for line in lines))
+    # Every fence must fit a part twice (opened and closed) with a character of code: a fence of
+    # ten backticks cannot be kept at a limit of 16, and no real limit is that close to a fence.
+    runs = _FENCE_RUN.finditer(text)
+    assume(all(2 * len(run.group(1)) + 6 <= max_length for run in runs))
     check_properties(text, max_length, length, fences=True)
 
 
@@ -513,6 +514,21 @@ def test_a_grapheme_cluster_longer_than_a_part_inside_code_keeps_the_block_close
     assert join_parts(parts) == text
     assert all(len(part) <= 16 and part.strip() for part in parts)
     assert all(fence_state_at_end(part) is None for part in parts), parts
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "```" + "x" * 20 + "\nfoo\n```",
+        "intro words\n```python-with-a-very-long-info-string\nprint(1)\nprint(2)\n```\nend",
+        "\n\t\n````" + FLAG_DE + "  " + "x" * 20,
+        "  ~~~~ " + "y" * 30 + "\ncode line\n  ~~~~\nafter",
+    ],
+)
+@pytest.mark.parametrize("length", [len, utf16])
+def test_a_fence_line_longer_than_a_part_keeps_every_part_closed(text: str, length: Length) -> None:
+    for max_length in range(16, 40):
+        check_properties(text, max_length, length, fences=True)
 
 
 def test_a_long_whitespace_run_never_makes_a_blank_part() -> None:
