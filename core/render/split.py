@@ -21,30 +21,37 @@ Where a part ends
 
     The whitespace of a break ends the earlier part, as far as it fits; the rest starts the next.
     Whitespace after the break's last line break is the next line's indentation and stays with it.
-    A cut never leaves a part (or the remainder) without a non-space character, except where the
-    text itself has a whitespace run too long for one message.
+    A cut never leaves a part (or the remainder) without a non-space character (whitespace runs
+    too long for that are shortened first, see above).
 
 Code fences
     When a cut falls inside a fenced code block (``` or ~~~, indented by at most 3 spaces), the
     earlier part gets ``"\\n" + close`` appended (the opening fence's characters, e.g. "\\n```")
-    and the next part starts with the opening line re-emitted (e.g. "```python\\n"). These added
-    characters count against `max_length`. Cuts inside a fence line itself (an opening or closing
-    line) are avoided, and so are cuts that would leave an empty code block. A cut inside a line
-    never leaves a piece of it that reads as a fence line on its own (an inline "a ```py" cut
-    before its backticks). When no acceptable cut fits (a grapheme cluster longer than the room
-    beside the fence lines), the forced cut still closes and reopens the block, splitting the
-    cluster at code points if it must. Not handled: a fence line too long to be re-emitted in a
-    part (about half of `max_length`); such a block is cut like text.
+    and the next part starts with the opening line re-emitted (e.g. "```python\\n"), or, when
+    that line leaves the next part no room to progress, the bare fence (e.g. "```\\n"). These
+    added characters count against `max_length`. Cuts inside a fence line itself (an opening or
+    closing line) are avoided, and so are cuts that would leave an empty code block. A cut inside
+    a line never leaves a piece of it that reads, at the start of a line of its part, as a fence
+    line the whole line is not (an inline "a ```py" cut before its backticks).
+
+    When no acceptable cut fits, a forced cut still keeps every part closed: it accepts an empty
+    code block, splits a grapheme cluster too long for the room beside the fence lines at code
+    points, and cuts an opening fence line too long for a part after its fence (the piece opens
+    the block and the added close ends it; the rest of the line follows the bare fence in the
+    next part, as code). Only a fence that cannot appear twice in a part (about half of
+    `max_length` of backticks) is beyond that.
 
 The `join_parts` invariant
     The fence state at a position is the result of reading the complete lines before it (a line
     counts once its "\\n" has been read). `join_parts` rebuilds the original text part by part
     and, at each boundary, reads the earlier part's last line: the boundary carries added fence
     lines exactly when that last line equals the close of the block open at the last "\\n" of the
-    part, and the next part starts with that block's opening line plus "\\n". `split_text` adds
-    fence lines exactly in that form, and it never makes a plain cut that matches the pattern
-    (such a cut would lie inside a fence line, which it avoids, and a forced cut is checked
-    explicitly). Hence ``join_parts(split_text(t, n)) == t`` for every `t` and `n`.
+    part (outside a block, the line before that "\\n" is read as if complete: the piece of a cut
+    opening line), and the next part starts with that block's opening line or bare fence plus
+    "\\n". `split_text` adds fence lines exactly in that form, and it never makes a plain cut that
+    matches the pattern (such a cut would lie inside a fence line, which it avoids, and a forced
+    cut is checked explicitly). Hence ``join_parts(split_text(t, n))`` is `t`, but for the
+    whitespace described at the top.
 """
 
 from __future__ import annotations
