@@ -76,6 +76,11 @@ def test_a_link_reference_definition_is_sent_as_written() -> None:
     assert "https://example.com/docs" in text and "docs" in text.split("\n")[-1]
 
 
+def test_a_lone_surrogate_is_replaced_not_fatal() -> None:
+    text, entities = to_entities("half \ud83d of **it**")
+    assert text == "half \ufffd of it" and covered(text, entities, "bold") == ["it"]
+
+
 def test_ordinary_markdown_is_formatted_as_before() -> None:
     text, entities = to_entities("# Title\n\nSome **bold** and [a link](https://example.com).")
     assert "Title" in text and "**" not in text and "](" not in text

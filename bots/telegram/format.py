@@ -40,6 +40,7 @@ from telegramify_markdown.converter import STANDARD_OPTIONS
 
 from core.render.renderer import INDICATOR
 from core.render.split import fence_state_at_end
+from core.text import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def to_entities(markdown: str, *, partial: bool | None = None) -> Converted:
     `partial`: whether `markdown` is an interim preview of a streaming answer (see the module
     docstring); None (the default) decides by the trailing streaming indicator " ▌".
     """
+    markdown = clean_text(markdown)  # a lone surrogate cannot be encoded, parsed or sent
     if partial is None:
         partial = markdown.endswith(INDICATOR)
     if not partial:

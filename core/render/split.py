@@ -706,7 +706,7 @@ class _Splitter:
         rest = text[at : len(text) if end < 0 else end]
         if _step(after, rest) is not after:
             return None
-        probe = after.close + "\n" + text[at : at + 1] + "\n" + after.close
+        probe = after.close + "\n" + self._first_unit(at, after) + "\n" + after.close
         if self._length(probe) > self._max:
             return None
         return _Cut(at, after, after.close)
