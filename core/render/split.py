@@ -555,13 +555,16 @@ class _Splitter:
             return _Cut(at)
         return self._closing(at, state) or _Cut(at)
 
-    def _closing(self, at: int, state: FenceState) -> _Cut | None:
-        """A cut at `at` that closes `state`'s block and reopens it, or None if none fits."""
+    def _closing(
+        self, at: int, state: FenceState, lines: tuple[str, ...] | None = None
+    ) -> _Cut | None:
+        """A cut at `at` that closes `state`'s block and reopens it (with the first of `lines`
+        that leaves room: the opening line, then the bare fence), or None if none fits."""
         # What the next part must hold first: text up to where it can be cut again (pieces of
         # a fence-like line may not), else a grapheme cluster, else (one too long) a code point.
         firsts = [self._first_unit(at, state), self._marks.cluster_at(at), self._text[at : at + 1]]
         for first in firsts:
-            for line in (state.line, state.close):
+            for line in lines or (state.line, state.close):
                 if self._length(line + "\n" + first + "\n" + state.close) <= self._max:
                     return _Cut(at, state, line)
         return None
@@ -677,9 +680,9 @@ class _Splitter:
 
         A line that opens a block is cut only where it begins the part (after whitespace at
         most), or began in an earlier part: the piece before the cut opens the block in its part
-        and the added close ends it,
-        the rest follows the bare fence (the info string shows as code). A line that does not
-        change the fence state is cut where neither piece reads as one that does.
+        and the added close ends it; the rest follows the bare fence (the info string shows as
+        code). A line that does not change the fence state is cut where neither piece reads as
+        one that does. A closing line is never cut.
         """
         text = self._text
         end = text.find("\n", line_start)
@@ -706,10 +709,7 @@ class _Splitter:
         rest = text[at : len(text) if end < 0 else end]
         if _step(after, rest) is not after:
             return None
-        probe = after.close + "\n" + self._first_unit(at, after) + "\n" + after.close
-        if self._length(probe) > self._max:
-            return None
-        return _Cut(at, after, after.close)
+        return self._closing(at, after, lines=(after.close,))
 
 
 @dataclass(frozen=True, slots=True)
