@@ -52,6 +52,7 @@ from core.results import (
 )
 from core.settings import Settings
 from core.store.base import ConversationStore, Turn, open_store
+from core.text import clean_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -257,7 +258,7 @@ class Bridge:
         model: str | None = None,
     ) -> Answered | Refusal:
         """Answer `prompt` on `surface`, continuing the conversation the rules pick."""
-        prompt = prompt.strip()
+        prompt = clean_text(prompt).strip()
         refusal = _check_prompt(prompt, "Please write a question after the command.")
         if refusal is None:
             refusal = await self._admit(where)
@@ -392,7 +393,7 @@ class Bridge:
         size: str | None = None,
     ) -> Imagined | Refusal:
         """Draw `prompt` and upload it; on failure the error is shown in the image's place."""
-        prompt = prompt.strip()
+        prompt = clean_text(prompt).strip()
         refusal = _check_prompt(prompt, "Please describe the picture after the command.")
         if refusal is None:
             refusal = await self._admit(where)
@@ -485,6 +486,7 @@ class Bridge:
         self, where: Where, name: str, *, scope: Literal["user", "chat"] = "user"
     ) -> ModelChosen | Refusal:
         """Choose the user's model (everywhere, or only in this chat), checked against the API."""
+        name = clean_text(name)
         refusal = self.check_access(where)
         if refusal is not None:
             return refusal
@@ -528,7 +530,7 @@ class Bridge:
             return refusal
         if not self.is_admin(where):
             return Refusal(RefusalReason.NOT_ADMIN, "Only the bot's admins can change its persona.")
-        text = text.strip()
+        text = clean_text(text).strip()
         await self.store.set_preference(_chat_scope(where), "system_prompt", text or None)
         return SystemPromptSet(text or self.settings.bridge_system_prompt)
 

@@ -18,7 +18,7 @@ import logging
 import random
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -59,6 +59,7 @@ from core.errors import (
 from core.images import ImageFetcher
 from core.metrics import Metrics
 from core.settings import Settings
+from core.text import SurrogateJoiner, clean_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -322,15 +323,18 @@ class G4FClient:
         """Yield deltas from an open stream, applying the idle and total timeouts."""
         s = self.settings
         watchdog = _Watchdog(s.g4f_timeout_idle, s.g4f_timeout_total)
+        joiner = _DeltaJoiner()
         event: ServerSentEvent | None = opened.first
         try:
             while event is not None:
                 if event.data.strip() == "[DONE]":
                     opened.done = True
-                    return
-                for delta in _event_deltas(event.data, text):
-                    text.append(delta.content)
-                    yield delta
+                    break
+                for raw in _event_deltas(event.data, text):
+                    delta = joiner.clean(raw)
+                    if delta is not None:
+                        text.append(delta.content)
+                        yield delta
                 try:
                     event = await watchdog.wait(anext(opened.events, None))
                 except httpx.TransportError as exc:
@@ -343,6 +347,10 @@ class G4FClient:
                     raise UpstreamTimeout(
                         expired.phase, seconds, partial_text="".join(text)
                     ) from None
+            rest = joiner.flush()
+            if rest is not None:
+                text.append(rest.content)
+                yield rest
         finally:
             watchdog.close()
 
@@ -352,8 +360,10 @@ class G4FClient:
             raise BadResponse(detail="reply has no choices")
         choice = completion.choices[0]
         message = choice.message or choice.delta
-        content = (message.content if message else None) or ""
-        reasoning = ((message.reasoning or message.reasoning_content) if message else None) or ""
+        content = clean_text((message.content if message else None) or "")
+        reasoning = clean_text(
+            ((message.reasoning or message.reasoning_content) if message else None) or ""
+        )
         return StreamDelta(content, reasoning, choice.finish_reason or "stop", completion.usage)
 
     # --- Models -----------------------------------------------------------------------------
@@ -505,7 +515,16 @@ class G4FClient:
         try:
             return model_type.model_validate_json(content)
         except ValidationError as exc:
-            raise BadResponse(detail=f"{model_type.__name__}: {exc.errors()[:1]}") from None
+            if exc.errors()[0]["type"] != "json_invalid":
+                raise BadResponse(detail=f"{model_type.__name__}: {exc.errors()[:1]}") from None
+            first = exc
+        # pydantic's JSON parser refuses a lone surrogate escape ("\ud83d"), Python's takes it
+        # (as a lone surrogate code point, cleaned here); anything else invalid stays invalid.
+        try:
+            data = _cleaned(json.loads(content))
+            return model_type.model_validate(data)
+        except (ValueError, ValidationError):
+            raise BadResponse(detail=f"{model_type.__name__}: {first.errors()[:1]}") from None
 
 
 def _event_deltas(data: str, text: list[str]) -> list[StreamDelta]:
@@ -538,6 +557,46 @@ def _event_deltas(data: str, text: list[str]) -> list[StreamDelta]:
     if not isinstance(content, str) or not isinstance(reasoning, str):
         return []
     return [StreamDelta(content, reasoning, finish if isinstance(finish, str) else None, usage)]
+
+
+def _cleaned(data: Any) -> Any:
+    """Parsed JSON with every string cleaned (see core.text.clean_text)."""
+    if isinstance(data, str):
+        return clean_text(data)
+    if isinstance(data, list):
+        return [_cleaned(item) for item in data]
+    if isinstance(data, dict):
+        return {clean_text(str(key)): _cleaned(value) for key, value in data.items()}
+    return data
+
+
+class _DeltaJoiner:
+    """Cleans the text of a stream's deltas (see core.text): a surrogate pair split across two
+    events is joined, a lone surrogate becomes U+FFFD."""
+
+    __slots__ = ("_content", "_reasoning")
+
+    def __init__(self) -> None:
+        self._content = SurrogateJoiner()
+        self._reasoning = SurrogateJoiner()
+
+    def clean(self, delta: StreamDelta) -> StreamDelta | None:
+        """`delta` with clean text (None when all it held is kept back for the next event)."""
+        content = self._content.feed(delta.content)
+        reasoning = self._reasoning.feed(delta.reasoning)
+        if delta.finish_reason:  # the text ends here: nothing more can pair with a held half
+            content += self._content.flush()
+            reasoning += self._reasoning.flush()
+        if content == delta.content and reasoning == delta.reasoning:
+            return delta
+        if not (content or reasoning or delta.finish_reason or delta.usage):
+            return None
+        return replace(delta, content=content, reasoning=reasoning)
+
+    def flush(self) -> StreamDelta | None:
+        """A last delta for a half still held when the stream ends, or None."""
+        content, reasoning = self._content.flush(), self._reasoning.flush()
+        return StreamDelta(content, reasoning) if content or reasoning else None
 
 
 class _Expired(Exception):
@@ -637,6 +696,10 @@ def _model_of(request: httpx.Request) -> str | None:
 
 def _error_message(data: Any) -> str:
     """The server's error text from g4f `{"error": {"message"}}`, FastAPI `{"detail"}` or text."""
+    return clean_text(_raw_error_message(data))
+
+
+def _raw_error_message(data: Any) -> str:
     if isinstance(data, dict):
         error = data.get("error")
         if isinstance(error, dict) and error.get("message"):

@@ -508,3 +508,33 @@ class TestNothingRaisesAtTheAdapter:
             assert isinstance(result, Refusal) and result.reason is RefusalReason.FAILED
             assert result.message.startswith("⚠️ Something went wrong on my side")
         assert not await bridge.locks.held("inflight:test:dm-1:u1")  # the lease was released
+
+
+class TestTextIsText:
+    async def test_a_lone_surrogate_in_a_prompt_is_replaced_not_fatal(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        result = await ask(bridge, chat, "half an emoji \ud83d please")
+        assert result.outcome is Outcome.DONE
+        assert sent_messages(g4f)[-1] == {"role": "user", "content": "half an emoji \ufffd please"}
+
+    @pytest.mark.parametrize(
+        ("model", "expected"),
+        [
+            ("split-surrogate", "Smile 😀 and 👍🏽 then 🇩🇪 done."),
+            ("lone-surrogate", "Broken \ufffd here and \ufffd there."),
+        ],
+    )
+    async def test_surrogates_in_an_answer_are_shown_stored_and_sent_back_clean(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer, model: str, expected: str
+    ) -> None:
+        bridge = await open_bridge()
+        result = await ask(bridge, chat, "smile", model=model)
+        assert result.outcome is Outcome.DONE and result.text == expected
+        assert chat.messages[result.messages[-1].id] == expected
+        assert result.turn_id is not None
+        stored = await bridge.store.get_turn(result.turn_id)  # read back from SQLite
+        assert stored is not None and stored.content == expected
+        await ask(bridge, chat, "again")  # the private chat continues: history from the store
+        assert sent_messages(g4f)[1] == {"role": "assistant", "content": expected}

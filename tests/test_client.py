@@ -426,3 +426,74 @@ class TestImages:
             with pytest.raises(ImageFailed) as caught:
                 await client.generate_image("a cat", model="img-slow")
         assert "longer than 0.2 s" in caught.value.user_message
+
+
+# --- text is text: surrogates -------------------------------------------------------------------
+
+SPLIT_ANSWER = "Smile 😀 and 👍🏽 then 🇩🇪 done."
+LONE_ANSWER_CLEAN = "Broken \ufffd here and \ufffd there."
+
+
+def encodable(text: str) -> bool:
+    """Whether `text` can be encoded (stored, sent, measured) at all."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+async def test_emoji_split_across_two_stream_events_is_joined(
+    g4f: FakeG4F, make_settings: MakeSettings
+) -> None:
+    async with G4FClient(make_settings()) as client:
+        deltas, text = await collect(client, "split-surrogate")
+    assert text == SPLIT_ANSWER
+    assert all(encodable(d.content) for d in deltas)  # no delta carries half a character
+    assert deltas[-1].finish_reason == "stop"
+
+
+async def test_lone_surrogates_in_a_stream_become_replacement_characters(
+    g4f: FakeG4F, make_settings: MakeSettings
+) -> None:
+    async with G4FClient(make_settings()) as client:
+        deltas, text = await collect(client, "lone-surrogate")
+    assert text == LONE_ANSWER_CLEAN
+    assert all(encodable(d.content) for d in deltas)
+
+
+async def test_high_surrogate_at_the_end_of_a_stream_is_replaced(
+    g4f: FakeG4F, make_settings: MakeSettings
+) -> None:
+    # The stream ends ("cutoff": no finish chunk, no [DONE]) right after a high surrogate.
+    g4f.answers["hello there"] = "tail \ud83d"
+    async with G4FClient(make_settings()) as client:
+        with pytest.raises(AnswerCutOff) as caught:
+            await collect(client, "cutoff")
+    assert encodable(caught.value.partial_text or "")
+    g4f.answers["hello there"] = "end \ud83d"
+    async with G4FClient(make_settings()) as client:
+        _, text = await collect(client, "gpt-4o")
+    assert text == "end \ufffd"
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [("split-surrogate", SPLIT_ANSWER), ("lone-surrogate", LONE_ANSWER_CLEAN)],
+)
+async def test_whole_answers_are_clean_text(
+    g4f: FakeG4F, make_settings: MakeSettings, model: str, expected: str
+) -> None:
+    async with G4FClient(make_settings()) as client:
+        result = await client.chat(HELLO, model=model)
+    assert result.text == expected
+
+
+async def test_whole_answer_with_a_lone_surrogate_escape_is_read_not_refused(
+    g4f: FakeG4F, make_settings: MakeSettings
+) -> None:
+    # The JSON body holds "\ud83d" alone, which pydantic's parser refuses as invalid JSON.
+    g4f.answers["hello there"] = "whole \ud83d and 😀"
+    async with G4FClient(make_settings()) as client:
+        result = await client.chat(HELLO, model="gpt-4o")
+    assert result.text == "whole \ufffd and 😀"

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import pytest
 import regex
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from core.render.split import (
     MIN_MAX_LENGTH,
@@ -53,11 +55,18 @@ def cut_positions(parts: list[str]) -> list[int]:
 def check_split(text: str, max_length: int, length: Length = len) -> list[str]:
     """Split, then assert the invariants every split must keep; return the parts."""
     parts = split_text(text, max_length, length=length)
-    assert join_parts(parts) == text
-    assert "".join(unwrap_parts(parts)) == text
+    joined = join_parts(parts)
+    assert "".join(unwrap_parts(parts)) == joined
+    # exact, except trailing whitespace that does not fit in the last part (or a blank text)
+    assert joined == text or (joined == text[: len(joined)] and text[len(joined) :].isspace())
+    assert joined.rstrip() == text.rstrip()
     assert all(parts)
     assert all(length(part) <= max_length for part in parts), [length(p) for p in parts]
-    assert set(cut_positions(parts)) <= boundaries(text)
+    pieces, marks = unwrap_parts(parts), boundaries(joined)
+    for index, cut in enumerate(cut_positions(parts)):
+        # a cut splits a grapheme cluster only where the cluster does not fit in a code block's
+        # part beside the fence lines that keep the block closed
+        assert cut in marks or parts[index] != pieces[index], (cut, parts[index])
     return parts
 
 
@@ -71,10 +80,22 @@ def test_empty_text_gives_no_parts() -> None:
 
 @pytest.mark.parametrize(
     ("text", "max_length"),
-    [("hello", 2000), ("x" * 2000, 2000), ("  \n  ", 16), ("```py\nunclosed", 16)],
+    [("hello", 2000), ("x" * 2000, 2000), ("```py\nunclosed", 16)],
 )
 def test_text_that_fits_is_returned_unchanged(text: str, max_length: int) -> None:
     assert split_text(text, max_length) == [text]
+
+
+@pytest.mark.parametrize("text", ["   ", "  \n  ", "\n", " " * 5000])
+def test_whitespace_only_text_gives_no_parts(text: str) -> None:
+    assert split_text(text, 16) == []  # nothing to send: a blank message is refused
+
+
+def test_trailing_whitespace_never_makes_a_part_of_its_own() -> None:
+    text = "hello world" + " " * 5000
+    assert split_text(text, 4096) == ["hello world" + " " * 4085]
+    words = " ".join(f"w{i}" for i in range(1500))  # two parts' worth of words
+    assert len(split_text(words + " " * 5000, 4096)) == len(split_text(words, 4096)) == 2
 
 
 def test_fit_is_measured_with_the_given_length() -> None:
@@ -137,8 +158,12 @@ def test_whitespace_that_does_not_fit_moves_to_the_next_part() -> None:
 
 
 def test_remainder_is_never_whitespace_only() -> None:
+    # Trailing whitespace fills the last part as far as it fits and never makes one of its own
+    # (this split used to give two messages, for the sake of four trailing spaces).
     text = "aaaa bbbb cccc dddd eeee" + " " * 10
-    assert check_split(text, 30) == ["aaaa bbbb cccc dddd ", "eeee" + " " * 10]
+    assert split_text(text, 30) == ["aaaa bbbb cccc dddd eeee" + " " * 6]
+    text = "aaaa bbbb cccc dddd eeee ffff gggg" + " " * 10
+    assert check_split(text, 30) == ["aaaa bbbb cccc dddd eeee ffff ", "gggg" + " " * 10]
 
 
 def test_leading_whitespace_stays_with_the_first_word() -> None:
@@ -389,3 +414,125 @@ def test_random_round_trip(seed: int) -> None:
         assert parts == []
     elif length(text) <= max_length:
         assert parts == [text]
+
+
+# --- properties (hypothesis) --------------------------------------------------------------------
+
+_PROPERTY_TOKENS = [
+    "a", "é", "word", "x" * 20, " ", " ", "  ", " " * 12, "\t", "\n", "\n", "\n\n", "\r\n",
+    "`", "~", "```", "~~~", "````", "```py", "```py\n", "\n```\n", "\n```", "~~~~\n", "  ```js\n",
+    "[", "_", "\x00", FAMILY, FLAG_DE, E_ACUTE, CLEF, THUMB, "\u0301", "\u0301" * 20, "\u200d",
+]  # fmt: skip
+
+
+def from_tokens(data: bytes) -> str:
+    return "".join(_PROPERTY_TOKENS[byte % len(_PROPERTY_TOKENS)] for byte in data)
+
+
+PROPERTY_TEXTS = st.binary(max_size=60).map(from_tokens)
+PROPERTY_LENGTHS = st.sampled_from([len, utf16])
+
+
+def without_whitespace(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def check_properties(text: str, max_length: int, length: Length, *, fences: bool) -> list[str]:
+    """What every split keeps (and, with `fences`, that each part closes its code blocks)."""
+    parts = split_text(text, max_length, length=length)
+    assert all(length(part) <= max_length for part in parts), [length(p) for p in parts]
+    assert all(part.strip() for part in parts)  # no blank part: platforms refuse them
+    joined = join_parts(parts)
+    assert without_whitespace(joined) == without_whitespace(text)  # only whitespace may go
+    body = text.rstrip()
+    if not re.search(rf"\s{{{max_length // 2 + 1},}}", body):
+        # exact, but for trailing whitespace beyond what fits in the last part
+        assert joined == text[: len(joined)] and joined.rstrip() == body
+    if fences:
+        ends_open = fence_state_at_end(joined) is not None
+        for index, part in enumerate(parts):
+            state = fence_state_at_end(part)
+            if index < len(parts) - 1:
+                assert state is None, (index, part)  # a part closes every code block it opens
+            else:
+                assert (state is not None) == ends_open, (index, part)
+    return parts
+
+
+@settings(max_examples=3000, deadline=None)
+@given(PROPERTY_TEXTS, st.integers(min_value=MIN_MAX_LENGTH, max_value=60), PROPERTY_LENGTHS)
+def test_split_fits_is_never_blank_and_joins_back(
+    text: str, max_length: int, length: Length
+) -> None:
+    check_properties(text, max_length, length, fences=False)
+
+
+_ANSWER_TOKENS = [
+    "a", "é", "word", "x" * 20, " ", "  ", " " * 12, "\t", "\n", "\n", "\n\n", "\r\n",
+    "\n```py\n", "\n```\n", "\n~~~~\n", "a ```py", "`", "``", " ```", "\x00", "_", "[",
+    FAMILY, FLAG_DE, E_ACUTE, CLEF, THUMB, "\u0301" * 20,
+]  # fmt: skip
+_FENCE_RUN = re.compile(r"`{3,}|~{3,}")
+
+
+def answer_from_tokens(data: bytes) -> str:
+    return "".join(_ANSWER_TOKENS[byte % len(_ANSWER_TOKENS)] for byte in data)
+
+
+@settings(max_examples=2500, deadline=None)
+@given(
+    st.one_of(PROPERTY_TEXTS, st.binary(max_size=60).map(answer_from_tokens)),
+    st.integers(min_value=MIN_MAX_LENGTH, max_value=60),
+    PROPERTY_LENGTHS,
+)
+def test_split_closes_every_code_block_in_its_part(
+    text: str, max_length: int, length: Length
+) -> None:
+    # Every fence-like run must fit a part twice (opened and closed) beside a character of code:
+    # a fence of ten backticks cannot be kept at a limit of 16, and no real limit is that close.
+    runs = _FENCE_RUN.finditer(text)
+    assume(all(2 * len(run.group()) + 6 <= max_length for run in runs))
+    check_properties(text, max_length, length, fences=True)
+
+
+# --- regressions from issue 11 ------------------------------------------------------------------
+
+
+def test_inline_backticks_never_start_a_part_as_a_fence() -> None:
+    text = "a~\néb\né[a    ```py\n_\x00\n"
+    parts = check_split(text, 16)
+    assert all(fence_state_at_end(part) is None for part in parts), parts
+    text = "[ " + "x" * 20 + " ```py and more words here"
+    for max_length in range(16, len(text)):
+        for part in check_split(text, max_length):
+            assert fence_state_at_end(part) is None, (max_length, part)
+
+
+def test_a_grapheme_cluster_longer_than_a_part_inside_code_keeps_the_block_closed() -> None:
+    text = "```\n" + "e" + "\u0301" * 40 + "\n```"
+    parts = split_text(text, 16)
+    assert join_parts(parts) == text
+    assert all(len(part) <= 16 and part.strip() for part in parts)
+    assert all(fence_state_at_end(part) is None for part in parts), parts
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "```" + "x" * 20 + "\nfoo\n```",
+        "intro words\n```python-with-a-very-long-info-string\nprint(1)\nprint(2)\n```\nend",
+        "\n\t\n````" + FLAG_DE + "  " + "x" * 20,
+        "  ~~~~ " + "y" * 30 + "\ncode line\n  ~~~~\nafter",
+    ],
+)
+@pytest.mark.parametrize("length", [len, utf16])
+def test_a_fence_line_longer_than_a_part_keeps_every_part_closed(text: str, length: Length) -> None:
+    for max_length in range(16, 40):
+        check_properties(text, max_length, length, fences=True)
+
+
+def test_a_long_whitespace_run_never_makes_a_blank_part() -> None:
+    text = "word " + " " * 40 + "\n" + "more words here and there " * 3
+    parts = split_text(text, 16)
+    assert all(part.strip() and len(part) <= 16 for part in parts), parts
+    assert without_whitespace(join_parts(parts)) == without_whitespace(text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -499,3 +500,45 @@ async def test_shutdown_stops_running_answers_and_leaves_no_tasks(harness: Harne
         await harness.until(lambda: not leftover(), seconds=2)
     assert leftover() == [], leftover()
     harness.assert_clean()
+
+
+# --- formatting while streaming -----------------------------------------------------------------
+
+
+def _entities_of(call_params: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = call_params.get("entities") or []
+    return list(json.loads(raw) if isinstance(raw, str) else raw)
+
+
+async def test_interim_edits_show_formatted_text_not_raw_markdown(harness: Harness) -> None:
+    tg = harness
+    bold = " ".join(f"strong{i}" for i in range(12))
+    code = "\n".join(f"line_{i} = {i}" for i in range(12))
+    answer = f"Intro **{bold}** after.\n\n```python\n{code}\n```\nDone."
+    tg.g4f.answers["format while streaming"] = answer
+    tg.g4f.trickle_interval = 0.05
+    await tg.start(g4f_default_model="trickle")
+    tg.ask(GROUP, "/ask format while streaming")
+    [message] = await tg.finished(GROUP)
+    assert message.text == _shown(answer)
+    interim = [
+        c.params
+        for c in tg.fake.calls
+        if c.ok
+        and c.name.lower() in ("sendmessage", "editmessagetext")
+        and str(c.params.get("text", "")).endswith("▌")
+    ]
+    texts = [str(p["text"]) for p in interim]
+    assert len(texts) >= 4
+    assert not [t for t in texts if "**" in t or "```" in t]  # no raw markup, ever
+    in_bold = [p for p in interim if "strong1 " in str(p["text"]) and "after" not in p["text"]]
+    assert in_bold and all(
+        any(e["type"] == "bold" for e in _entities_of(p)) for p in in_bold
+    )  # an unclosed ** already shows bold
+    in_code = [p for p in interim if "line_1 = 1" in str(p["text"]) and "Done" not in p["text"]]
+    assert in_code and all(any(e["type"] == "pre" for e in _entities_of(p)) for p in in_code)
+    for params in interim:  # the indicator stays plain text at the end
+        text = str(params["text"])
+        end = utf16_len(text) - utf16_len(" ▌")
+        assert all(e["offset"] + e["length"] <= end for e in _entities_of(params))
+    tg.assert_clean()

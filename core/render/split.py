@@ -2,7 +2,11 @@
 
 `split_text(text, max_length)` cuts a markdown answer into parts with `length(part) <= max_length`
 (platforms count characters or UTF-16 code units: pass the matching `length`).
-`join_parts(parts)` gives back the original text exactly.
+`join_parts(parts)` gives back the original text exactly, with two exceptions, both whitespace
+no platform would show: trailing whitespace is kept only as far as it fits in the last part (it
+never makes a part of its own), and outside code blocks a whitespace run longer than half of
+`max_length` is shortened to that (see `shorten_whitespace`). A blank text gives no parts, and no
+part is ever blank.
 
 Where a part ends
     Each part is cut as late as possible, at the best kind of boundary that is not "too early"
@@ -17,25 +21,37 @@ Where a part ends
 
     The whitespace of a break ends the earlier part, as far as it fits; the rest starts the next.
     Whitespace after the break's last line break is the next line's indentation and stays with it.
-    A cut never leaves a part (or the remainder) without a non-space character, except where the
-    text itself has a whitespace run too long for one message.
+    A cut never leaves a part (or the remainder) without a non-space character (whitespace runs
+    too long for that are shortened first, see above).
 
 Code fences
     When a cut falls inside a fenced code block (``` or ~~~, indented by at most 3 spaces), the
     earlier part gets ``"\\n" + close`` appended (the opening fence's characters, e.g. "\\n```")
-    and the next part starts with the opening line re-emitted (e.g. "```python\\n"). These added
-    characters count against `max_length`. Cuts inside a fence line itself (an opening or closing
-    line) are avoided, and so are cuts that would leave an empty code block.
+    and the next part starts with the opening line re-emitted (e.g. "```python\\n"), or, when
+    that line leaves the next part no room to progress, the bare fence (e.g. "```\\n"). These
+    added characters count against `max_length`. Cuts inside a fence line itself (an opening or
+    closing line) are avoided, and so are cuts that would leave an empty code block. A cut inside
+    a line never leaves a piece of it that reads, at the start of a line of its part, as a fence
+    line the whole line is not (an inline "a ```py" cut before its backticks).
+
+    When no acceptable cut fits, a forced cut still keeps every part closed: it accepts an empty
+    code block, splits a grapheme cluster too long for the room beside the fence lines at code
+    points, and cuts an opening fence line too long for a part after its fence (the piece opens
+    the block and the added close ends it; the rest of the line follows the bare fence in the
+    next part, as code). Only a fence that cannot appear twice in a part (about half of
+    `max_length` of backticks) is beyond that.
 
 The `join_parts` invariant
     The fence state at a position is the result of reading the complete lines before it (a line
     counts once its "\\n" has been read). `join_parts` rebuilds the original text part by part
     and, at each boundary, reads the earlier part's last line: the boundary carries added fence
     lines exactly when that last line equals the close of the block open at the last "\\n" of the
-    part, and the next part starts with that block's opening line plus "\\n". `split_text` adds
-    fence lines exactly in that form, and it never makes a plain cut that matches the pattern
-    (such a cut would lie inside a fence line, which it avoids, and a forced cut is checked
-    explicitly). Hence ``join_parts(split_text(t, n)) == t`` for every `t` and `n`.
+    part (outside a block, the line before that "\\n" is read as if complete: the piece of a cut
+    opening line), and the next part starts with that block's opening line or bare fence plus
+    "\\n". `split_text` adds fence lines exactly in that form, and it never makes a plain cut that
+    matches the pattern (such a cut would lie inside a fence line, which it avoids, and a forced
+    cut is checked explicitly). Hence ``join_parts(split_text(t, n))`` is `t`, but for the
+    whitespace described at the top.
 """
 
 from __future__ import annotations
@@ -164,11 +180,58 @@ def split_text(text: str, max_length: int, *, length: Callable[[str], int] = len
     """
     if max_length < MIN_MAX_LENGTH:
         raise ValueError(f"max_length must be at least {MIN_MAX_LENGTH}, got {max_length}")
-    if not text:
+    if not text or text.isspace():
         return []
     if length(text) <= max_length:
         return [text]
-    return _Splitter(text, max_length, length).run()
+    body = text.rstrip()
+    trailing = text[len(body) :]
+    body = shorten_whitespace(body, max_length)
+    parts = [body] if length(body) <= max_length else _Splitter(body, max_length, length).run()
+    if trailing:  # kept as far as it fits in the last part: it never makes a part of its own
+        room = _prefix_that_fits(trailing, max_length, lambda t: length(parts[-1] + t))
+        parts[-1] += trailing[:room]
+    return parts
+
+
+def shorten_whitespace(text: str, max_length: int) -> str:
+    """`text` with each whitespace run longer than half of `max_length` cut to that length,
+    outside code blocks.
+
+    Such a run cannot share a part with text on both sides of it, so a part of only whitespace
+    (which platforms refuse) would follow; no reader misses the whitespace. The run keeps its
+    first and last characters (the end of one line, the indentation of the next); a run that
+    begins the text keeps only the indentation of the first line.
+    """
+    keep = max_length // 2
+    if len(text) <= keep:
+        return text
+    fences: _Fences | None = None
+
+    def cut(match: re.Match[str]) -> str:
+        nonlocal fences
+        fences = fences or _Fences(text)
+        run = match.group()
+        if fences.state_at(match.end())[0]:
+            return run  # code: every part of it shows its fence lines, never blank
+        if match.start() == 0:  # before the first text nothing shows: keep its indentation
+            return run[run.rfind("\n") + 1 :][-keep:]
+        head = keep // 2
+        return run[:head] + run[len(run) - (keep - head) :]
+
+    return re.sub(rf"\s{{{keep + 1},}}", cut, text)
+
+
+def _prefix_that_fits(text: str, max_length: int, length: Callable[[str], int]) -> int:
+    """The longest n such that length(text[:n]) <= max_length (length grows with n)."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if length(text[:middle]) <= max_length:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def join_parts(parts: Sequence[str]) -> str:
@@ -212,13 +275,11 @@ def _strip_added_close(
         return body, None
     head = body[:newline]
     scanner.feed(head)
-    state = scanner.state
-    if (
-        state is not None
-        and body[newline + 1 :] == state.close
-        and following.startswith(state.line + "\n")
-    ):
-        return head, state.line + "\n"
+    state = scanner.state or scanner.state_at_line_end()
+    if state is not None and body[newline + 1 :] == state.close:
+        for line in (state.line, state.close):  # the opening line, or the bare fence
+            if following.startswith(line + "\n"):
+                return head, line + "\n"
     scanner.feed(body[newline:])
     return body, None
 
@@ -229,6 +290,13 @@ class _LineScanner:
     def __init__(self) -> None:
         self.state: FenceState | None = None
         self._partial: list[str] = []
+
+    def state_at_line_end(self) -> FenceState | None:
+        """The fence state if the line read so far ended here (split_text cuts a fence line too
+        long for a part after its opening fence, and closes the block there)."""
+        if not self._partial:
+            return self.state
+        return _step(self.state, "".join(self._partial))
 
     def feed(self, chunk: str) -> None:
         """Read `chunk`; a line is only taken into account once its "\\n" is read."""
@@ -329,23 +397,26 @@ class _Splitter:
         self._marks = _Graphemes(text)
         last = _LAST_NON_SPACE.search(text)
         self._last_non_space: int = -1 if last is None else last.start()
+        self._start_state: FenceState | None = None  # the block the current part reopens
 
     def run(self) -> list[str]:
         """All parts, left to right."""
         text = self._text
         parts: list[str] = []
         start, reopen = 0, ""
+        self._start_state = None
         while True:
             self._marks.floor = start
             limit = self._limit(start, reopen, "", len(text))
             if limit >= len(text):
                 parts.append(reopen + text[start:])
                 return parts
-            cut, fence = self._cut(start, reopen, limit)
-            close = "" if fence is None else "\n" + fence.close
-            parts.append(reopen + text[start:cut] + close)
-            reopen = "" if fence is None else fence.line + "\n"
-            start = cut
+            cut = self._cut(start, reopen, limit)
+            close = "" if cut.fence is None else "\n" + cut.fence.close
+            parts.append(reopen + text[start : cut.at] + close)
+            reopen = "" if cut.fence is None else cut.reopen + "\n"
+            self._start_state = cut.fence
+            start = cut.at
 
     def _fits(self, start: int, end: int, prefix: str, suffix: str) -> bool:
         """Whether prefix + text[start:end] + suffix fits in one message."""
@@ -379,21 +450,21 @@ class _Splitter:
                 probe = middle
         return low
 
-    def _cut(self, start: int, reopen: str, limit: int) -> tuple[int, FenceState | None]:
+    def _cut(self, start: int, reopen: str, limit: int) -> _Cut:
         """Where the part starting at `start` ends, and the code block to close there if any."""
         while limit > start:
-            cut = self._pick(start, limit)
-            if cut is None:
+            at = self._pick(start, limit)
+            if at is None:
                 break
-            fence = self._fence_for(cut)
-            suffix = "" if fence is None else "\n" + fence.close
-            if not self._fits(start, cut, reopen, suffix):
-                limit = self._limit(start, reopen, suffix, cut - 1)
-            elif fence is None and self._ambiguous(start, cut):
-                limit = cut - 1
+            cut = self._fence_for(at)
+            suffix = "" if cut.fence is None else "\n" + cut.fence.close
+            if not self._fits(start, at, reopen, suffix):
+                limit = self._limit(start, reopen, suffix, at - 1)
+            elif (cut.fence is None and self._ambiguous(start, at)) or self._misleading(start, cut):
+                limit = at - 1
             else:
-                return cut, fence
-        return self._forced_cut(start, reopen), None
+                return cut
+        return self._forced_cut(start, reopen)
 
     def _pick(self, start: int, limit: int) -> int | None:
         """The best cut in (start, limit] by boundary kind and position (see the module doc).
@@ -476,38 +547,175 @@ class _Splitter:
             return False  # the next part would reopen the block only to close it
         return _NON_SPACE.search(self._text, max(opened, start), cut) is not None
 
-    def _fence_for(self, cut: int) -> FenceState | None:
-        """The code block to close at `cut`: open there, and reopenable with room to progress."""
-        state, _ = self._fences.state_at(cut)
+    def _fence_for(self, at: int) -> _Cut:
+        """The cut at `at` with the code block open there closed and reopened, if that leaves
+        room to progress: with its opening line, or, when that line is too long, its bare fence."""
+        state, _ = self._fences.state_at(at)
         if state is None:
-            return None
-        probe = state.line + "\n" + self._marks.cluster_at(cut) + "\n" + state.close
-        return state if self._length(probe) <= self._max else None
+            return _Cut(at)
+        return self._closing(at, state) or _Cut(at)
+
+    def _closing(
+        self, at: int, state: FenceState, lines: tuple[str, ...] | None = None
+    ) -> _Cut | None:
+        """A cut at `at` that closes `state`'s block and reopens it (with the first of `lines`
+        that leaves room: the opening line, then the bare fence), or None if none fits."""
+        # What the next part must hold first: text up to where it can be cut again (pieces of
+        # a fence-like line may not), else a grapheme cluster, else (one too long) a code point.
+        firsts = [self._first_unit(at, state), self._marks.cluster_at(at), self._text[at : at + 1]]
+        for first in firsts:
+            for line in lines or (state.line, state.close):
+                if self._length(line + "\n" + first + "\n" + state.close) <= self._max:
+                    return _Cut(at, state, line)
+        return None
+
+    def _misleading(self, start: int, cut: _Cut) -> bool:
+        """Whether a cut inside a line leaves a piece of it that reads as a fence line on its own.
+
+        Each part begins a line, so the piece of a line before or after a cut (`a ```py` cut
+        before the backticks) starts a line there, where it could open or close a code block
+        that the whole line does not.
+        """
+        return self._pieces_mislead(start, self._start_state, cut.at, cut.fence)
+
+    def _pieces_mislead(
+        self, start: int, start_state: FenceState | None, at: int, after_state: FenceState | None
+    ) -> bool:
+        """`_misleading` for a part from `start` (reopening `start_state`) cut at `at`, the next
+        part reopening `after_state`."""
+        text = self._text
+        if at <= 0 or at >= len(text) or text[at - 1] == "\n":
+            return False
+        end = text.find("\n", at)
+        after = text[at : len(text) if end < 0 else end]
+        if _step(after_state, after) is not after_state:
+            return True
+        line_start = text.rfind("\n", 0, at) + 1
+        if line_start <= start:
+            line_start, before = start, start_state
+        else:
+            before, _ = self._fences.state_at(line_start)
+        return _step(before, text[line_start:at]) is not before
+
+    def _first_unit(self, at: int, state: FenceState) -> str:
+        """What a part reopening `state` at `at` must hold at least: the text up to the first
+        place it can be cut again without a piece of a line reading as a fence."""
+        text = self._text
+        end = text.find("\n", at)
+        end = len(text) if end < 0 else end
+        position = at
+        while position < end:
+            position = min(end, position + max(1, len(self._marks.cluster_at(position))))
+            if not self._pieces_mislead(at, state, position, state):
+                return text[at:position]
+        return text[at : end + 1]
 
     def _ambiguous(self, start: int, cut: int) -> bool:
         """Whether a plain cut at `cut` would look to join_parts like one with added fences."""
         newline = self._text.rfind("\n", start, cut)
         if newline < 0:
             return False
-        state, _ = self._fences.state_at(newline)
+        state, _ = self._fences.state_at(newline)  # read as join_parts reads it
+        if state is None:
+            state = _step(None, self._text[self._text.rfind("\n", 0, newline) + 1 : newline])
         return (
             state is not None
             and self._text[newline + 1 : cut] == state.close
-            and self._text.startswith(state.line + "\n", cut)
+            and (
+                self._text.startswith(state.line + "\n", cut)
+                or self._text.startswith(state.close + "\n", cut)
+            )
         )
 
-    def _forced_cut(self, start: int, reopen: str) -> int:
-        """The latest plain cut that fits when no acceptable one does (a pathological text).
+    def _forced_cut(self, start: int, reopen: str) -> _Cut:
+        """The latest cut that fits when no acceptable one does (a pathological text).
 
-        Prefers grapheme boundaries; splits an oversized grapheme cluster only as a last resort.
+        Keeps what matters most: every part fits, is not blank and closes the code block it
+        ends in; then prefers grapheme boundaries, and splits an oversized grapheme cluster only
+        as a last resort. Empty code blocks, cuts inside a fence line too long for a part and
+        cuts at odd places are accepted here.
         """
         limit = self._limit(start, reopen, "", len(self._text))
-        cut = self._marks.floor_boundary(limit)
-        while cut > start:
-            if not self._ambiguous(start, cut):
-                return cut
-            cut = self._marks.floor_boundary(cut - 1)
-        for cut in range(limit, start, -1):
-            if not self._ambiguous(start, cut):
-                return cut
+        boundaries: list[int] = []
+        at = self._marks.floor_boundary(limit)
+        while at > start:
+            boundaries.append(at)
+            at = self._marks.floor_boundary(at - 1)
+        seen = set(boundaries)
+        candidates = boundaries + [c for c in range(limit, start, -1) if c not in seen]
+        for at in candidates:
+            found = self._forced_candidate(start, reopen, at)
+            if found is not None:
+                return found
+        for at in candidates:  # nothing keeps the fences: at least fit and progress
+            if not self._ambiguous(start, at):
+                return _Cut(at)
         raise ValueError(f"max_length={self._max} cannot hold {self._text[start]!r}")
+
+    def _forced_candidate(self, start: int, reopen: str, at: int) -> _Cut | None:
+        """The cut at `at` if it fits, leaves no blank part and keeps code blocks closed."""
+        line_start = self._fences.line_around(at)
+        if line_start is not None and at < len(self._text) and self._text[at - 1] != "\n":
+            cut = self._inside_fence_line(start, line_start, at)
+            if cut is None:
+                return None
+        else:
+            state, _ = self._fences.state_at(at)
+            cut = self._fence_for(at)
+            if state is not None and cut.fence is None:
+                return None  # the block could not be closed here and reopened
+            if (cut.fence is None and self._ambiguous(start, at)) or self._misleading(start, cut):
+                return None
+        suffix = "" if cut.fence is None else "\n" + cut.fence.close
+        if not self._fits(start, at, reopen, suffix):
+            return None
+        if not (reopen + self._text[start:at] + suffix).strip():
+            return None
+        if _NON_SPACE.search(self._text, at) is None and cut.fence is None:
+            return None  # the rest would be blank
+        return cut
+
+    def _inside_fence_line(self, start: int, line_start: int, at: int) -> _Cut | None:
+        """A cut inside the fence-like line at `line_start` (one too long for a part), if sound.
+
+        A line that opens a block is cut only where it begins the part (after whitespace at
+        most), or began in an earlier part: the piece before the cut opens the block in its part
+        and the added close ends it; the rest follows the bare fence (the info string shows as
+        code). A line that does not change the fence state is cut where neither piece reads as
+        one that does. A closing line is never cut.
+        """
+        text = self._text
+        end = text.find("\n", line_start)
+        line = text[line_start : len(text) if end < 0 else end]
+        before, _ = self._fences.state_at(line_start)
+        after = _step(before, line)
+        if after is before:
+            cut = self._fence_for(at)
+            if before is not None and cut.fence is None:
+                return None
+            return None if self._misleading(start, cut) else cut
+        if before is not None or after is None:
+            return None  # a closing line
+        if line_start > start and not text[start:line_start].isspace():
+            return None  # the part can end before the line instead
+        if line_start >= start:
+            piece = _step(None, text[line_start:at])
+            if piece is None or piece.close != after.close:
+                return None  # the piece must open the block the line opens
+        elif self._start_state is None or _step(self._start_state, text[start:at]) is not (
+            self._start_state
+        ):
+            return None
+        rest = text[at : len(text) if end < 0 else end]
+        if _step(after, rest) is not after:
+            return None
+        return self._closing(at, after, lines=(after.close,))
+
+
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """Where a part ends; the code block closed there, and the line that reopens it."""
+
+    at: int
+    fence: FenceState | None = None
+    reopen: str = ""

@@ -3,7 +3,7 @@
 It speaks the wire formats of a g4f 8.x server, including its quirks and failure modes, so the
 bridge can be tested (in-process, same event loop) and benchmarked (``python -m
 tests.fakes.g4f_server``) without the internet. Behaviour is chosen by the requested model name:
-see ``BEHAVIOUR_MODELS`` and ``IMAGE_BEHAVIOUR_MODELS``.
+see ``BEHAVIOUR_MODELS``, ``IMAGE_BEHAVIOUR_MODELS`` and ``UNLISTED_MODELS``.
 """
 
 from __future__ import annotations
@@ -75,6 +75,15 @@ IMAGE_BEHAVIOUR_MODELS = (
 ALL_MODELS = CHAT_MODELS + IMAGE_MODELS + BEHAVIOUR_MODELS + IMAGE_BEHAVIOUR_MODELS
 
 REASONING_STEPS = ("Let me think. ", "The user greets me.")
+# Default answers of the surrogate models. split-surrogate streams every astral character as two
+# events, its high surrogate ("\ud83d") in one and its low surrogate ("\ude00") in the next, as
+# g4f does when a provider's chunk ends inside a UTF-16 pair. lone-surrogate's answer holds lone
+# halves, which JSON can carry as escapes ("\ud83d") and json.loads turns into lone code points.
+SURROGATE_ANSWERS = {
+    "split-surrogate": "Smile 😀 and 👍🏽 then 🇩🇪 done.",
+    "lone-surrogate": "Broken \ud83d here and \ude00 there.",
+}
+UNLISTED_MODELS = tuple(SURROGATE_ANSWERS)  # answered, but not in /v1/models (keeps its pages)
 DEFAULT_TOOL_NAME = "get_weather"
 
 
@@ -218,6 +227,31 @@ def split_answer(answer: str, words_per_chunk: int = 1) -> list[str]:
     chunks = ["".join(tokens[i : i + size]) for i in range(0, len(tokens), size)]
     chunks[0] = chunks[0].lstrip()
     return chunks
+
+
+def utf16_units(text: str) -> str:
+    """`text` with each astral character written as its two surrogate code points."""
+    return "".join(
+        chr(0xD800 + ((ord(c) - 0x10000) >> 10)) + chr(0xDC00 + ((ord(c) - 0x10000) & 0x3FF))
+        if ord(c) > 0xFFFF
+        else c
+        for c in text
+    )
+
+
+def split_surrogate_pairs(pieces: Sequence[str]) -> list[str]:
+    """`pieces` cut between the two halves of every astral character (each half its own str)."""
+    out: list[str] = []
+    for piece in pieces:
+        units = utf16_units(piece)
+        start = 0
+        for index, unit in enumerate(units):
+            if "\ud800" <= unit <= "\udbff":
+                out.append(units[start : index + 1])
+                start = index + 1
+        if start < len(units):
+            out.append(units[start:])
+    return out
 
 
 def sse(payload: JsonDict) -> bytes:
@@ -638,7 +672,7 @@ class FakeG4F:
         if provider and not _provider_known(provider):
             return _error(404, f"Provider not found: {provider}")
         model = str(body.get("model") or DEFAULT_CHAT_MODEL)
-        if model not in ALL_MODELS and model not in PROVIDERS:
+        if model not in ALL_MODELS and model not in PROVIDERS and model not in UNLISTED_MODELS:
             return _error(500, EXECUTION_FAILED, model, provider or None)
         if model in self.down_models:
             self._count_call(model)
@@ -654,7 +688,7 @@ class FakeG4F:
     def _make_chat(self, model: str, body: JsonDict) -> _Chat:
         messages: list[JsonDict] = body["messages"]
         prompt = last_user_prompt(messages)
-        answer = self.answer_for(prompt)
+        answer = self.answers.get(prompt, SURROGATE_ANSWERS.get(model, self.answer_for(prompt)))
         limit = body.get("max_tokens")
         if isinstance(limit, int) and limit > 0:  # one word stands for one token
             answer = " ".join(answer.split()[:limit])
@@ -775,6 +809,8 @@ class FakeG4F:
                 for step in (*REASONING_STEPS, "\n")
             ]
         pieces = split_answer(chat.answer, self.chunk_size_words)
+        if chat.model == "split-surrogate":
+            pieces = split_surrogate_pairs(pieces)
         content: list[Frame] = [
             _ContentFrame(self._chunk(chat, {"content": piece}), piece) for piece in pieces
         ]
