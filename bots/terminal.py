@@ -27,6 +27,7 @@ from core.results import (
     ModelPage,
     Refusal,
     Status,
+    StopResult,
     SystemPromptSet,
 )
 from core.texts import (
@@ -154,7 +155,7 @@ class TerminalChat:
         surface = self._current
         if surface is None or surface.last_ref is None:
             return False
-        return self.bridge.stop(self.where, surface.last_ref.id)
+        return self.bridge.stop(self.where, surface.last_ref.id) is StopResult.STOPPED
 
     async def run(self) -> int:
         self.say(f"g4f-bridge chat with {await self.bridge.model_for(self.where)} (/help)")
