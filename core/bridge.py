@@ -299,7 +299,7 @@ class Bridge:
     def stop(self, where: Where, message_id: str) -> StopResult:
         """Stop the answer showing in `message_id` (its asker or an admin may)."""
         answer = self._running.get(_message_key(where, message_id))
-        if answer is None:
+        if answer is None or answer.renderer.ended:  # a late press: its final write is under way
             return StopResult.FINISHED
         if answer.where.user_id != where.user_id and not self.is_admin(where):
             return StopResult.NOT_YOURS

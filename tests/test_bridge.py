@@ -14,6 +14,7 @@ from core.client import G4FClient
 from core.conversations import Where
 from core.echo import MAX_PROMPT_ECHO
 from core.render.renderer import Outcome
+from core.render.surface import Button, MessageRef
 from core.results import (
     Answered,
     ConversationReset,
@@ -83,6 +84,21 @@ async def ask(
     result = await bridge.ask(where, prompt, surface(chat, where), **kw)
     assert isinstance(result, Answered), result
     return result
+
+
+class HeldFinalWrite(RecordingSurface):
+    """A surface that holds the edit putting Regenerate under the answer until released."""
+
+    def __init__(self, server: ChatServer, *, chat: str) -> None:
+        super().__init__(server, chat=chat, max_length=2000)
+        self.final_started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def edit(self, ref: MessageRef, text: str, *, buttons: tuple[Button, ...] = ()) -> None:
+        if any(b.action == "regenerate" for b in buttons):
+            self.final_started.set()
+            await self.release.wait()
+        await super().edit(ref, text, buttons=buttons)
 
 
 class TestConversations:
@@ -432,7 +448,7 @@ class TestFailures:
         result = await ask(bridge, chat, "hi", model="q" * 5000)  # e.g. Discord's /ask model:
         assert result.outcome is Outcome.FAILED
         shown = chat.messages[result.messages[0].id]
-        assert shown.startswith(f"⚠️ The model '{'q' * 99}…' may be unavailable")
+        assert shown.startswith(f"⚠️ The AI server does not offer the model '{'q' * 99}…'.")
         assert len(shown) < 200
 
     async def test_stop_by_asker_or_admin_only(
@@ -455,6 +471,21 @@ class TestFailures:
         # The asker pressing Stop again is told it has finished, not that it is someone else's.
         assert bridge.stop(GROUP, message_id) is StopResult.FINISHED
         assert "already finished" in stop_text(StopResult.FINISHED)
+
+    async def test_stop_pressed_while_the_final_write_is_under_way_says_finished(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        g4f.trickle_interval = 0.05
+        g4f.answers["late"] = " ".join(f"w{i}" for i in range(8))
+        held = HeldFinalWrite(chat, chat=DM.chat_id)
+        task = asyncio.create_task(bridge.ask(DM, "late", held, model="trickle"))
+        await asyncio.wait_for(held.final_started.wait(), 10)
+        message_id = chat.writes[0].message_id
+        assert bridge.stop(DM, message_id) is StopResult.FINISHED  # not "Stopping…" for nothing
+        held.release.set()
+        result = await task
+        assert isinstance(result, Answered) and result.outcome is Outcome.DONE
 
     async def test_stop_current_answer_of_the_user(
         self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
