@@ -25,6 +25,7 @@ from core.api_models import ChatMessage, ModelInfo, StreamDelta
 from core.client import G4FClient
 from core.clock import Clock, SystemClock
 from core.conversations import History, Where, build_history, find_parent
+from core.echo import MAX_PROMPT_ECHO, echo
 from core.errors import BridgeError, InternalFault, UpstreamError
 from core.limits import (
     AccessPolicy,
@@ -48,6 +49,7 @@ from core.results import (
     Refusal,
     RefusalReason,
     Status,
+    StopResult,
     SystemPromptSet,
 )
 from core.settings import Settings
@@ -295,15 +297,15 @@ class Bridge:
             where, surface, question.parent_id, question.content, None, user_turn=question
         )
 
-    def stop(self, where: Where, message_id: str) -> bool:
-        """Stop the answer showing in `message_id` (its asker or an admin). True if stopped."""
+    def stop(self, where: Where, message_id: str) -> StopResult:
+        """Stop the answer showing in `message_id` (its asker or an admin may)."""
         answer = self._running.get(_message_key(where, message_id))
-        if answer is None:
-            return False
+        if answer is None or answer.renderer.ended:  # a late press: its final write is under way
+            return StopResult.FINISHED
         if answer.where.user_id != where.user_id and not self.is_admin(where):
-            return False
+            return StopResult.NOT_YOURS
         answer.renderer.stop()
-        return True
+        return StopResult.STOPPED
 
     def stop_current(self, where: Where) -> bool:
         """Stop the user's own answer streaming in this chat (e.g. a /stop command)."""
@@ -411,15 +413,16 @@ class Bridge:
             return Imagined(chosen, ref, error=exc.user_message)
         finally:
             activity.cancel()
-        caption = _caption(prompt, image.model, surface.limits.max_caption)
+        shown = echo(prompt, MAX_PROMPT_ECHO)
+        caption = _caption(shown, echo(image.model), surface.limits.max_caption)
         try:
             ref = await surface.upload(
                 image.data,
                 filename=f"image.{image.extension}",
                 content_type=image.content_type,
                 caption=caption,
-                prompt=prompt,
-                model=image.model,
+                prompt=shown,
+                model=echo(image.model),
             )
         except SurfaceError as exc:
             log.warning("image upload failed: %r", exc)
@@ -493,21 +496,37 @@ class Bridge:
         models = await self._models()
         if isinstance(models, Refusal):
             return models
-        usable = {m.id: m for m in models if not m.draws_images}
+        usable = {m.id: m for m in models if not m.draws_images and not m.is_provider}
+        wanted = name.strip().lower()
         exact = usable.get(name) or next(
-            (m for m in usable.values() if m.id.lower() == name.strip().lower()), None
+            (m for m in usable.values() if m.id.lower() == wanted), None
         )
         if exact is None:
+            provider = next(
+                (m.id for m in models if m.is_provider and m.id.lower() == wanted), None
+            )
+            if provider is not None:
+                return Refusal(RefusalReason.IS_PROVIDER, self._provider_hint(provider))
             close = tuple(difflib.get_close_matches(name.strip(), list(usable), n=3, cutoff=0.5))
             hint = f" Did you mean {', '.join(close)}?" if close else " See /models for the list."
             return Refusal(
                 RefusalReason.UNKNOWN_MODEL,
-                f"The server has no chat model called {name!r}.{hint}",
+                f"The server has no chat model called {echo(name)!r}.{hint}",
                 suggestions=close,
             )
         scope_key = _user_scope(where, per_chat=scope == "chat")
         await self.store.set_preference(scope_key, "model", exact.id)
         return ModelChosen(exact.id, scope)
+
+    def _provider_hint(self, provider: str) -> str:
+        """Why a provider's name is no model, and the one way to pin a provider here."""
+        head = f"{provider!r} is a provider, not a model: choose a chat model from /models."
+        if (self.settings.g4f_provider or "").lower() == provider.lower():
+            return f"{head} Every answer already comes from {provider}."
+        return (
+            f"{head} A provider can only be pinned for the whole bot, by its operator "
+            f"(the G4F_PROVIDER setting)."
+        )
 
     async def model_for(self, where: Where) -> str:
         """The model a user gets here: per-chat choice, else their choice, else the default."""

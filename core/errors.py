@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from core.echo import echo
+
 
 class BridgeError(Exception):
     """Base of all g4f-bridge errors."""
@@ -76,7 +78,7 @@ class ModelUnavailable(UpstreamError):
     retryable = True
 
     def __init__(self, model: str, *, detail: str = "") -> None:
-        super().__init__(self.text_for(model), detail=detail)
+        super().__init__(self.text_for(echo(model)), detail=detail)  # the name capped
         self.model = model
 
     @staticmethod
@@ -128,7 +130,7 @@ class ProviderNotFound(UpstreamError):
 
     def __init__(self, provider: str, *, detail: str = "") -> None:
         super().__init__(
-            f"The server does not know the provider {provider!r}. Check G4F_PROVIDER.",
+            f"The server does not know the provider {echo(provider)!r}. Check G4F_PROVIDER.",
             detail=detail,
         )
 

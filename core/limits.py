@@ -399,13 +399,20 @@ def _matches(entries: frozenset[str], platform: str, ident: str) -> bool:
 
 @dataclass(frozen=True)
 class AccessPolicy:
-    """Who may talk to the bridge. An empty list is open (allows everyone it governs).
+    """Who may talk to the bridge, and where. Every list empty: everyone, everywhere.
 
     Entries are a bare id (``"12345"``, that id on any platform) or ``"platform:id"``.
-    Rules: admins are always allowed; otherwise the user must be listed in `allowed_users`
-    (when non-empty), a message inside a guild must come from a listed guild (when
-    `allowed_guilds` is non-empty), and a non-private chat must be listed (when `allowed_chats`
-    is non-empty). Private chats are governed by the user list only.
+    The lists restrict two things, each on its own:
+
+    - people: when `allowed_users` is non-empty, only the users in it are answered, everywhere;
+    - places: when `allowed_guilds` or `allowed_chats` is non-empty, only listed places are
+      answered. A channel in a guild is listed when its guild or the channel itself is; any other
+      group chat when the chat is. A private chat (DM) is a place too: it is listed when its chat
+      id is in `allowed_chats`, or when the user is named in `allowed_users` (naming a person lets
+      them talk to the bot in private).
+
+    Admins are answered everywhere, whatever the lists say. The README's "Access" table spells out
+    every combination; `test_limits.py` checks each row of it.
     """
 
     allowed_users: frozenset[str] = frozenset()
@@ -429,6 +436,11 @@ class AccessPolicy:
             admins=_normalize_ids(admins),
         )
 
+    @property
+    def restricts_places(self) -> bool:
+        """Whether only listed places are answered."""
+        return bool(self.allowed_guilds or self.allowed_chats)
+
     def is_admin(self, *, platform: str, user_id: str) -> bool:
         """Whether the user is listed as an admin."""
         return _matches(self.admins, platform, user_id)
@@ -445,21 +457,12 @@ class AccessPolicy:
         """Whether a message from this user in this chat may be answered."""
         if self.is_admin(platform=platform, user_id=user_id):
             return True
-        return (
-            self._user_ok(platform, user_id)
-            and self._guild_ok(platform, guild_id)
-            and self._chat_ok(platform, chat_id, is_private)
-        )
-
-    def _user_ok(self, platform: str, user_id: str) -> bool:
-        return not self.allowed_users or _matches(self.allowed_users, platform, user_id)
-
-    def _guild_ok(self, platform: str, guild_id: str | None) -> bool:
-        if guild_id is None or not self.allowed_guilds:
+        if self.allowed_users and not _matches(self.allowed_users, platform, user_id):
+            return False
+        if not self.restricts_places:
             return True
-        return _matches(self.allowed_guilds, platform, guild_id)
-
-    def _chat_ok(self, platform: str, chat_id: str, is_private: bool) -> bool:
-        if is_private or not self.allowed_chats:
+        if _matches(self.allowed_chats, platform, chat_id):
             return True
-        return _matches(self.allowed_chats, platform, chat_id)
+        if is_private:
+            return bool(self.allowed_users)  # the user is listed (checked above)
+        return guild_id is not None and _matches(self.allowed_guilds, platform, guild_id)

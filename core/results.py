@@ -21,6 +21,7 @@ class RefusalReason(StrEnum):
     NOT_ADMIN = "not_admin"
     EMPTY = "empty"
     UNKNOWN_MODEL = "unknown_model"
+    IS_PROVIDER = "is_provider"  # a provider's name where a model's was expected
     NOT_FOUND = "not_found"
     UPSTREAM = "upstream"
     UNAVAILABLE = "unavailable"  # the bot is shutting down
@@ -39,6 +40,14 @@ class Refusal:
     quiet: bool = False
     suggestions: tuple[str, ...] = ()
     retry_after: float | None = None
+
+
+class StopResult(StrEnum):
+    """What pressing Stop on a message did."""
+
+    STOPPED = "stopped"  # the answer ends in place ("⏹ Stopped.")
+    FINISHED = "finished"  # nothing is being written in that message any more
+    NOT_YOURS = "not_yours"  # it is being written, for someone else (and the presser no admin)
 
 
 @dataclass(frozen=True, slots=True)

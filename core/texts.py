@@ -6,7 +6,24 @@ rendered (Discord renders it, Telegram gets it as entities) and raw (the termina
 
 from __future__ import annotations
 
-from core.results import ConversationReset, ModelChosen, ModelPage, Status, SystemPromptSet
+from core.echo import echo
+from core.results import (
+    ConversationReset,
+    ModelChosen,
+    ModelPage,
+    Status,
+    StopResult,
+    SystemPromptSet,
+)
+
+STOP_TEXTS: dict[StopResult, str] = {
+    StopResult.STOPPED: "⏹ Stopping…",
+    StopResult.FINISHED: (
+        "This answer has already finished. For a new one, press 🔁 Regenerate or ask again."
+    ),
+    StopResult.NOT_YOURS: "Only the person who asked (or an admin) can stop this answer.",
+}
+STALE_BUTTON = "This button is no longer valid. Ask again, or open /models for a fresh list."
 
 
 def shorten(text: str, limit: int) -> str:
@@ -17,7 +34,7 @@ def shorten(text: str, limit: int) -> str:
 def models_page_header(page: ModelPage) -> str:
     """The first line of a model list: which page, how many, the filter."""
     head = f"Chat models (page {page.page + 1} of {page.pages}, {page.total} in all"
-    return head + (f", matching “{page.query}”)" if page.query else ")")
+    return head + (f", matching “{echo(page.query)}”)" if page.query else ")")
 
 
 def models_page_text(page: ModelPage) -> str:
@@ -31,12 +48,17 @@ def models_page_text(page: ModelPage) -> str:
 
 
 def current_model_text(model: str) -> str:
-    return f"Your model: `{model}`. Choose another with /model NAME or /models."
+    return f"Your model: `{echo(model)}`. Choose another with /model NAME or /models."
 
 
 def model_chosen_text(chosen: ModelChosen) -> str:
     where = " (in this chat only)" if chosen.scope == "chat" else ""
-    return f"✅ Your model is now `{chosen.model}`{where}."
+    return f"✅ Your model is now `{echo(chosen.model)}`{where}."
+
+
+def stop_text(result: StopResult) -> str:
+    """What the person who pressed Stop is told."""
+    return STOP_TEXTS[result]
 
 
 def reset_text(reset: ConversationReset) -> str:
@@ -56,7 +78,7 @@ def status_text(status: Status) -> str:
     turns = status.conversation_turns
     persona = status.system_prompt.strip()
     lines = [
-        f"Model: `{status.model}` (images: `{status.image_model}`)",
+        f"Model: `{echo(status.model)}` (images: `{echo(status.image_model)}`)",
         f"Requests left: {status.requests_left} (limit {status.rate})",
         f"Conversation: {turns} messages" if turns else "Conversation: none",
         "Persona: " + (f"“{shorten(persona, 300)}”" if persona else "none"),

@@ -12,7 +12,9 @@ import pytest
 from core.bridge import Bridge
 from core.client import G4FClient
 from core.conversations import Where
+from core.echo import MAX_PROMPT_ECHO
 from core.render.renderer import Outcome
+from core.render.surface import Button, MessageRef
 from core.results import (
     Answered,
     ConversationReset,
@@ -22,9 +24,11 @@ from core.results import (
     Refusal,
     RefusalReason,
     Status,
+    StopResult,
     SystemPromptSet,
 )
 from core.store.base import open_store
+from core.texts import models_page_header, stop_text
 from tests.conftest import MakeSettings
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
@@ -80,6 +84,21 @@ async def ask(
     result = await bridge.ask(where, prompt, surface(chat, where), **kw)
     assert isinstance(result, Answered), result
     return result
+
+
+class HeldFinalWrite(RecordingSurface):
+    """A surface that holds the edit putting Regenerate under the answer until released."""
+
+    def __init__(self, server: ChatServer, *, chat: str) -> None:
+        super().__init__(server, chat=chat, max_length=2000)
+        self.final_started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def edit(self, ref: MessageRef, text: str, *, buttons: tuple[Button, ...] = ()) -> None:
+        if any(b.action == "regenerate" for b in buttons):
+            self.final_started.set()
+            await self.release.wait()
+        await super().edit(ref, text, buttons=buttons)
 
 
 class TestConversations:
@@ -219,6 +238,20 @@ class TestLimits:
         boss = Where("test", "c9", "boss", guild_id="g9")
         assert isinstance(await bridge.ask(boss, "hi", surface(chat, boss)), Answered)
 
+    async def test_a_chat_allowlist_closes_dms_to_everyone_unlisted(
+        self, open_bridge: OpenBridge, chat: ChatServer
+    ) -> None:
+        # Only ALLOWED_CHAT_IDS set: the listed group is open, a stranger's DM is not (it was).
+        bridge = await open_bridge(allowed_chat_ids="group-1", admin_user_ids="test:boss")
+        refused = await bridge.ask(DM, "hi", surface(chat))
+        assert isinstance(refused, Refusal) and refused.reason is RefusalReason.NOT_ALLOWED
+        assert isinstance(await bridge.status(DM), Refusal)
+        assert isinstance(await bridge.ask(GROUP, "hi", surface(chat, GROUP)), Answered)
+        boss_dm = Where("test", "dm-boss", "boss", is_private=True)
+        assert isinstance(await bridge.ask(boss_dm, "hi", surface(chat, boss_dm)), Answered)
+        listed_dm = await open_bridge(allowed_chat_ids="group-1,dm-1")
+        assert isinstance(await listed_dm.ask(DM, "hi", surface(chat)), Answered)
+
     async def test_user_rate_limit(
         self, open_bridge: OpenBridge, chat: ChatServer, clock: ScaledClock
     ) -> None:
@@ -324,6 +357,37 @@ class TestModels:
         assert isinstance(result, Refusal) and result.reason is RefusalReason.UPSTREAM
         assert "Cannot reach the AI server" in result.message
 
+    async def test_a_provider_name_is_no_model(self, open_bridge: OpenBridge) -> None:
+        bridge = await open_bridge()
+        assert any(
+            m.is_provider and m.id == "PollinationsAI" for m in await bridge.client.list_models()
+        )
+        for name in ("PollinationsAI", " pollinationsai "):
+            result = await bridge.set_model(DM, name)
+            assert isinstance(result, Refusal) and result.reason is RefusalReason.IS_PROVIDER
+            assert result.message.startswith("'PollinationsAI' is a provider, not a model")
+            assert "/models" in result.message and "G4F_PROVIDER" in result.message
+        assert await bridge.model_for(DM) == "gpt-4o"  # nothing was stored
+        near = await bridge.set_model(DM, "PollinationAI")  # suggestions are chat models only
+        assert isinstance(near, Refusal) and near.reason is RefusalReason.UNKNOWN_MODEL
+        assert not any("Pollinations" in s for s in near.suggestions)
+
+    async def test_a_provider_already_pinned_is_said_so(self, open_bridge: OpenBridge) -> None:
+        bridge = await open_bridge(g4f_provider="PollinationsAI")
+        result = await bridge.set_model(DM, "PollinationsAI")
+        assert isinstance(result, Refusal) and result.reason is RefusalReason.IS_PROVIDER
+        assert "Every answer already comes from PollinationsAI." in result.message
+
+    async def test_echoed_names_and_filters_are_capped(self, open_bridge: OpenBridge) -> None:
+        bridge = await open_bridge()
+        result = await bridge.set_model(DM, "x" * 5000)
+        assert isinstance(result, Refusal) and result.reason is RefusalReason.UNKNOWN_MODEL
+        assert f"'{'x' * 99}…'" in result.message and len(result.message) < 200
+        page = await bridge.models(DM, query="y" * 5000)
+        assert isinstance(page, ModelPage)
+        header = models_page_header(page)
+        assert header.endswith(f"“{'y' * 99}…”)") and len(header) < 200
+
 
 class TestPersonaStatus:
     async def test_system_prompt_admins_only_per_chat(
@@ -377,6 +441,16 @@ class TestFailures:
             "model may use a working provider."
         )
 
+    async def test_an_unknown_model_is_echoed_capped_in_the_error(
+        self, open_bridge: OpenBridge, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge(g4f_retries=0)
+        result = await ask(bridge, chat, "hi", model="q" * 5000)  # e.g. Discord's /ask model:
+        assert result.outcome is Outcome.FAILED
+        shown = chat.messages[result.messages[0].id]
+        assert shown.startswith(f"⚠️ The AI server does not offer the model '{'q' * 99}…'.")
+        assert len(shown) < 200
+
     async def test_stop_by_asker_or_admin_only(
         self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
     ) -> None:
@@ -388,13 +462,30 @@ class TestFailures:
             await asyncio.sleep(0.01)
         message_id = chat.writes[0].message_id
         stranger = Where("test", GROUP.chat_id, "u2", guild_id="g1")
-        assert not bridge.stop(stranger, message_id)
-        assert bridge.stop(GROUP, message_id)
+        assert bridge.stop(stranger, message_id) is StopResult.NOT_YOURS
+        assert bridge.stop(GROUP, message_id) is StopResult.STOPPED
         result = await task
         assert isinstance(result, Answered) and result.outcome is Outcome.STOPPED
         assert chat.messages[message_id].endswith("\n\n⏹ Stopped.")
         assert result.text and result.turn_id is not None
-        assert not bridge.stop(GROUP, message_id)
+        # The asker pressing Stop again is told it has finished, not that it is someone else's.
+        assert bridge.stop(GROUP, message_id) is StopResult.FINISHED
+        assert "already finished" in stop_text(StopResult.FINISHED)
+
+    async def test_stop_pressed_while_the_final_write_is_under_way_says_finished(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        g4f.trickle_interval = 0.05
+        g4f.answers["late"] = " ".join(f"w{i}" for i in range(8))
+        held = HeldFinalWrite(chat, chat=DM.chat_id)
+        task = asyncio.create_task(bridge.ask(DM, "late", held, model="trickle"))
+        await asyncio.wait_for(held.final_started.wait(), 10)
+        message_id = chat.writes[0].message_id
+        assert bridge.stop(DM, message_id) is StopResult.FINISHED  # not "Stopping…" for nothing
+        held.release.set()
+        result = await task
+        assert isinstance(result, Answered) and result.outcome is Outcome.DONE
 
     async def test_stop_current_answer_of_the_user(
         self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
@@ -468,6 +559,16 @@ class TestImagine:
         caption = chat.messages[result.message.id]  # type: ignore[union-attr]
         assert len(caption) <= 1024 and caption.endswith("…\n— flux")
         assert s.activities[0] == "upload_photo"
+
+    async def test_a_long_prompt_is_capped_in_the_caption(
+        self, open_bridge: OpenBridge, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        result = await bridge.imagine(DM, "a red fox " * 200, surface(chat))
+        assert isinstance(result, Imagined) and result.message is not None
+        caption = chat.messages[result.message.id]
+        assert caption.startswith("🎨 a red fox") and caption.endswith("…\n— flux")
+        assert len(caption) == len("🎨 \n— flux") + MAX_PROMPT_ECHO
 
     async def test_failure_is_shown_where_the_image_would_be(
         self, open_bridge: OpenBridge, chat: ChatServer

@@ -77,11 +77,12 @@ async def start(
             clock = ScaledClock(FACTOR)
             fake = FakeDiscord(clock=clock.now, header_time_scale=FACTOR)
             await stack.enter_async_context(fake)
+            # An override may be a function of the emulator, for ids it makes (a channel's).
             settings = make_settings(
                 discord_token=fake.token,
                 discord_api_base_url=fake.api_base,
                 discord_gateway_url=fake.gateway_url,
-                **overrides,
+                **{k: v(fake) if callable(v) else v for k, v in overrides.items()},
             )
             store = open_store(settings.bridge_store_url)
             await store.open()
@@ -621,3 +622,90 @@ async def test_message_content_intent_is_opt_in(start: Start) -> None:
     world = await start(discord_message_content=True)
     intents = discord.Intents._from_value(world.fake.identifies[0]["intents"])
     assert intents.message_content and intents.guild_messages
+
+
+# --------------------------------------------------------------------------- access and input
+
+
+async def ephemeral_reply(world: World, inter: Interaction) -> str:
+    """The private reply an interaction got (after "thinking…", once it is filled)."""
+    await world.fake.wait_for(lambda: (m := original(world, inter)) is not None and not m.loading)
+    msg = original(world, inter)
+    assert msg is not None and msg.ephemeral
+    return msg.content
+
+
+async def test_a_chat_allowlist_closes_dms_of_unlisted_users(start: Start) -> None:
+    world = await start(
+        allowed_chat_ids=lambda fake: f"discord:{fake.channel_id}", admin_user_ids="9999"
+    )
+    fake, g4f = world.fake, world.g4f
+    stranger_dm = fake.add_channel(guild=False, user_id=2002)
+    asked = await fake.user_message(stranger_dm, "answer me in private", user_id=2002)
+    await fake.wait_for(lambda: len(bot_messages(world, stranger_dm)) == 1)
+    [refusal] = bot_messages(world, stranger_dm)
+    assert refusal.content == "Sorry, this bot is private and not available to you here."
+    assert refusal.reference == asked
+    await fake.user_message(world.channel, "in the listed channel", mention_bot=True)
+    await fake.wait_for(finished(world))
+    admin_dm = fake.add_channel(guild=False, user_id=9999)
+    await fake.user_message(admin_dm, "admin in private", user_id=9999)
+    await fake.wait_for(finished(world, admin_dm))
+    assert [last for *_, last in (r.json["messages"] for r in g4f.chat_requests())] == [
+        {"role": "user", "content": "in the listed channel"},
+        {"role": "user", "content": "admin in private"},
+    ]
+
+
+async def test_model_refuses_a_provider_and_caps_what_it_echoes(world: World) -> None:
+    fake = world.fake
+    provider = await ephemeral_reply(world, await fake.slash("model", {"name": "PollinationsAI"}))
+    assert provider.startswith("'PollinationsAI' is a provider, not a model")
+    assert "G4F_PROVIDER" in provider
+    long_name = await ephemeral_reply(world, await fake.slash("model", {"name": "n" * 3000}))
+    assert long_name.startswith(f"The server has no chat model called '{'n' * 99}…'.")
+    assert len(long_name) < 200
+    listing = await ephemeral_reply(world, await fake.slash("models", {"filter": "f" * 3000}))
+    assert listing.startswith(f"Chat models (page 1 of 1, 0 in all, matching “{'f' * 99}…”)")
+    await fake.slash("ask", {"prompt": "which model?"})
+    await fake.wait_for(finished(world))
+    assert world.g4f.chat_requests()[-1].json["model"] == "gpt-4o"  # nothing was chosen
+
+
+async def test_stop_says_why_it_did_not_stop_and_stale_buttons_are_answered(
+    world: World,
+) -> None:
+    fake, g4f = world.fake, world.g4f
+    g4f.answers["go on"] = words(300)
+    inter = await fake.slash("ask", {"prompt": "go on", "model": "trickle"})
+    await fake.wait_for(lambda: (m := original(world, inter)) is not None and "word5" in m.content)
+    assert inter.original_message_id is not None
+    answer_id = inter.original_message_id
+    stranger = await fake.click(answer_id, STOP, user_id=2002)
+    assert await ephemeral_reply(world, stranger) == (
+        "Only the person who asked (or an admin) can stop this answer."
+    )
+    mine = await fake.click(answer_id, STOP)
+    await fake.wait_for(finished(world))
+    assert mine.response_type == 6
+    # A client still showing the Stop button (or a late click): the asker is told it finished.
+    late = await fake.click(answer_id, STOP, check_component=False)
+    assert await ephemeral_reply(world, late) == (
+        "This answer has already finished. For a new one, press 🔁 Regenerate or ask again."
+    )
+    forged = await fake.click(answer_id, "g4f:bogus", check_component=False)
+    assert await ephemeral_reply(world, forged) == (
+        "This button is no longer valid. Ask again, or open /models for a fresh list."
+    )
+    assert len(g4f.chat_requests()) == 1
+
+
+async def test_a_long_prompt_is_capped_under_the_picture(world: World) -> None:
+    fake = world.fake
+    inter = await fake.slash("imagine", {"prompt": "a red square " * 300})
+    await fake.wait_for(lambda: (m := original(world, inter)) is not None and bool(m.attachments))
+    msg = original(world, inter)
+    assert msg is not None
+    description = msg.embeds[0]["description"]
+    assert description.startswith("a red square") and description.endswith("…")
+    assert len(description) == 300  # was cut only at the embed's 4,096

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+from pathlib import Path
 
 import pytest
 
@@ -517,8 +519,8 @@ def test_user_list_bare_and_prefixed_ids() -> None:
         ("g1", "c1", False, True),  # listed guild
         ("alpha-only", "c1", False, True),  # prefixed entry on its platform
         ("g2", "c1", False, False),  # unlisted guild
-        (None, "c1", False, True),  # not in a guild: the guild list does not apply
-        (None, "dm", True, True),  # private chat
+        (None, "c1", False, False),  # a group outside any guild is no listed place
+        (None, "dm", True, False),  # nor is a DM: places are restricted, DMs too
     ],
 )
 def test_guild_rule(guild: str | None, chat: str, private: bool, expected: bool) -> None:
@@ -535,7 +537,8 @@ def test_guild_rule(guild: str | None, chat: str, private: bool, expected: bool)
         ("beta", "-100", False, False),  # prefixed: only on its platform
         ("beta", "-300", False, True),  # bare: any platform
         ("alpha", "-200", False, False),
-        ("alpha", "555", True, True),  # private chats follow the user list only
+        ("alpha", "555", True, False),  # a DM is a chat: unlisted, refused (it was answered)
+        ("alpha", "-300", True, True),  # a listed DM
     ],
 )
 def test_chat_rule(platform: str, chat: str, private: bool, expected: bool) -> None:
@@ -543,14 +546,85 @@ def test_chat_rule(platform: str, chat: str, private: bool, expected: bool) -> N
     assert allowed(policy, "1", platform=platform, chat=chat, private=private) is expected
 
 
-def test_all_rules_must_pass() -> None:
+def test_people_and_places_must_both_pass() -> None:
     policy = AccessPolicy.from_lists(users=["7"], guilds=["g1"], chats=["c1"])
     assert allowed(policy, "7", guild="g1", chat="c1")
     assert not allowed(policy, "8", guild="g1", chat="c1")
-    assert not allowed(policy, "7", guild="g2", chat="c1")
-    assert not allowed(policy, "7", guild="g1", chat="c2")
-    assert allowed(policy, "7", chat="dm7", private=True)
+    assert not allowed(policy, "7", guild="g2", chat="c2")
+    assert allowed(policy, "7", guild="g1", chat="c2")  # its guild is listed
+    assert allowed(policy, "7", guild="g2", chat="c1")  # the channel itself is listed
+    assert allowed(policy, "7", chat="dm7", private=True)  # a listed user may DM
     assert not allowed(policy, "8", chat="dm8", private=True)
+    assert not allowed(policy, "8", chat="c1", private=True)  # the user list applies to DMs
+
+
+# The README's "Access" table, checked cell by cell: each row sets some of the three lists, each
+# column is a kind of place, each cell says who is answered there.
+README = Path(__file__).resolve().parent.parent / "README.md"
+ACCESS_HEADER = "| `ALLOWED_USER_IDS` | `ALLOWED_GUILD_IDS` | `ALLOWED_CHAT_IDS` |"
+
+
+def access_table() -> list[list[str]]:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(ACCESS_HEADER))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def cell_allows(cell: str, *, user_listed: bool, chat_listed: bool, guild_listed: bool) -> bool:
+    """What a cell of the table says about one user in one place."""
+    if cell == "admins only":
+        return False
+    who, _, where = cell.partition(" in ")
+    places = {
+        "": True,
+        "listed chats": chat_listed,
+        "listed channels": chat_listed,
+        "listed guilds": guild_listed,
+        "listed guilds or channels": guild_listed or chat_listed,
+    }
+    assert who in ("everyone", "listed users") and where in places, cell
+    return (who == "everyone" or user_listed) and places[where]
+
+
+def test_the_access_table_covers_every_combination_once() -> None:
+    rows = access_table()
+    assert all(len(row) == 6 for row in rows)
+    assert sorted(tuple(row[:3]) for row in rows) == sorted(
+        itertools.product(("–", "set"), repeat=3)
+    )
+
+
+@pytest.mark.parametrize("row", access_table(), ids=lambda row: "/".join(row[:3]))
+def test_access_follows_the_readme_table(row: list[str]) -> None:
+    users, guilds, chats, dm, group, in_guild = row
+
+    def listed(flag: str, entry: str) -> list[str]:
+        return [entry] if flag == "set" else []
+
+    policy = AccessPolicy.from_lists(
+        users=listed(users, "u-in"),
+        guilds=listed(guilds, "g-in"),
+        chats=listed(chats, "c-in"),
+        admins=["boss"],
+    )
+    for user, chat, guild in itertools.product(
+        ("u-in", "u-out"), ("c-in", "c-out"), ("g-in", "g-out")
+    ):
+        facts = {"user_listed": user == "u-in", "chat_listed": chat == "c-in"}
+        places: list[tuple[str, bool, str | None, bool]] = [
+            ("DM", True, None, cell_allows(dm, **facts, guild_listed=False)),
+            ("group", False, None, cell_allows(group, **facts, guild_listed=False)),
+            ("guild", False, guild, cell_allows(in_guild, **facts, guild_listed=guild == "g-in")),
+        ]
+        for kind, private, guild_id, expected in places:
+            got = allowed(policy, user, chat=chat, guild=guild_id, private=private)
+            assert got is expected, (kind, user, chat, guild_id)
+            assert allowed(policy, "boss", chat=chat, guild=guild_id, private=private)
 
 
 def test_admins_are_always_allowed() -> None:

@@ -541,4 +541,87 @@ async def test_interim_edits_show_formatted_text_not_raw_markdown(harness: Harne
         text = str(params["text"])
         end = utf16_len(text) - utf16_len(" ▌")
         assert all(e["offset"] + e["length"] <= end for e in _entities_of(params))
+
+
+# --- access and input --------------------------------------------------------------------------
+
+
+def _callback_answers(h: Harness) -> list[str | None]:
+    return [c.params.get("text") for c in h.fake.calls_named("answerCallbackQuery")]
+
+
+async def test_a_chat_allowlist_closes_private_chats_of_unlisted_users(harness: Harness) -> None:
+    boss = 9999
+    await harness.start(allowed_chat_ids=str(GROUP), admin_user_ids=str(boss))
+    harness.ask(PRIVATE, "answer me in private")
+    await harness.until(lambda: len(harness.bot(PRIVATE)) == 1)
+    [refusal] = harness.bot(PRIVATE)
+    assert refusal.text == "Sorry, this bot is private and not available to you here."
+    harness.ask(GROUP, "/ask in the listed group")
+    await harness.finished(GROUP)
+    harness.ask(boss, "admin in private", user=boss)
+    await harness.finished(boss)
+    prompts = [r.json["messages"][-1]["content"] for r in harness.g4f.chat_requests()]
+    assert prompts == ["in the listed group", "admin in private"]
+    harness.assert_clean()
+
+
+async def test_model_refuses_a_provider_and_caps_what_it_echoes(tg: Harness) -> None:
+    tg.ask(PRIVATE, "/model PollinationsAI")
+    await tg.until(lambda: len(tg.bot(PRIVATE)) == 1)
+    provider = tg.bot(PRIVATE)[0].text or ""
+    assert provider.startswith("'PollinationsAI' is a provider, not a model")
+    assert "G4F_PROVIDER" in provider
+    tg.ask(PRIVATE, "/model " + "n" * 4000)  # a user's message holds at most 4,096
+    await tg.until(lambda: len(tg.bot(PRIVATE)) == 2)
+    echoed = tg.bot(PRIVATE)[1].text or ""
+    assert echoed.startswith(f"The server has no chat model called '{'n' * 99}…'.")
+    assert len(echoed) < 200
+    tg.ask(PRIVATE, "which model?")
+    await tg.finished(PRIVATE)
+    assert tg.g4f.chat_requests()[-1].json["model"] == "gpt-4o"  # nothing was chosen
+    tg.assert_clean()
+
+
+async def test_a_long_prompt_is_capped_in_the_caption(tg: Harness) -> None:
+    tg.ask(PRIVATE, "/imagine " + "a red fox " * 300)
+    await tg.until(lambda: any(m.photo for m in tg.bot(PRIVATE)))
+    [photo] = tg.bot(PRIVATE)
+    caption = photo.caption or ""
+    assert caption.startswith("🎨 a red fox") and caption.endswith("…\n— flux")
+    assert len(caption) < 320  # was cut only at Telegram's 1,024
+    tg.assert_clean()
+
+
+async def test_stop_says_why_it_did_not_stop(harness: Harness) -> None:
+    await harness.streaming(GROUP, "slowly", "slow", command="/ask")
+    [streaming] = harness.bot(GROUP)
+    harness.fake.push_callback(GROUP, streaming.message_id, "stop", user_id=BOB)
+    await harness.until(lambda: len(_callback_answers(harness)) == 1)
+    harness.fake.push_callback(GROUP, streaming.message_id, "stop", user_id=ANN)
+    [message] = await harness.finished(GROUP)
+    assert message.text is not None and message.text.endswith("⏹ Stopped.")
+    # A client still showing the Stop button (or a late press): the asker is told it finished.
+    harness.fake.push_callback(GROUP, message.message_id, "stop", check_button=False)
+    await harness.until(lambda: len(_callback_answers(harness)) == 3)
+    assert _callback_answers(harness) == [
+        "Only the person who asked (or an admin) can stop this answer.",
+        "⏹ Stopping…",
+        "This answer has already finished. For a new one, press 🔁 Regenerate or ask again.",
+    ]
+    harness.assert_clean()
+
+
+@pytest.mark.parametrize("data", ["", "zzz", "mi:1:x", "mp:", "m:", "stop ", "mp:1234567"])
+async def test_unknown_or_malformed_callback_data_is_answered_as_stale(
+    tg: Harness, data: str
+) -> None:
+    tg.ask(GROUP, "/ask roll a die")
+    [answer] = await tg.finished(GROUP)
+    tg.fake.push_callback(GROUP, answer.message_id, data, check_button=False)
+    await tg.until(lambda: len(_callback_answers(tg)) == 1)
+    assert _callback_answers(tg) == [
+        "This button is no longer valid. Ask again, or open /models for a fresh list."
+    ]
+    assert tg.bot(GROUP) == [answer] and len(tg.g4f.chat_requests()) == 1
     tg.assert_clean()

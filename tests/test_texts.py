@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.api_models import ModelInfo
 from core.results import ConversationReset, ModelChosen, ModelPage, Status, SystemPromptSet
-from core.texts import models_page_text, persona_text, reset_text, status_text
+from core.texts import model_chosen_text, models_page_text, persona_text, reset_text, status_text
 
 
 def test_status_lines() -> None:
@@ -34,9 +34,17 @@ def test_short_results() -> None:
     assert reset_text(ConversationReset(False)).startswith("There was no conversation here")
     assert persona_text(SystemPromptSet("")) == "✅ This chat has no persona now."
     assert persona_text(SystemPromptSet("x" * 2000)).endswith("x…")
-    from core.texts import model_chosen_text
-
     assert (
         model_chosen_text(ModelChosen("m", "chat"))
         == "✅ Your model is now `m` (in this chat only)."
     )
+
+
+def test_echo_caps_with_an_ellipsis() -> None:
+    from core.echo import MAX_ECHO, echo
+
+    assert echo("x" * MAX_ECHO) == "x" * MAX_ECHO
+    assert echo("x" * (MAX_ECHO + 1)) == "x" * (MAX_ECHO - 1) + "…"
+    assert len(echo("y" * 5000)) == MAX_ECHO
+    assert echo("abcdef", 3) == "ab…"
+    assert model_chosen_text(ModelChosen("m" * 500, "user")).count("m") < 120

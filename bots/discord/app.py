@@ -44,16 +44,22 @@ from bots.discord.surface import (
     rate_limit_observer,
 )
 from bots.discord.texts import (
-    NOT_STOPPABLE,
     SORRY,
     models_message,
     parse_page_id,
 )
 from core.bridge import Bridge, ModelKind
 from core.conversations import Where
-from core.results import ModelPage, Refusal
+from core.results import ModelPage, Refusal, StopResult
 from core.settings import Settings, SettingsError
-from core.texts import model_chosen_text, persona_text, reset_text, status_text
+from core.texts import (
+    STALE_BUTTON,
+    model_chosen_text,
+    persona_text,
+    reset_text,
+    status_text,
+    stop_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -351,15 +357,18 @@ class BridgeClient(discord.Client):
             await self.regenerate_clicked(interaction, message)
         elif (page := parse_page_id(custom_id)) is not None:
             await self.page_clicked(interaction, *page)
+        else:  # a button of an older version, or forged: answered so the click does not hang
+            await interaction.response.send_message(STALE_BUTTON, ephemeral=True)
 
     async def stop_clicked(
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
         """Stop: end the answer streaming in the clicked message (its asker or an admin)."""
-        if self.bridge.stop(where_of_interaction(interaction), str(message.id)):
+        result = self.bridge.stop(where_of_interaction(interaction), str(message.id))
+        if result is StopResult.STOPPED:
             await interaction.response.defer()  # the answer's own final edit shows "Stopped"
         else:
-            await interaction.response.send_message(NOT_STOPPABLE, ephemeral=True)
+            await interaction.response.send_message(stop_text(result), ephemeral=True)
 
     async def regenerate_clicked(
         self, interaction: discord.Interaction, message: discord.Message

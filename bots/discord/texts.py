@@ -1,4 +1,4 @@
-"""The Discord-only texts: the apology, the stop refusal, and the model list's page buttons."""
+"""The Discord-only texts: the apology and the model list's page buttons."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from core.results import ModelPage
 from core.texts import models_page_text
 
 SORRY = "⚠️ Something went wrong on my side. Please try again."
-NOT_STOPPABLE = "This answer is not running any more, or only its asker (or an admin) can stop it."
 MAX_QUERY_IN_ID = 80  # custom ids hold at most 100 characters
 PAGE_ACTION = "page"
 PAGE_ID_PREFIX = f"g4f:{PAGE_ACTION}:"

@@ -58,12 +58,14 @@ from core.results import (
 )
 from core.settings import SettingsError
 from core.texts import (
+    STALE_BUTTON,
     current_model_text,
     model_chosen_text,
     models_page_header,
     persona_text,
     reset_text,
     status_text,
+    stop_text,
 )
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,10 @@ STATE_KEY = "g4f_bridge"
 PLATFORM = "telegram"
 MODELS_PER_PAGE = 10
 MAX_CALLBACK_ANSWER = 200
+# The callback data of the model list's buttons (see `model_callback` and `models_view`).
+MODEL_PAGE_DATA = re.compile(r"mp:(\d{1,6})")
+MODEL_NAME_DATA = re.compile(r"m:\S.*")
+MODEL_INDEX_DATA = re.compile(r"mi:(\d{1,6}):(\d{1,3})")
 
 COMMANDS = (
     BotCommand("ask", "Ask the AI (in private chats, just write)"),
@@ -196,6 +202,7 @@ class Command:
 
 R = TypeVar("R")
 Render = Callable[[R], str]
+ButtonHandler = Callable[[Update, Context], Awaitable[None]]
 
 
 class CallbackAck:
@@ -235,13 +242,9 @@ class TelegramBot:
         app.add_handler(CommandHandler("status", self.on_status))
         app.add_handler(CommandHandler("stop", self.on_stop))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.on_text))
-        app.add_handler(CallbackQueryHandler(self.on_stop_button, pattern=f"^{CALLBACK_STOP}$"))
-        app.add_handler(
-            CallbackQueryHandler(self.on_regenerate_button, pattern=f"^{CALLBACK_REGENERATE}$")
-        )
-        app.add_handler(CallbackQueryHandler(self.on_model_page, pattern=r"^mp:\d+$"))
-        app.add_handler(CallbackQueryHandler(self.on_model_button, pattern=r"^(m:|mi:\d+:\d+$)"))
-        app.add_handler(CallbackQueryHandler(self.on_other_button))
+        # One handler for every button: PTB hands a press with empty data to the first
+        # pattern handler, so the data is checked here, before any action is chosen.
+        app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_error_handler(self.on_error)
 
     # --- surfaces and writes ----------------------------------------------------------------
@@ -406,15 +409,36 @@ class TelegramBot:
             await self.show(cmd.surface, await self.bridge.status(cmd.where), status_text)
 
     # --- buttons ----------------------------------------------------------------------------
+    async def on_button(self, update: Update, context: Context) -> None:
+        """Any button press, routed by its callback data. Data we never send (empty, malformed,
+        from an older version, forged) is answered with "this button is no longer valid"."""
+        query = update.callback_query
+        handler = self.button_handler(query.data if query is not None else None)
+        if handler is None:
+            return await _answer_stale(update)
+        await handler(update, context)
+
+    def button_handler(self, data: str | None) -> ButtonHandler | None:
+        """The handler for a button's callback data, None when it is none of ours."""
+        if data == CALLBACK_STOP:
+            return self.on_stop_button
+        if data == CALLBACK_REGENERATE:
+            return self.on_regenerate_button
+        if data is None:
+            return None
+        if MODEL_PAGE_DATA.fullmatch(data):
+            return self.on_model_page
+        if MODEL_NAME_DATA.fullmatch(data) or MODEL_INDEX_DATA.fullmatch(data):
+            return self.on_model_button
+        return None
+
     async def on_stop_button(self, update: Update, context: Context) -> None:
         """⏹ Stop under an answer being written."""
         if (found := _button(update)) is None:
             return await _answer_stale(update)
         query, message, user = found
-        stopped = self.bridge.stop(where_of(message.chat, user), str(message.message_id))
-        await CallbackAck(query)(
-            "⏹ Stopping…" if stopped else "Only the person who asked can stop this answer."
-        )
+        result = self.bridge.stop(where_of(message.chat, user), str(message.message_id))
+        await CallbackAck(query)(stop_text(result))
 
     async def on_regenerate_button(self, update: Update, context: Context) -> None:
         """🔁 Regenerate under an answer: a new answer to the same question."""
@@ -479,10 +503,6 @@ class TelegramBot:
         items = page.items
         return items[int(index)].id if int(index) < len(items) else None
 
-    async def on_other_button(self, update: Update, context: Context) -> None:
-        """A button we no longer know (an old keyboard): answered so the spinner stops."""
-        await _answer_stale(update)
-
     # --- errors -----------------------------------------------------------------------------
     async def on_error(self, update: object, context: Context) -> None:
         """The one error handler: log what failed (never the token: logging redacts it)."""
@@ -513,8 +533,9 @@ def _button(update: Update) -> tuple[CallbackQuery, Message, User] | None:
 
 
 async def _answer_stale(update: Update) -> None:
+    """A press we cannot act on: say so (it also stops the button's spinner)."""
     if update.callback_query is not None:
-        await CallbackAck(update.callback_query)()
+        await CallbackAck(update.callback_query)(STALE_BUTTON)
 
 
 def build_application(bridge: Bridge) -> TelegramApp:

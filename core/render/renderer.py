@@ -178,6 +178,11 @@ class StreamRenderer:
     def text(self) -> str:
         return "".join(self._answer)
 
+    @property
+    def ended(self) -> bool:
+        """Whether the stream is over (done, failed, stopped, aborted): `stop` changes nothing."""
+        return self._ended.is_set()
+
     async def run(self) -> RenderResult:
         """Stream the answer to the surface and return how it ended."""
         self._reader = asyncio.create_task(self._read())

@@ -648,10 +648,16 @@ class FakeDiscord:
         *,
         user_id: int = 2001,
         values: list[str] | None = None,
+        check_component: bool = True,
     ) -> Interaction:
-        """Dispatch a component interaction (type 3) on a message's button/select."""
+        """Dispatch a component interaction (type 3) on a message's button/select.
+
+        `check_component=False` clicks a button the message no longer (or never) had, as a
+        client showing an older version of the message, or a forged request, would."""
         msg = self._live_message(message_id)
         component = _find_component(msg.components, custom_id)
+        if component is None and not check_component:
+            component = {"type": 2, "custom_id": custom_id}
         if component is None:
             raise ValueError(f"message {message_id} has no component {custom_id!r}")
         if component.get("disabled"):
