@@ -23,7 +23,7 @@ class RefusalReason(StrEnum):
     UNKNOWN_MODEL = "unknown_model"
     NOT_FOUND = "not_found"
     UPSTREAM = "upstream"
-    UNAVAILABLE = "unavailable"  # the bot is shutting down
+    UNAVAILABLE = "unavailable"  # shutting down, or the conversation store is unreachable
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,4 +101,5 @@ class Status:
     system_prompt: str
     busy: bool
     queue_waiting: int
+    limits_degraded: bool = False  # the shared limits backend is down: limits are per process
     extra: dict[str, str] = field(default_factory=dict)
