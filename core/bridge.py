@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Literal, TypeVar
+from typing import Literal, ParamSpec, TypeVar
 
 from core.api_models import ChatMessage, ModelInfo, StreamDelta
 from core.client import G4FClient
 from core.clock import Clock, SystemClock
 from core.conversations import History, Where, build_history, find_parent
-from core.errors import UpstreamError
+from core.errors import StoreUnavailable, UpstreamError
 from core.limits import (
     AccessPolicy,
     ConcurrencyGate,
@@ -54,6 +55,8 @@ from core.store.base import ConversationStore, Turn, open_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 REGENERATE_BUTTON = Button("regenerate", "🔁 Regenerate")
 ACTIVITY_REPEAT = 4.0  # chat actions fade after ~5 s
@@ -64,6 +67,22 @@ INTERRUPTED_NOTE = "⏹ Interrupted by a restart: ask again."
 FINAL_WRITE_GRACE = 5.0  # seconds for ended answers to make their final writes at shutdown
 
 ModelKind = Literal["chat", "image", "all"]
+
+
+def _refuse_when_store_down(
+    use_case: Callable[P, Awaitable[R]],
+) -> Callable[P, Awaitable[R | Refusal]]:
+    """The use case, answering `StoreUnavailable` with an UNAVAILABLE refusal (and a warning)."""
+
+    @functools.wraps(use_case)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R | Refusal:
+        try:
+            return await use_case(*args, **kwargs)
+        except StoreUnavailable as exc:
+            log.warning("%s: the conversation store is unavailable: %s", use_case.__name__, exc)
+            return Refusal(RefusalReason.UNAVAILABLE, exc.user_message)
+
+    return guarded
 
 
 class Bridge:
@@ -246,6 +265,7 @@ class Bridge:
         )
         return await self._answer(where, surface, parent, prompt, model, user_turn=None)
 
+    @_refuse_when_store_down
     async def regenerate(
         self, where: Where, message_id: str, surface: MessageSurface
     ) -> Answered | Refusal:
@@ -413,6 +433,7 @@ class Bridge:
         except UpstreamError as exc:
             return Refusal(RefusalReason.UPSTREAM, exc.user_message)
 
+    @_refuse_when_store_down
     async def models(
         self,
         where: Where,
@@ -449,6 +470,7 @@ class Bridge:
             query=query,
         )
 
+    @_refuse_when_store_down
     async def set_model(
         self, where: Where, name: str, *, scope: Literal["user", "chat"] = "user"
     ) -> ModelChosen | Refusal:
@@ -488,6 +510,7 @@ class Bridge:
         stored = await self.store.get_preference(_chat_scope(where), "system_prompt")
         return self.settings.bridge_system_prompt if stored is None else stored
 
+    @_refuse_when_store_down
     async def set_system_prompt(self, where: Where, text: str) -> SystemPromptSet | Refusal:
         """Set this chat's system prompt (admins only); empty text restores the default."""
         refusal = self.check_access(where)
@@ -499,6 +522,7 @@ class Bridge:
         await self.store.set_preference(_chat_scope(where), "system_prompt", text or None)
         return SystemPromptSet(text or self.settings.bridge_system_prompt)
 
+    @_refuse_when_store_down
     async def reset(self, where: Where) -> ConversationReset | Refusal:
         """Start a new conversation in this chat."""
         refusal = self.check_access(where)
@@ -508,6 +532,7 @@ class Bridge:
         await self.store.clear_head(where.chat)
         return ConversationReset(had)
 
+    @_refuse_when_store_down
     async def status(self, where: Where) -> Status | Refusal:
         """The user's model, limits left, and this chat's conversation."""
         refusal = self.check_access(where)
