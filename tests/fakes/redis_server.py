@@ -14,9 +14,10 @@ import signal
 import socket
 from pathlib import Path
 
-import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from tests.conftest import service_missing
 
 STARTUP_TIMEOUT = 10.0
 
@@ -25,10 +26,7 @@ def redis_server_binary() -> str:
     """The redis-server path; skips the test (fails it when services are required) if absent."""
     binary = shutil.which("redis-server")
     if binary is None:
-        reason = "redis-server is not installed (needed for the Redis fault tests)"
-        if os.environ.get("G4F_BRIDGE_REQUIRE_SERVICES"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        service_missing("redis-server is not installed (needed for the Redis fault tests)")
     return binary
 
 
