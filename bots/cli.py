@@ -15,7 +15,13 @@ from typing import TextIO
 
 from core.api_models import ChatMessage
 from core.client import G4FClient
-from core.errors import BridgeError, ModelNotOffered, ModelProviderFailed, UpstreamError
+from core.errors import (
+    BridgeError,
+    ModelNotOffered,
+    ModelProviderFailed,
+    StoreOpenFailed,
+    UpstreamError,
+)
 from core.logs import configure_logging
 from core.settings import Settings, SettingsError, load_settings
 from core.store.base import StoreError
@@ -233,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return asyncio.run(handler(settings, args))
+    except StoreOpenFailed as exc:  # the store BRIDGE_STORE_URL names cannot be opened
+        _fail(exc.user_message)
+        return EXIT_USAGE
     except BridgeError as exc:
         _fail(exc.user_message)
         return EXIT_UPSTREAM

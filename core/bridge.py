@@ -26,11 +26,12 @@ from core.client import G4FClient
 from core.clock import Clock, SystemClock
 from core.conversations import History, Where, build_history, find_parent
 from core.echo import MAX_PROMPT_ECHO, echo
-from core.errors import BridgeError, InternalFault, UpstreamError
+from core.errors import BridgeError, InternalFault, StoreUnavailable, UpstreamError
 from core.limits import (
     AccessPolicy,
     ConcurrencyGate,
     Lease,
+    LimitsHealth,
     LockManager,
     MemoryLockManager,
     MemoryRateLimiter,
@@ -83,6 +84,9 @@ def _apologizes(
     async def run(*args: P.args, **kwargs: P.kwargs) -> R | Refusal:
         try:
             return await use_case(*args, **kwargs)
+        except StoreUnavailable as exc:
+            log.warning("%s: the conversation store is unavailable: %s", use_case.__name__, exc)
+            return Refusal(RefusalReason.UNAVAILABLE, f"⚠️ {exc.user_message}")
         except BridgeError as exc:
             log.warning("%s failed: %s", use_case.__name__, exc)
             return Refusal(RefusalReason.FAILED, f"⚠️ {exc.user_message}")
@@ -112,6 +116,7 @@ class Bridge:
         self.clock = clock or SystemClock()
         self.limiter = limiter or MemoryRateLimiter(self.clock)
         self.locks = locks or MemoryLockManager(self.clock)
+        self.limits_health: LimitsHealth | None = None  # None: the limits are per process
         self.gate = ConcurrencyGate(settings.bridge_max_concurrency)
         self.metrics = client.metrics  # one set of figures per process (core.metrics)
         self.metrics.watch_gate(self.gate)
@@ -134,27 +139,28 @@ class Bridge:
         clock = clock or SystemClock()
         store = open_store(settings.bridge_store_url)
         await store.open()
-        limiter: RateLimiter | None = None
-        locks: LockManager | None = None
-        redis = None
-        if not settings.bridge_limits_url.startswith("memory://"):
-            from redis.asyncio import Redis
+        if settings.bridge_limits_url.startswith("memory://"):
+            return cls(settings, client=G4FClient(settings, clock=clock), store=store, clock=clock)
+        from core.limits_redis import open_redis_limits
 
-            from core.limits_redis import RedisLockManager, RedisRateLimiter
-
-            redis = Redis.from_url(settings.bridge_limits_url)
-            limiter, locks = RedisRateLimiter(redis, clock), RedisLockManager(redis, clock)
+        shared = await open_redis_limits(settings.bridge_limits_url, clock)
         bridge = cls(
             settings,
             client=G4FClient(settings, clock=clock),
             store=store,
             clock=clock,
-            limiter=limiter,
-            locks=locks,
+            limiter=shared.limiter,
+            locks=shared.locks,
         )
-        if redis is not None:
-            bridge._on_close.append(redis.aclose)
+        bridge.limits_health = shared.link
+        bridge._on_close.append(shared.aclose)
         return bridge
+
+    @property
+    def limits_degraded(self) -> bool:
+        """True while the shared limits backend (Redis) is down and per-process limits and
+        locks stand in; readiness should report not ready then."""
+        return self.limits_health is not None and self.limits_health.degraded
 
     def shutdown(self, note: str = INTERRUPTED_NOTE) -> None:
         """The process is going down: refuse new requests and stop every answer (each ends in
@@ -586,6 +592,7 @@ class Bridge:
             system_prompt=await self.system_prompt_for(where),
             busy=busy,
             queue_waiting=self.gate.waiting,
+            limits_degraded=self.limits_degraded,
         )
 
 

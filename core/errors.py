@@ -195,3 +195,41 @@ class ImageFailed(UpstreamError):
 
     def __init__(self, message: str, *, detail: str = "") -> None:
         super().__init__(message, detail=detail)
+
+
+class StoreUnavailable(BridgeError):
+    """The conversation store cannot be used right now (locked, read-only, a disk error).
+
+    `detail` says what the database reported, for the log.
+    """
+
+    user_message = "I can't reach my conversation store right now; please try again in a minute."
+
+    def __init__(self, *, detail: str = "") -> None:
+        super().__init__(detail=detail)
+
+
+class StoreBusy(StoreUnavailable):
+    """Another writer held the database longer than the busy timeout ("database is locked")."""
+
+
+class StoreReadOnly(StoreUnavailable):
+    """The database, its directory or the filesystem refuses writes."""
+
+
+class StoreDiskError(StoreUnavailable):
+    """The disk failed under the database: an I/O error, a full disk, a damaged file."""
+
+
+class StoreOpenFailed(StoreUnavailable):
+    """The store could not be opened at start; the message names BRIDGE_STORE_URL for the
+    operator (it is raised only by `open`, before any chat user is served)."""
+
+    def __init__(self, path: str, problem: str, *, detail: str = "") -> None:
+        BridgeError.__init__(
+            self,
+            f"The conversation store {path} {problem}. Fix that, or set BRIDGE_STORE_URL to a "
+            "writable place (for example sqlite:///data/bridge.sqlite3).",
+            detail=detail,
+        )
+        self.path = path

@@ -206,10 +206,13 @@ def store_probe(bridge: Bridge) -> Probe:
 
 
 def limits_probe(bridge: Bridge) -> Probe:
-    """The rate-limit backend (memory, or Redis) answers."""
+    """The rate-limit backend (memory, or Redis) answers; not ready while a shared backend is
+    unreachable and the limits have fallen back to this process alone."""
     rate = Rate.parse("1000/second")
 
     async def probe() -> str | None:
+        if bridge.limits_degraded:
+            return "unreachable: rate limits and locks are per process until it is back"
         await bridge.limiter.peek("health:probe", rate)
         return None
 

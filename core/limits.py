@@ -269,6 +269,13 @@ class MemoryLockManager:
                 del self._leases[key]
 
 
+class LimitsHealth(Protocol):
+    """Whether the shared limits backend is in use; `degraded` while per-process ones stand in."""
+
+    @property
+    def degraded(self) -> bool: ...
+
+
 # --- Concurrency --------------------------------------------------------------------------
 
 PositionCallback = Callable[[int], Awaitable[None]]

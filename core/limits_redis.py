@@ -3,18 +3,59 @@
 Same contracts as `MemoryRateLimiter` and `MemoryLockManager` (core.limits). Each operation is
 one Lua script, so it is atomic across processes. Times come from the `Clock`'s wall time (all
 instances share it), passed to the script so tests can drive it.
+
+Redis going away never fails a request. `RedisLink` watches one Redis: the first failed call
+marks it down (one WARNING in the log) and starts a probe that pings it with backoff (1 s,
+doubling up to 30 s, on the injected clock; calls made meanwhile never touch Redis), and the
+first answered ping marks it up again (one INFO). While it is down, `FailoverRateLimiter` and
+`FailoverLockManager` use the per-process memory ones; `RedisLink.degraded` tells /status and
+readiness. A bridge started with Redis unreachable starts degraded and recovers the same way.
+
+Rules across an outage:
+- Rate limits: hits counted in memory during the outage stay in memory; after recovery only
+  Redis counts (its windows are whatever Redis kept). Each process allows the full rate while
+  Redis is down, so a user talking to N processes may get N times the rate for that while.
+- Locks: every lease is taken in this process's memory first, and in Redis too while Redis is
+  up. A lease taken during the outage lives in memory only and keeps doing so until it is
+  released or expires, even after Redis is back (nothing is moved to Redis); new leases go to
+  Redis again. Because the memory lease is always taken, one process never hands out a key twice,
+  whatever Redis does; across processes, exclusion holds only for leases taken while Redis was up.
+  A Redis lease whose release failed is released again when Redis is back (token-checked, so a
+  lease taken by someone else since is untouched), or simply expires with its TTL.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import secrets
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core.clock import Clock
-from core.limits import Lease, Rate, RateDecision
+from core.limits import (
+    Lease,
+    LockManager,
+    MemoryLockManager,
+    MemoryRateLimiter,
+    Rate,
+    RateDecision,
+    RateLimiter,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SOCKET_TIMEOUT = 2.0  # seconds; a hung Redis counts as down instead of freezing an answer
+FIRST_PROBE = 1.0
+MAX_PROBE = 30.0
+# Everything a Redis call raises when Redis is unreachable, hung, restarting or refusing work.
+REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
 
 # KEYS[1] = window (sorted set of hit times); ARGV = now, period, count, count_it, member
 _HIT = """
@@ -90,3 +131,246 @@ class RedisLockManager:
 
     async def held(self, key: str) -> bool:
         return bool(await self._redis.exists(f"{self._prefix}lock:{key}"))
+
+
+# --- Degrade and recover ------------------------------------------------------------------
+
+
+class RedisDown(Exception):
+    """Redis is marked down (or a call just failed): use the per-process fallback."""
+
+
+def describe(redis: Redis) -> str:
+    """Where a client points, without credentials: ``host:port/db`` or the socket path."""
+    kwargs = redis.connection_pool.connection_kwargs
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+class RedisLink:
+    """The up/down state of one Redis, with one probe task (backoff) while it is down.
+
+    `call` runs an operation on Redis and raises `RedisDown` instead of any Redis failure; while
+    down it raises at once without touching Redis. Implements `core.limits.LimitsHealth`.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        clock: Clock,
+        *,
+        first_probe: float = FIRST_PROBE,
+        max_probe: float = MAX_PROBE,
+    ) -> None:
+        self._redis = redis
+        self._clock = clock
+        self._first_probe = first_probe
+        self._max_probe = max_probe
+        self._where = describe(redis)
+        self._degraded = False
+        self._up = asyncio.Event()
+        self._up.set()
+        self._probe: asyncio.Task[None] | None = None
+        self._on_recover: list[Callable[[], Awaitable[None]]] = []
+        self.outages = 0  # how many times Redis went down since start
+        self.probes = 0  # pings made while down (answered or not)
+
+    @property
+    def degraded(self) -> bool:
+        """True while Redis is marked down and per-process limits and locks stand in."""
+        return self._degraded
+
+    def on_recover(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` each time Redis is back (before `wait_up` returns)."""
+        self._on_recover.append(callback)
+
+    async def start(self) -> None:
+        """Ping once, so a Redis unreachable at start is known (and logged) at once."""
+        try:
+            await self._redis.ping()
+        except REDIS_FAILURES as exc:
+            self._went_down(exc)
+
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """The operation's result; `RedisDown` when Redis is down or the call failed."""
+        if self._degraded:
+            raise RedisDown
+        try:
+            return await operation()
+        except REDIS_FAILURES as exc:
+            self._went_down(exc)
+            raise RedisDown from exc
+
+    async def wait_up(self) -> None:
+        """Return once Redis is up (at once when it is)."""
+        await self._up.wait()
+
+    async def aclose(self) -> None:
+        """Stop probing."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+
+    def _went_down(self, exc: BaseException) -> None:
+        if self._degraded:
+            return
+        self._degraded = True
+        self.outages += 1
+        self._up.clear()
+        log.warning(
+            "Redis at %s is unreachable (%s: %s); rate limits and in-flight locks are "
+            "per process until it is back",
+            self._where,
+            type(exc).__name__,
+            exc,
+        )
+        self._probe = asyncio.create_task(self._probe_until_up(), name="redis-probe")
+
+    async def _probe_until_up(self) -> None:
+        wait = self._first_probe
+        while True:
+            await self._clock.sleep(wait)
+            try:
+                await self._redis.ping()
+            except REDIS_FAILURES as exc:
+                self.probes += 1
+                log.debug("Redis at %s still unreachable: %r", self._where, exc)
+                wait = min(wait * 2, self._max_probe)
+                continue
+            self.probes += 1
+            break
+        self._degraded = False
+        self._probe = None
+        log.info("Redis at %s is back; rate limits and locks are shared again", self._where)
+        for callback in self._on_recover:
+            await callback()
+        self._up.set()
+
+
+class FailoverRateLimiter:
+    """`RateLimiter` on Redis while it is up, on a per-process `MemoryRateLimiter` otherwise."""
+
+    def __init__(self, shared: RateLimiter, local: RateLimiter, link: RedisLink) -> None:
+        self._shared = shared
+        self._local = local
+        self._link = link
+
+    async def hit(self, key: str, rate: Rate) -> RateDecision:
+        try:
+            return await self._link.call(lambda: self._shared.hit(key, rate))
+        except RedisDown:
+            return await self._local.hit(key, rate)
+
+    async def peek(self, key: str, rate: Rate) -> RateDecision:
+        try:
+            return await self._link.call(lambda: self._shared.peek(key, rate))
+        except RedisDown:
+            return await self._local.peek(key, rate)
+
+
+class FailoverLockManager:
+    """`LockManager` taking every lease in memory, and in Redis too while Redis is up.
+
+    See the module docstring for what happens to leases across an outage.
+    """
+
+    def __init__(
+        self, shared: LockManager, local: LockManager, link: RedisLink, clock: Clock
+    ) -> None:
+        self._shared = shared
+        self._local = local
+        self._link = link
+        self._clock = clock
+        self._local_of: dict[str, Lease] = {}  # a Redis lease's token -> its memory twin
+        self._unreleased: dict[str, Lease] = {}  # Redis leases whose release failed, by token
+        link.on_recover(self._release_leftovers)
+
+    @property
+    def unreleased(self) -> int:
+        """Redis leases waiting to be released once Redis is back."""
+        return len(self._unreleased)
+
+    async def try_acquire(self, key: str, ttl: float) -> Lease | None:
+        local = await self._local.try_acquire(key, ttl)
+        if local is None:
+            return None
+        try:
+            shared = await self._link.call(lambda: self._shared.try_acquire(key, ttl))
+        except RedisDown:
+            return local  # a memory lease: it stays in memory until released
+        if shared is None:
+            await self._local.release(local)
+            return None
+        self._local_of[shared.token] = local
+        return shared
+
+    async def release(self, lease: Lease) -> None:
+        local = self._local_of.pop(lease.token, None)
+        if local is None:  # a lease taken while Redis was down (or an unknown one: no-op)
+            await self._local.release(lease)
+            return
+        await self._local.release(local)
+        try:
+            await self._link.call(lambda: self._shared.release(lease))
+        except RedisDown:
+            self._unreleased[lease.token] = lease
+
+    async def held(self, key: str) -> bool:
+        if await self._local.held(key):
+            return True
+        try:
+            return await self._link.call(lambda: self._shared.held(key))
+        except RedisDown:
+            return False
+
+    async def _release_leftovers(self) -> None:
+        now = self._clock.now()
+        for token, lease in list(self._unreleased.items()):
+            del self._unreleased[token]
+            if lease.expires_at > now:
+                try:
+                    await self._shared.release(lease)
+                except REDIS_FAILURES as exc:  # it expires with its TTL anyway
+                    log.debug("could not release a leftover lease: %r", exc)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisLimits:
+    """The limits backend built from a Redis URL, with its health and its closer."""
+
+    limiter: FailoverRateLimiter
+    locks: FailoverLockManager
+    link: RedisLink
+    redis: Redis
+
+    async def aclose(self) -> None:
+        await self.link.aclose()
+        await self.redis.aclose()
+
+
+async def open_redis_limits(
+    url: str,
+    clock: Clock,
+    *,
+    prefix: str = "g4f-bridge:",
+    first_probe: float = FIRST_PROBE,
+    max_probe: float = MAX_PROBE,
+) -> RedisLimits:
+    """Rate limits and locks on the Redis at `url`, falling back to memory while it is down.
+
+    Never fails because Redis is unreachable: it then starts degraded (one WARNING logged).
+    """
+    redis = Redis.from_url(
+        url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT
+    )
+    link = RedisLink(redis, clock, first_probe=first_probe, max_probe=max_probe)
+    limiter = FailoverRateLimiter(
+        RedisRateLimiter(redis, clock, prefix=prefix), MemoryRateLimiter(clock), link
+    )
+    locks = FailoverLockManager(
+        RedisLockManager(redis, clock, prefix=prefix), MemoryLockManager(clock), link, clock
+    )
+    await link.start()
+    return RedisLimits(limiter=limiter, locks=locks, link=link, redis=redis)

@@ -24,7 +24,7 @@ class RefusalReason(StrEnum):
     IS_PROVIDER = "is_provider"  # a provider's name where a model's was expected
     NOT_FOUND = "not_found"
     UPSTREAM = "upstream"
-    UNAVAILABLE = "unavailable"  # the bot is shutting down
+    UNAVAILABLE = "unavailable"  # shutting down, or the conversation store is unreachable
     FAILED = "failed"  # something below the use case broke; the message apologises
 
 
@@ -111,4 +111,5 @@ class Status:
     system_prompt: str
     busy: bool
     queue_waiting: int
+    limits_degraded: bool = False  # the shared limits backend is down: limits are per process
     extra: dict[str, str] = field(default_factory=dict)

@@ -73,6 +73,12 @@ def persona_text(result: SystemPromptSet) -> str:
     return f"✅ This chat's persona is now:\n> {shorten(result.prompt, 1500)}"
 
 
+LIMITS_DEGRADED_LINE = (
+    "⚠️ Shared limits are unavailable (Redis is down): rate limits apply per process until it "
+    "is back."
+)
+
+
 def status_text(status: Status) -> str:
     """The user's model, limits left, and this chat's conversation."""
     turns = status.conversation_turns
@@ -87,5 +93,7 @@ def status_text(status: Status) -> str:
         lines.append("⏳ An answer of yours is still coming in here.")
     if status.queue_waiting:
         lines.append(f"⏳ {status.queue_waiting} request(s) are waiting for a free slot.")
+    if status.limits_degraded:
+        lines.append(LIMITS_DEGRADED_LINE)
     lines += [f"{key}: {value}" for key, value in status.extra.items()]
     return "\n".join(lines)

@@ -130,7 +130,7 @@ async def test_store_that_cannot_be_opened_is_one_line(
     url = f"sqlite:///{tmp_path}/not-a-folder/store.sqlite3"
     code, out, err = await run_cli(command, env=api(g4f, BRIDGE_STORE_URL=url))
     assert code == 2 and out == ""
-    assert err.startswith("g4f-bridge: BRIDGE_STORE_URL: cannot open the SQLite database ")
+    assert err.startswith("g4f-bridge: The conversation store ") and "BRIDGE_STORE_URL" in err
     assert err.count("\n") == 1 and "Traceback" not in err
 
 

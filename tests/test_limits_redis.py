@@ -4,7 +4,6 @@ required when G4F_BRIDGE_REQUIRE_SERVICES=1, as in CI)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import AsyncIterator
 
@@ -18,7 +17,7 @@ from core.conversations import Where
 from core.limits import Rate
 from core.limits_redis import RedisLockManager, RedisRateLimiter
 from core.results import Answered, Refusal, RefusalReason
-from tests.conftest import MakeSettings
+from tests.conftest import MakeSettings, service_missing
 from tests.fakes.clock import ManualClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
@@ -33,9 +32,7 @@ async def redis() -> AsyncIterator[Redis]:
         await client.ping()
     except (RedisConnectionError, OSError) as exc:
         await client.aclose()
-        if os.environ.get("G4F_BRIDGE_REQUIRE_SERVICES"):
-            pytest.fail(f"Redis is required here but not reachable at {REDIS_URL}: {exc}")
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+        service_missing(f"no Redis at {REDIS_URL}: {exc}")
     prefix = f"g4f-bridge-test-{secrets.token_hex(4)}:"
     client.prefix = prefix  # type: ignore[attr-defined]
     yield client

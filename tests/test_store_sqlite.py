@@ -22,6 +22,7 @@ from core.store.base import (
     open_store,
 )
 from core.store.sqlite import (
+    BUSY_TIMEOUT,
     MIGRATIONS,
     SCHEMA_VERSION,
     SqliteConversationStore,
@@ -244,7 +245,7 @@ async def test_open_uses_wal_and_foreign_keys(store: SqliteConversationStore) ->
     conn = store._connection()
     assert list(await conn.execute_fetchall("PRAGMA journal_mode")) == [("wal",)]
     assert list(await conn.execute_fetchall("PRAGMA foreign_keys")) == [(1,)]
-    assert list(await conn.execute_fetchall("PRAGMA busy_timeout")) == [(5000,)]
+    assert list(await conn.execute_fetchall("PRAGMA busy_timeout")) == [(int(BUSY_TIMEOUT * 1000),)]
 
 
 async def test_open_creates_missing_parent_directories(tmp_path: Path) -> None:

@@ -97,6 +97,11 @@ class ConversationStore(Protocol):
     Call `open` before anything else and `close` when done. Writes that name a turn
     (`add_turn` with a parent, `set_turn_content`, `link_message`, `set_head`) raise
     `TurnNotFoundError` when the turn does not exist. Safe for concurrent use by many tasks.
+
+    When the storage cannot be used right now (locked by another writer, read-only, a disk
+    error) every method raises a `core.errors.StoreUnavailable` (`StoreBusy`, `StoreReadOnly`,
+    `StoreDiskError`), whose `user_message` is fit to show; `open` raises `StoreOpenFailed`,
+    whose message names BRIDGE_STORE_URL, when the storage cannot be opened for writing.
     """
 
     async def open(self) -> None:

@@ -7,11 +7,20 @@ transaction together with its version bump. Migrations are only ever appended, n
 Every statement the store runs is a single autocommitted statement issued while holding one
 `asyncio.Lock`, and multi-statement work (migrations) holds the same lock for the whole
 transaction, so the transactions of concurrent tasks never interleave on the shared connection.
+
+Failures of the database itself are typed (core.errors): another writer holding it past the busy
+timeout raises `StoreBusy`, a refused write `StoreReadOnly`, an I/O error, full disk or damaged
+file `StoreDiskError` (all `StoreUnavailable`, with a user message). `open` first checks that the
+directory, the database and its ``-wal`` and ``-shm`` files (those that exist) are writable and
+raises `StoreOpenFailed` (one line naming BRIDGE_STORE_URL) when one is not: SQLite never maps a
+read-only ``-shm``, whose shared memory can bring the process down with SIGBUS. The store never
+opens a database read-only: it has to write every answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -20,6 +29,13 @@ from typing import Any
 
 import aiosqlite
 
+from core.errors import (
+    StoreBusy,
+    StoreDiskError,
+    StoreOpenFailed,
+    StoreReadOnly,
+    StoreUnavailable,
+)
 from core.store.base import (
     ChatKey,
     Head,
@@ -33,7 +49,28 @@ from core.store.base import (
 
 MEMORY = ":memory:"
 URL_PREFIX = "sqlite:///"
-BUSY_TIMEOUT_MS = 5000
+# Ordinary contention (another process's write, a checkpoint, a backup step) lasts milliseconds;
+# this much waiting covers slow disks without leaving a user waiting much longer.
+BUSY_TIMEOUT = 10.0  # seconds
+
+# SQLite primary result codes that mean the database cannot be used now, by the error they become.
+_UNAVAILABLE: dict[int, type[StoreUnavailable]] = {
+    5: StoreBusy,  # SQLITE_BUSY
+    6: StoreBusy,  # SQLITE_LOCKED
+    3: StoreReadOnly,  # SQLITE_PERM
+    8: StoreReadOnly,  # SQLITE_READONLY
+    14: StoreReadOnly,  # SQLITE_CANTOPEN
+    10: StoreDiskError,  # SQLITE_IOERR
+    11: StoreDiskError,  # SQLITE_CORRUPT
+    13: StoreDiskError,  # SQLITE_FULL
+    15: StoreDiskError,  # SQLITE_PROTOCOL
+    26: StoreDiskError,  # SQLITE_NOTADB
+}
+_AT_OPEN: dict[type[StoreUnavailable], str] = {
+    StoreBusy: "is locked by another process",
+    StoreReadOnly: "cannot be written",
+    StoreDiskError: "could not be read or written (a disk error or a damaged file)",
+}
 
 Migration = Sequence[str]
 
@@ -170,6 +207,27 @@ def _is_foreign_key_error(exc: sqlite3.IntegrityError) -> bool:
     return name == "SQLITE_CONSTRAINT_FOREIGNKEY" or "FOREIGN KEY" in str(exc)
 
 
+def unavailable_error(exc: sqlite3.Error) -> StoreUnavailable | None:
+    """The typed error for a database that cannot be used now; None for anything else (a bug)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    kind = _UNAVAILABLE.get(code & 0xFF) if isinstance(code, int) else None
+    if kind is None:
+        return None
+    name = getattr(exc, "sqlite_errorname", "SQLITE_ERROR")
+    return kind(detail=f"{name}: {exc}")
+
+
+def unwritable_part(path: Path) -> str | None:
+    """What stops SQLite from writing the database at `path` (and its -wal and -shm), or None."""
+    directory = path.parent
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"is in a directory that cannot be written ({directory})"
+    for part in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if part.exists() and not os.access(part, os.W_OK):
+            return f"cannot be written: {part.name} is read-only"
+    return None
+
+
 def _turn_from_row(row: Any) -> Turn:
     return Turn(
         id=int(row[0]),
@@ -187,8 +245,9 @@ class SqliteConversationStore:
     `path` is a file path (its directory is created when missing) or ``":memory:"``.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self._path = str(path)
+        self._busy_timeout = busy_timeout
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -202,18 +261,21 @@ class SqliteConversationStore:
         async with self._lock:
             if self._conn is not None:
                 raise StoreError("store is already open")
+            await self._check_writable()
             try:
-                await self._ensure_directory()
-                conn = await aiosqlite.connect(self._path, isolation_level=None)
-            except (OSError, sqlite3.Error) as exc:
-                raise StoreError(f"cannot open the SQLite database {self._path}: {exc}") from exc
+                conn = await aiosqlite.connect(
+                    self._path, timeout=self._busy_timeout, isolation_level=None
+                )
+            except sqlite3.Error as exc:
+                raise self._open_failed(exc) from exc
             try:
                 await self._configure(conn)
                 await apply_migrations(conn)
-            except BaseException as exc:
+            except sqlite3.Error as exc:
                 await conn.close()
-                if isinstance(exc, OSError | sqlite3.Error):
-                    raise StoreError(f"cannot use the SQLite database {self._path}: {exc}") from exc
+                raise self._open_failed(exc) from exc
+            except BaseException:
+                await conn.close()
                 raise
             self._conn = conn
 
@@ -324,15 +386,32 @@ class SqliteConversationStore:
             (scope, name, value),
         )
 
-    async def _ensure_directory(self) -> None:
+    async def _check_writable(self) -> None:
+        """Create the directory when missing; `StoreOpenFailed` when anything is unwritable."""
         if self._path == MEMORY or self._path.startswith("file:"):
             return
-        parent = Path(self._path).parent
-        await asyncio.to_thread(parent.mkdir, parents=True, exist_ok=True)
+        path = Path(self._path)
+        try:
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreOpenFailed(
+                self._path,
+                f"cannot be created: its directory {path.parent} cannot be made "
+                f"({exc.strerror or exc})",
+                detail=repr(exc),
+            ) from exc
+        problem = await asyncio.to_thread(unwritable_part, path)
+        if problem is not None:
+            raise StoreOpenFailed(self._path, problem)
 
-    @staticmethod
-    async def _configure(conn: aiosqlite.Connection) -> None:
-        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    def _open_failed(self, exc: sqlite3.Error) -> BaseException:
+        typed = unavailable_error(exc)
+        if typed is None:
+            return exc
+        return StoreOpenFailed(self._path, _AT_OPEN[type(typed)], detail=typed.detail)
+
+    async def _configure(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute(f"PRAGMA busy_timeout = {round(self._busy_timeout * 1000)}")
         await conn.execute("PRAGMA foreign_keys = ON")
         await conn.execute_fetchall("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = NORMAL")
@@ -345,7 +424,13 @@ class SqliteConversationStore:
     async def _read(self, sql: str, params: Iterable[Any]) -> list[Any]:
         async with self._lock:
             conn = self._connection()
-            return list(await conn.execute_fetchall(sql, tuple(params)))
+            try:
+                return list(await conn.execute_fetchall(sql, tuple(params)))
+            except sqlite3.Error as exc:
+                typed = unavailable_error(exc)
+                if typed is None:
+                    raise
+                raise typed from exc
 
     async def _write(
         self, sql: str, params: Iterable[Any], *, turn_id: int | None = None
@@ -359,3 +444,8 @@ class SqliteConversationStore:
                 if turn_id is not None and _is_foreign_key_error(exc):
                     raise TurnNotFoundError(turn_id) from exc
                 raise
+            except sqlite3.Error as exc:
+                typed = unavailable_error(exc)
+                if typed is None:
+                    raise
+                raise typed from exc
