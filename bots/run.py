@@ -125,6 +125,10 @@ async def _serve_until_stopped(
     stopper = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if stopper in done:  # a graceful restart: the adapters keep writing while answers end
+            grace = bridge.settings.bridge_shutdown_grace
+            log.info("stopping: answers in flight get up to %g s to finish", grace)
+            await bridge.drain(grace)
     finally:
         for running in [*tasks, stopper]:
             running.cancel()

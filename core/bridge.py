@@ -169,6 +169,11 @@ class Bridge:
         for answer in set(self._running.values()):
             answer.renderer.stop(note)
 
+    @property
+    def closing(self) -> bool:
+        """Shutting down: new requests are refused."""
+        return self._closing
+
     async def drain(self, grace: float) -> None:
         """A graceful restart: refuse new requests, let the answers streaming now finish for up
         to `grace` seconds, then end the rest in place (`shutdown`) and wait for their final

@@ -219,10 +219,20 @@ def limits_probe(bridge: Bridge) -> Probe:
     return probe
 
 
+def accepting_probe(bridge: Bridge) -> Probe:
+    """Not ready while shutting down (a load balancer sends new work elsewhere)."""
+
+    async def probe() -> str | None:
+        return "restarting: answers in flight are finishing" if bridge.closing else None
+
+    return probe
+
+
 def serve_bridge(bridge: Bridge, *, host: str, port: int) -> HealthServer:
     """A server for `bridge` with the core's probes (api, store, limits) registered."""
     server = HealthServer(bridge.client.metrics, host=host, port=port)
     server.add_probe("api", api_probe(bridge))
     server.add_probe("store", store_probe(bridge))
     server.add_probe("limits", limits_probe(bridge))
+    server.add_probe("accepting", accepting_probe(bridge))
     return server

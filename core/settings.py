@@ -134,6 +134,7 @@ class Settings(BaseSettings):
     bridge_history_max_chars: int = Field(24_000, ge=100)
     bridge_user_rate: str = "10/minute"
     bridge_max_concurrency: int = Field(8, ge=1)
+    bridge_shutdown_grace: float = Field(20.0, ge=0, le=600)
     bridge_show_reasoning: bool = False
     allowed_user_ids: CommaList = ()
     allowed_guild_ids: CommaList = ()

@@ -301,7 +301,8 @@ async def test_run_serves_the_endpoint_with_the_platform_probe(
                     ready = await http.get("/readyz")
                 assert ready.status_code == 200, ready.text
                 assert ready.json()["checks"] == {
-                    "api": "ok", "limits": "ok", "store": "ok", "telegram": "ok"
+                    "api": "ok", "limits": "ok", "store": "ok", "accepting": "ok",
+                    "telegram": "ok",
                 }  # fmt: skip
                 metrics = await http.get("/metrics")
                 assert "g4f_bridge_queue_depth 0.0" in metrics.text
@@ -311,6 +312,62 @@ async def test_run_serves_the_endpoint_with_the_platform_probe(
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_sigterm_lets_answers_finish_then_ends_the_rest_in_place(
+    g4f: FakeG4F, tmp_path: Path
+) -> None:
+    """A restart: a short answer finishes within the grace, a long one is ended in place with
+    its text kept and the restart named, and the process exits 0."""
+    g4f.trickle_interval = 0.05
+    short_answer = " ".join(f"s{i}" for i in range(30))  # 1.5 s: it finishes within the grace
+    g4f.answers["short one"] = short_answer
+    g4f.answers["long one"] = " ".join(f"w{i}" for i in range(400))  # 20 s at 0.05 s a word
+    async with FakeTelegram() as telegram:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("G4F_", "BRIDGE_", "TELEGRAM_"))
+        }
+        env.update(
+            api(g4f),
+            PYTHONPATH=str(ROOT),
+            G4F_DEFAULT_MODEL="trickle",
+            BRIDGE_HTTP_ADDR="127.0.0.1:0",
+            BRIDGE_SHUTDOWN_GRACE="2",
+            BRIDGE_STORE_URL=f"sqlite:///{tmp_path}/s.sqlite3",
+            TELEGRAM_TOKEN=telegram.token,
+            TELEGRAM_BASE_URL=telegram.base_url,
+            TELEGRAM_BASE_FILE_URL=telegram.base_file_url,
+        )
+        proc = await asyncio.create_subprocess_exec(
+            *CLI, "run", env=env, cwd=tmp_path,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            url = await asyncio.wait_for(_endpoint_url(proc), 30)
+            async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+                while (await http.get("/readyz")).status_code != 200:
+                    await asyncio.sleep(0.05)
+            telegram.push_text(-100, "/ask long one", user_id=1, chat_type="supergroup")
+            telegram.push_text(-200, "/ask short one", user_id=2, chat_type="supergroup")
+            await telegram.wait_for(
+                lambda: bool(telegram.bot_messages(-100) and telegram.bot_messages(-200)),
+                timeout=20,
+            )
+            proc.send_signal(signal.SIGTERM)  # both answers are streaming now
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        [short] = telegram.bot_messages(-200)
+        assert short.text == short_answer
+        [long] = telegram.bot_messages(-100)
+        assert long.text is not None and long.text.startswith("w0 w1")
+        assert long.text.endswith("⏹ Interrupted by a restart: ask again.")
+        assert "▌" not in long.text
 
 
 async def _endpoint_url(proc: asyncio.subprocess.Process) -> str:
