@@ -14,6 +14,7 @@ first served) and shows the queue position in the answer's place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import functools
 import logging
@@ -38,8 +39,15 @@ from core.limits import (
     RateLimiter,
 )
 from core.logs import follows_answer
-from core.render.renderer import Outcome, RenderOptions, StreamRenderer
+from core.render.renderer import (
+    INDICATOR,
+    Outcome,
+    RenderOptions,
+    StreamRenderer,
+    utf16_length,
+)
 from core.render.scheduler import WriteScheduler
+from core.render.split import join_parts
 from core.render.surface import Button, MessageRef, MessageSurface, SurfaceError, WriteKind
 from core.results import (
     Answered,
@@ -54,7 +62,7 @@ from core.results import (
     SystemPromptSet,
 )
 from core.settings import Settings
-from core.store.base import ConversationStore, Turn, open_store
+from core.store.base import ConversationStore, StreamingAnswer, Turn, open_store
 from core.text import clean_text
 
 log = logging.getLogger(__name__)
@@ -68,6 +76,7 @@ MAX_PROMPT_CHARS = 16_000
 TRIMMED_NOTICE = "ℹ️ Older messages were left out to fit the history limit."
 QUEUE_LINE = "⏳ Waiting for a free slot: you are number {position} in line."
 INTERRUPTED_NOTE = "⏹ Interrupted by a restart: ask again."
+CRASH_NOTE = "⏹ Interrupted: ask again."  # what a process that died left streaming
 FINAL_WRITE_GRACE = 5.0  # seconds for ended answers to make their final writes at shutdown
 
 ModelKind = Literal["chat", "image", "all"]
@@ -393,6 +402,67 @@ class Bridge:
         await self.store.set_head(where.chat, turn.id, self.clock.wall())
         return turn.id
 
+    # --- after a crash ----------------------------------------------------------------------
+    async def end_interrupted(
+        self, platform: str, surface_for: Callable[[str], MessageSurface | None]
+    ) -> int:
+        """End in place the answers a process that died left streaming on `platform`: each
+        keeps its text, its marker and Stop give way to "Interrupted: ask again." and
+        Regenerate, and the question and the partial answer stay in the conversation, so a
+        reply to it continues. `surface_for(chat_id)` is where a chat's messages are edited
+        (None: they cannot be). Adapters call it once connected; returns how many it ended."""
+        try:
+            answers = await self.store.streaming_answers(platform)
+        except Exception:
+            log.warning("could not read the answers left streaming", exc_info=True)
+            return 0
+        for answer in answers:
+            try:
+                await self._end_interrupted(answer, surface_for(answer.chat.chat_id))
+            except Exception:
+                log.warning("could not end an interrupted answer", exc_info=True)
+            finally:
+                with contextlib.suppress(Exception):
+                    await self.store.drop_streaming(answer.key)
+        if answers:
+            log.info("ended %d answers a previous run left streaming", len(answers))
+        return len(answers)
+
+    async def _end_interrupted(
+        self, answer: StreamingAnswer, surface: MessageSurface | None
+    ) -> None:
+        chat = answer.chat
+        where = Where(chat.platform, chat.chat_id, answer.user_id)
+        shown = [(MessageRef(message_id), text) for message_id, text in answer.messages]
+        texts = [text.removesuffix(INDICATOR) for _, text in shown]
+        if (
+            answer.answered
+            and await self.store.turn_for_message(where.message(shown[-1][0].id)) is None
+        ):
+            question = await self.store.get_turn(answer.question_id)
+            if question is not None:
+                refs = [ref for ref, _ in shown]
+                await self._remember(where, question, join_parts(texts), answer.model, refs)
+        if surface is None:
+            return
+        last_ref, _ = shown[-1]
+        body = texts[-1] if answer.answered else ""
+        final = f"{body}\n\n{CRASH_NOTE}" if body.strip() else CRASH_NOTE
+        limits = surface.limits
+        length = utf16_length if limits.measure == "utf16" else len
+        buttons = (REGENERATE_BUTTON,)
+        if length(final) > limits.max_length:  # no room for the note: it goes below
+            await self.writes.write_once(
+                limits.room, limits.writes.edit, lambda: surface.edit(last_ref, body)
+            )
+            await self.writes.write_once(
+                limits.room, limits.writes.send, lambda: surface.send(CRASH_NOTE, buttons=buttons)
+            )
+            return
+        await self.writes.write_once(
+            limits.room, limits.writes.edit, lambda: surface.edit(last_ref, final, buttons=buttons)
+        )
+
     # --- images -----------------------------------------------------------------------------
     @follows_answer
     @_apologizes
@@ -623,6 +693,10 @@ class _Answer:
         self.linked = 0  # how many of the messages are linked to the stored turn
         self.keys = [_inflight_key(where)]
         self.renderer: StreamRenderer
+        self._showing: list[tuple[MessageRef, str]] | None = None  # to record, latest first
+        self._recorder: asyncio.Task[None] | None = None
+        self._recorded = False
+        self._answered = False
 
     async def stream(self, history: History, surface: MessageSurface) -> Answered:
         bridge = self.bridge
@@ -636,6 +710,7 @@ class _Answer:
                 final_buttons=(REGENERATE_BUTTON,),
                 extra_lines=[TRIMMED_NOTICE] if history.trimmed else [],
                 on_message=self.shown,
+                on_shown=self.showing,
                 on_ended=self.ended,
             ),
         )
@@ -647,6 +722,7 @@ class _Answer:
         finally:
             for key in self.keys:
                 bridge._running.pop(key, None)
+            await self._forget_streaming()
         bridge.metrics.answer_finished(self.where.platform, result)
         await self._link_late_messages()
         return Answered(
@@ -663,6 +739,47 @@ class _Answer:
         self.messages.append(ref)
         self.keys.append(_message_key(self.where, ref.id))
         self.bridge._running[self.keys[-1]] = self
+
+    # --- what the messages show, in case this process dies mid-answer -----------------------
+    def showing(self, shown: list[tuple[MessageRef, str]], answered: bool) -> None:
+        """The messages show `shown` now: record it (in the background, latest wins)."""
+        self._showing = shown
+        self._answered = answered
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record())
+
+    async def _record(self) -> None:
+        store = self.bridge.store
+        while (shown := self._showing) is not None:
+            self._showing = None
+            try:
+                await store.save_streaming(self._streaming(shown))
+                self._recorded = True
+            except Exception:  # a lost record only costs the recovery of this answer
+                log.warning("could not record a streaming answer", exc_info=True)
+
+    def _streaming(self, shown: list[tuple[MessageRef, str]]) -> StreamingAnswer:
+        return StreamingAnswer(
+            self.where.chat,
+            self.where.user_id,
+            self.user_turn.id,
+            self.model,
+            tuple((ref.id, text) for ref, text in shown),
+            self.bridge.clock.wall(),
+            self._answered,
+        )
+
+    async def _forget_streaming(self) -> None:
+        """The final write is done (or the messages are gone): nothing left to recover."""
+        self._showing = None
+        if self._recorder is not None:
+            await asyncio.gather(self._recorder, return_exceptions=True)
+        if self._recorded:
+            key = self._streaming([]).key
+            try:
+                await self.bridge.store.drop_streaming(key)
+            except Exception:
+                log.warning("could not drop a streaming record", exc_info=True)
 
     async def ended(self, outcome: Outcome, text: str) -> None:
         bridge = self.bridge

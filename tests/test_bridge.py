@@ -13,7 +13,7 @@ from core.bridge import Bridge
 from core.client import G4FClient
 from core.conversations import Where
 from core.echo import MAX_PROMPT_ECHO
-from core.render.renderer import Outcome
+from core.render.renderer import INDICATOR, Outcome
 from core.render.surface import Button, MessageRef
 from core.results import (
     Answered,
@@ -27,7 +27,7 @@ from core.results import (
     StopResult,
     SystemPromptSet,
 )
-from core.store.base import open_store
+from core.store.base import StreamingAnswer, open_store
 from core.texts import models_page_header, stop_text
 from tests.conftest import MakeSettings
 from tests.fakes.clock import ScaledClock
@@ -639,3 +639,34 @@ class TestTextIsText:
         assert stored is not None and stored.content == expected
         await ask(bridge, chat, "again")  # the private chat continues: history from the store
         assert sent_messages(g4f)[1] == {"role": "assistant", "content": expected}
+
+
+class TestAfterACrash:
+    async def test_answers_left_streaming_are_ended_in_place_once(
+        self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+    ) -> None:
+        bridge = await open_bridge()
+        chat.burst = 5  # the messages a previous process left, written here at once
+        s = surface(chat, GROUP)
+        answered = await s.send("Half of it" + INDICATOR, buttons=(Button("stop", "Stop"),))
+        waiting = await s.send("…" + INDICATOR, buttons=(Button("stop", "Stop"),))
+        for n, (ref, text, words) in enumerate(
+            [(answered, "Half of it" + INDICATOR, True), (waiting, "…" + INDICATOR, False)]
+        ):
+            question = await bridge.store.add_turn(
+                parent_id=None, role="user", content=f"q{n}", model=None, created_at=1.0
+            )
+            await bridge.store.save_streaming(
+                StreamingAnswer(
+                    GROUP.chat, GROUP.user_id, question.id, "m", ((ref.id, text),), 1.0, words
+                )
+            )
+        assert await bridge.end_interrupted("test", lambda chat_id: s) == 2
+        assert chat.messages[answered.id] == "Half of it\n\n⏹ Interrupted: ask again."
+        assert chat.messages[waiting.id] == "⏹ Interrupted: ask again."
+        assert chat.buttons[answered.id] == ("regenerate",)
+        turn_id = await bridge.store.turn_for_message(GROUP.message(answered.id))
+        turn = await bridge.store.get_turn(turn_id) if turn_id is not None else None
+        assert turn is not None and turn.content == "Half of it" and turn.role == "assistant"
+        assert await bridge.store.turn_for_message(GROUP.message(waiting.id)) is None
+        assert await bridge.end_interrupted("test", lambda chat_id: s) == 0  # once only

@@ -95,13 +95,25 @@ async def test_healthz_answers_on_a_free_port(open_bridge: OpenBridge, serve: An
     assert reply.status_code == 200 and reply.json()["status"] == "ok"
 
 
+async def test_not_ready_while_shutting_down(open_bridge: OpenBridge, serve: Any) -> None:
+    bridge = await open_bridge()
+    server = await serve(bridge)
+    bridge.shutdown()  # what SIGTERM starts: answers in flight finish, new ones are refused
+    reply = await get(server, "/readyz")
+    assert reply.status_code == 503
+    assert reply.json()["checks"]["accepting"].startswith("restarting")
+
+
 async def test_ready_when_api_store_and_limits_answer(
     open_bridge: OpenBridge, serve: Any, g4f: FakeG4F
 ) -> None:
     server = await serve(await open_bridge())
     reply = await get(server, "/readyz")
     assert reply.status_code == 200
-    assert reply.json() == {"ready": True, "checks": {"api": "ok", "limits": "ok", "store": "ok"}}
+    assert reply.json() == {
+        "ready": True,
+        "checks": {"api": "ok", "limits": "ok", "store": "ok", "accepting": "ok"},
+    }
     probe = g4f.chat_requests()[0].json
     assert probe["max_tokens"] == 1 and probe["model"] == "gpt-4o"
 

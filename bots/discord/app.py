@@ -180,9 +180,14 @@ class BridgeClient(discord.Client):
         if not self._synced:
             self._synced = True
             await self.sync_commands()
+            await self.bridge.end_interrupted(PLATFORM, self.channel_surface)
         log.info("Discord: connected as %s", self.user)
         if self.ready_event is not None:
             self.ready_event.set()
+
+    def channel_surface(self, channel_id: str) -> ChannelSurface:
+        """Where the bot edits its own messages in a channel it knows only by id."""
+        return ChannelSurface(self.get_partial_messageable(int(channel_id)), notices=self.notices)
 
     async def sync_commands(self) -> None:
         """Register the commands globally, or in DISCORD_GUILD_IDS (visible there at once)."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from telegram import (
+    Bot,
     BotCommand,
     CallbackQuery,
     Chat,
@@ -273,6 +274,16 @@ class TelegramBot:
             on_draft_refused=lambda: self.no_drafts.add(chat.id),
             on_first_write=on_first_write,
         )
+
+    def chat_surface(self, bot: Bot) -> Callable[[str], TelegramSurface]:
+        """Where the bot edits its own messages in a chat it knows only by id (after a restart):
+        private chats have positive ids, groups negative ones."""
+
+        def surface_for(chat_id: str) -> TelegramSurface:
+            chat = int(chat_id)
+            return TelegramSurface(bot, chat, private=chat > 0, sent=self.sent)
+
+        return surface_for
 
     async def paced(self, surface: TelegramSurface, call: Callable[[], Awaitable[T]]) -> T | None:
         """A write of our own, inside the chat's write budget that answers share."""
@@ -578,6 +589,7 @@ async def serve(bridge: Bridge, *, ready: asyncio.Event | None = None) -> None:
             allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY],
         )
         log.info("Telegram: polling as @%s", app.bot.username)
+        await bridge.end_interrupted(PLATFORM, bot.chat_surface(app.bot))
         if ready is not None:
             ready.set()
         await asyncio.Event().wait()

@@ -102,6 +102,9 @@ class RenderOptions:
     final_buttons: tuple[Button, ...] = ()
     extra_lines: list[str] = field(default_factory=list)  # notices shown after the answer
     on_message: Callable[[MessageRef], None] | None = None  # each message the answer sends
+    # After each write while streaming: what every message of the answer shows now, and whether
+    # that is answer text (not only a placeholder or status line).
+    on_shown: Callable[[list[tuple[MessageRef, str]], bool], None] | None = None
     # Called once when the stream has ended, before the final write, with how it ended and the
     # text: what the answer says is known (and can be stored) before the user sees it complete.
     on_ended: Callable[[Outcome, str], Awaitable[None]] | None = None
@@ -350,6 +353,9 @@ class StreamRenderer:
             self._failures_in_a_row = 0
             self._last_write_at = now
             self._result.writes += 1
+            shown = self._options.on_shown
+            if shown is not None and self._phase is _Phase.STREAMING and self._shown:
+                shown([(s.ref, s.text) for s in self._shown], bool(self._answer))
             if self._result.first_visible_at is None and self._answer:
                 self._result.first_visible_at = now
         elif isinstance(error, SurfaceRateLimited):

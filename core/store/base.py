@@ -80,6 +80,24 @@ class Head:
     updated_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class StreamingAnswer:
+    """An answer whose messages still show a streaming marker: what each of them shows, so that
+    after a crash the messages can be ended in place (see `Bridge.end_interrupted`)."""
+
+    chat: ChatKey
+    user_id: str
+    question_id: int  # the user turn it answers
+    model: str
+    messages: tuple[tuple[str, str], ...]  # (message id, the text it shows), in order
+    updated_at: float
+    answered: bool = True  # the messages show answer text (not only a placeholder or status)
+
+    @property
+    def key(self) -> str:
+        return f"{self.chat}:{self.question_id}"
+
+
 def as_role(value: str) -> Role:
     """Return `value` as a `Role`, or raise ValueError for anything else."""
     if value == "system":
@@ -168,6 +186,18 @@ class ConversationStore(Protocol):
 
     async def set_preference(self, scope: str, name: str, value: str | None) -> None:
         """Store a preference; None deletes it."""
+        ...
+
+    async def save_streaming(self, answer: StreamingAnswer) -> None:
+        """Record (or update) an answer that is streaming now."""
+        ...
+
+    async def drop_streaming(self, key: str) -> None:
+        """The answer with `key` is no longer streaming (nothing happens when unknown)."""
+        ...
+
+    async def streaming_answers(self, platform: str) -> list[StreamingAnswer]:
+        """The answers recorded as streaming on `platform` (left by a process that died)."""
         ...
 
 

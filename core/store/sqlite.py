@@ -20,6 +20,7 @@ opens a database read-only: it has to write every answer.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -42,6 +43,7 @@ from core.store.base import (
     MessageKey,
     Role,
     StoreError,
+    StreamingAnswer,
     Turn,
     TurnNotFoundError,
     as_role,
@@ -119,6 +121,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (scope, name)
         ) WITHOUT ROWID
         """,
+    ),
+)
+
+MIGRATIONS += (
+    # 3: answers streaming now, so a crash leaves nothing showing a streaming marker.
+    (
+        """
+        CREATE TABLE streaming (
+            answer_key TEXT PRIMARY KEY,
+            platform TEXT NOT NULL,
+            chat_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            question_id INTEGER NOT NULL REFERENCES turns(id) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            messages TEXT NOT NULL,
+            answered INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX streaming_platform ON streaming(platform)",
     ),
 )
 
@@ -385,6 +407,53 @@ class SqliteConversationStore:
             "ON CONFLICT (scope, name) DO UPDATE SET value = excluded.value",
             (scope, name, value),
         )
+
+    async def save_streaming(self, answer: StreamingAnswer) -> None:
+        """Record (or update) an answer that is streaming now."""
+        await self._write(
+            "INSERT INTO streaming (answer_key, platform, chat_id, user_id, question_id, model, "
+            "messages, answered, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (answer_key) DO UPDATE SET messages = excluded.messages, "
+            "model = excluded.model, answered = excluded.answered, "
+            "updated_at = excluded.updated_at",
+            (
+                answer.key,
+                answer.chat.platform,
+                answer.chat.chat_id,
+                answer.user_id,
+                answer.question_id,
+                answer.model,
+                json.dumps([list(m) for m in answer.messages], ensure_ascii=False),
+                int(answer.answered),
+                float(answer.updated_at),
+            ),
+            turn_id=answer.question_id,
+        )
+
+    async def drop_streaming(self, key: str) -> None:
+        """The answer with `key` is no longer streaming."""
+        await self._write("DELETE FROM streaming WHERE answer_key = ?", (key,))
+
+    async def streaming_answers(self, platform: str) -> list[StreamingAnswer]:
+        """The answers recorded as streaming on `platform`, oldest first."""
+        rows = await self._read(
+            "SELECT chat_id, user_id, question_id, model, messages, answered, updated_at "
+            "FROM streaming "
+            "WHERE platform = ? ORDER BY updated_at",
+            (platform,),
+        )
+        return [
+            StreamingAnswer(
+                ChatKey(platform, str(chat_id)),
+                str(user_id),
+                int(question_id),
+                str(model),
+                tuple((str(m), str(t)) for m, t in json.loads(messages)),
+                float(updated_at),
+                bool(answered),
+            )
+            for chat_id, user_id, question_id, model, messages, answered, updated_at in rows
+        ]
 
     async def _check_writable(self) -> None:
         """Create the directory when missing; `StoreOpenFailed` when anything is unwritable."""

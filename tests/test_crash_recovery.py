@@ -1,0 +1,132 @@
+"""Nothing stuck after a crash: a bridge process killed mid-answer, then started again.
+
+The real `g4f-bridge run` runs as its own process against the emulated Telegram (in this test
+process) and the emulated G4F server; SIGKILL leaves its half-written message showing the
+streaming marker and Stop. The next process ends that message in place (text kept, "Interrupted:
+ask again.", Regenerate instead of Stop) and keeps the question and the partial answer in the
+conversation, so a reply to the message continues it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from pathlib import Path
+
+from core.render.renderer import INDICATOR
+from tests.fakes.g4f_server import FakeG4F
+from tests.fakes.telegram_server import FakeTelegram
+from tests.test_cli import CLI, ROOT, api
+
+GROUP = -100777
+
+
+def _env(g4f: FakeG4F, telegram: FakeTelegram, tmp_path: Path) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("G4F_", "BRIDGE_", "TELEGRAM_"))
+    }
+    env.update(
+        api(g4f),
+        PYTHONPATH=str(ROOT),
+        G4F_DEFAULT_MODEL="trickle",
+        BRIDGE_HTTP_ADDR="off",
+        BRIDGE_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
+        TELEGRAM_TOKEN=telegram.token,
+        TELEGRAM_BASE_URL=telegram.base_url,
+        TELEGRAM_BASE_FILE_URL=telegram.base_file_url,
+    )
+    return env
+
+
+async def _start(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *CLI, "run", env=env, cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _recorded(db: Path) -> bool:
+    """The store holds a record of a streaming answer with a few words in it."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            rows = conn.execute("SELECT messages FROM streaming WHERE answered = 1").fetchall()
+    except sqlite3.Error:
+        return False
+    return any(str(messages).count(" ") >= 6 for (messages,) in rows)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+
+
+async def test_a_killed_answer_is_ended_in_place_and_its_conversation_goes_on(
+    g4f: FakeG4F, tmp_path: Path
+) -> None:
+    g4f.trickle_interval = 0.05
+    g4f.answers["tell a long story"] = " ".join(f"w{i}" for i in range(600))  # 30 s
+    async with FakeTelegram() as telegram:
+        env = _env(g4f, telegram, tmp_path)
+        first = await _start(env, tmp_path)
+        try:
+            asked = int(
+                telegram.push_text(GROUP, "/ask tell a long story", chat_type="supergroup")[
+                    "message_id"
+                ]
+            )
+
+            def streaming() -> bool:
+                shown = telegram.bot_messages(GROUP)
+                return bool(shown) and (shown[0].text or "").count(" ") >= 6
+
+            await telegram.wait_for(streaming, timeout=30)
+            # What the message shows is recorded in the background: kill once it is.
+            await telegram.wait_for(lambda: _recorded(tmp_path / "store.sqlite3"), timeout=30)
+            first.kill()  # SIGKILL: no final write, no cleanup
+            await first.wait()
+        finally:
+            await _stop(first)
+        [stuck] = telegram.bot_messages(GROUP)
+        assert (stuck.text or "").endswith(INDICATOR.strip())
+        left = stuck.text or ""
+
+        second = await _start(env, tmp_path)
+        try:
+
+            def ended() -> bool:
+                text = telegram.bot_messages(GROUP)[0].text or ""
+                return text.endswith("⏹ Interrupted: ask again.")
+
+            await telegram.wait_for(ended, timeout=30)
+            [message] = telegram.bot_messages(GROUP)
+            kept = left.removesuffix(INDICATOR)
+            assert (message.text or "").startswith(kept.strip()[:40])  # the text is kept
+            assert INDICATOR.strip() not in (message.text or "")
+            buttons = [
+                b["callback_data"]
+                for row in (message.reply_markup or {}).get("inline_keyboard", [])
+                for b in row
+            ]
+            assert buttons == ["regen"]  # Regenerate, no Stop
+            assert message.reply_to == asked
+
+            # A reply to it continues the conversation: the question and the partial answer.
+            g4f.answers["and then?"] = "The end."
+            telegram.push_text(
+                GROUP, "and then?", chat_type="supergroup", reply_to=message.message_id
+            )
+            await telegram.wait_for(
+                lambda: any(m.text == "The end." for m in telegram.bot_messages(GROUP)),
+                timeout=30,
+            )
+            sent = g4f.chat_requests()[-1].json
+            assert sent is not None
+            roles = [(m["role"], str(m["content"])[:9]) for m in sent["messages"]]
+            assert ("user", "tell a lo") in roles and ("assistant", "w0 w1 w2 ") in roles
+            assert roles[-1] == ("user", "and then?")
+        finally:
+            await _stop(second)
