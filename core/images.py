@@ -112,22 +112,34 @@ class ImageFetcher:
 
         `from_api`: the URL came in the API's answer (not from a redirect).
         """
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ImageFailed("The image address is not usable.", detail=f"url {url[:100]}")
-        origin = (parts.scheme, parts.hostname, parts.port or _default_port(parts.scheme))
+        # Vetted with the parser that makes the request (httpx), so the host checked is the host
+        # asked: no backslash or "@" trick can make them differ.
+        unusable = ImageFailed("The image address is not usable.", detail=f"url {url[:100]!r}")
+        if any(c in url for c in "\\ \t\r\n") or not url.isprintable():
+            raise unusable
+        try:
+            parts = httpx.URL(url)
+            port = parts.port
+        except (httpx.InvalidURL, ValueError):
+            raise unusable from None
+        if parts.scheme not in ("http", "https") or not parts.host or parts.userinfo:
+            raise unusable
+        if port is not None and not 0 < port < 65536:
+            raise unusable
+        origin = (parts.scheme, parts.host, port or _default_port(parts.scheme))
         if origin == self._api_origin:
             return url, True
-        private = await _is_private_host(parts.hostname)
+        private = await _is_private_host(parts.host)
         if private and from_api and parts.path.startswith("/media/"):
             # g4f links its own files with the address it listens on (127.0.0.1:1337), which is
             # not how we reach it (e.g. http://g4f:8080 in compose): fetch from the API host.
-            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            query = parts.query.decode("ascii", "replace")
+            path = parts.path + (f"?{query}" if query else "")
             return self._settings.api_root_url + path, True
         if private:
             raise ImageFailed(
                 "The image address points into a private network and was not fetched.",
-                detail=f"refused host {parts.hostname}",
+                detail=f"refused host {parts.host}",
             )
         return url, False
 

@@ -404,6 +404,8 @@ class TestImages:
         ("model", "message"),
         [
             ("img-redirect-private", "private network"),
+            ("img-bad-port", "not usable"),
+            ("img-backslash", "not usable"),
             ("img-html", "not an image"),
             ("img-big", "larger than the 1 MiB limit"),
             ("img-empty", "returned no image"),

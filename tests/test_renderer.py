@@ -400,3 +400,22 @@ async def test_a_whitespace_only_answer_ends_with_a_clear_line(
     assert server.shown(result.messages) == [
         "⚠️ The model returned an empty answer. Try asking again, or another model."
     ]
+
+
+async def test_a_message_the_platform_keeps_failing_to_edit_is_continued_in_a_fresh_one(
+    clock: ManualClock, server: ChatServer
+) -> None:
+    stream = ScriptedStream(clock, words(" ".join(f"w{i}" for i in range(60)), every=0.5))
+    r = renderer(clock, stream, RecordingSurface(server, max_length=4000), final_buttons=(REGEN,))
+    task = asyncio.create_task(r.run())
+    await clock.advance(1.0)
+    [first] = list(server.messages)
+    server.failing_edits.add(first)  # from now on, every edit of it answers 502
+    await clock.advance(60)
+    assert task.done()
+    result = task.result()
+    assert result.outcome is Outcome.DONE
+    [fresh] = result.messages
+    assert fresh.id != first
+    assert server.messages[fresh.id] == " ".join(f"w{i}" for i in range(60))
+    assert server.buttons[fresh.id] == ("regenerate",)

@@ -48,7 +48,7 @@ STATUS_DELAY = 1.5  # a placeholder or queue line only after this long without t
 KEEPALIVE_INTERVAL = 4.0  # chat actions ("typing") fade after about 5 s
 PREVIEW_REFRESH = 20.0  # live previews vanish after about 30 s without an update
 STOPPED_NOTE = "⏹ Stopped."
-TRANSIENT_RETRIES = 4  # transient platform failures in a row before an answer gives up
+TRANSIENT_RETRIES = 4  # transient failures in a row on one message before it is given up
 TRANSIENT_BACKOFF = 2.0  # seconds, times the number of failures in a row
 THINKING_NOTE = "💭 Thinking…"
 EMPTY_ANSWER = "⚠️ The model returned an empty answer. Try asking again, or another model."
@@ -159,6 +159,8 @@ class StreamRenderer:
         self._idle = True  # the room last heard "nothing to write" from us
         self._failures_in_a_row = 0
         self._retry_at = 0.0
+        self._editing: int | None = None  # the message the write being made edits
+        self._given_up = 0  # messages given up on (the answer went on in a fresh one)
         self._reader: asyncio.Task[None] | None = None
         self._result = RenderResult(Outcome.DONE, "", "", None, [])
 
@@ -312,8 +314,10 @@ class StreamRenderer:
             if index < len(self._shown):
                 shown = self._shown[index]
                 if shown.text != text or shown.buttons != buttons:
+                    self._editing = index
                     return self._write("edit", self._edit_call(shown, text, buttons), final)
                 continue
+            self._editing = None
             if self._previews and index == len(desired) - 1 and not final:
                 if self._preview_text == text:  # only to keep it from fading: new text is news
                     self._idle = True
@@ -363,12 +367,19 @@ class StreamRenderer:
             log.info("rate limited, retrying in %.1fs", error.retry_after)
         elif isinstance(error, SurfaceUnavailable):
             self._failures_in_a_row += 1
-            if self._failures_in_a_row > TRANSIENT_RETRIES:
-                log.warning("giving up on this answer's messages: %r", error)
-                self._abort(Outcome.FORBIDDEN)
-            else:
+            if self._failures_in_a_row <= TRANSIENT_RETRIES:
                 log.info("write failed (%r), retrying", error)
                 self._retry_at = now + TRANSIENT_BACKOFF * self._failures_in_a_row
+            elif self._editing is not None and not self._given_up:
+                # The platform keeps refusing edits of this message: the answer goes on, with
+                # the text it has, in a fresh message.
+                log.warning("giving up on editing a message (%r); continuing in a new one", error)
+                self._given_up += 1
+                self._failures_in_a_row = 0
+                del self._shown[self._editing :]
+            else:
+                log.warning("giving up on this answer's messages: %r", error)
+                self._abort(Outcome.FORBIDDEN)
         elif isinstance(error, SurfaceMessageGone):
             self._abort(Outcome.DELETED)
         elif isinstance(error, SurfaceForbidden):

@@ -66,6 +66,8 @@ IMAGE_BEHAVIOUR_MODELS = (
     "img-data",
     "img-foreign-host",
     "img-redirect-private",
+    "img-bad-port",
+    "img-backslash",
     "img-big",
     "img-html",
     "img-slow",
@@ -943,6 +945,9 @@ class FakeG4F:
             "img-relative": f"/media/{name}",
             "img-foreign-host": f"http://localhost:{self.port}/media/{name}",
             "img-redirect-private": f"{root}/redirect-private",
+            "img-bad-port": f"http://127.0.0.1:99999/media/{name}",  # no port is that high
+            # Looks like the API host to a lax parser; another host (127.0.0.2) to a strict one.
+            "img-backslash": f"http://127.0.0.2:{self.port}\\@127.0.0.1:{self.port}/media/{name}",
             "img-big": f"{root}/media/big.png",
             "img-html": f"{root}/media/page.html",
             "img-slow": f"{root}/media/slow-{name}",

@@ -59,6 +59,7 @@ class ChatServer:
     rate_limited: int = 0
     forced_retry_after: list[float] = field(default_factory=list)  # next writes answer 429
     unavailable: int = 0  # this many next writes fail as a transient error (not applied)
+    failing_edits: set[str] = field(default_factory=set)  # edits of these fail as transient
     _tokens: dict[str, tuple[float, float]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     in_flight: dict[str, int] = field(default_factory=dict)
@@ -167,6 +168,8 @@ class RecordingSurface:
         await self._latency(ref.id)
         if ref.id in self.server.deleted:
             raise SurfaceMessageGone(ref.id)
+        if ref.id in self.server.failing_edits:
+            raise SurfaceUnavailable("502 Bad Gateway")
         labels = tuple(b.action for b in buttons)
         same = self.server.messages[ref.id] == text and self.server.buttons[ref.id] == labels
         assert not same, "message is not modified"
