@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import TextIO
 
 from bots.terminal_io.keyboard import (
     MENU_ROWS,
@@ -31,7 +31,14 @@ from core.conversations import Where
 from core.errors import BridgeError
 from core.render.limits import Bucket
 from core.render.renderer import INDICATOR
-from core.render.surface import Button, MessageRef, SurfaceLimits, SurfaceRejected, WriteLimits
+from core.render.surface import (
+    Activity,
+    Button,
+    MessageRef,
+    SurfaceLimits,
+    SurfaceRejected,
+    WriteLimits,
+)
 from core.results import (
     ConversationReset,
     ModelChosen,
@@ -145,7 +152,7 @@ class TerminalSurface:
         self._view.say(f"{caption}\nSaved {path}")
         return MessageRef(str(path))
 
-    async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
+    async def activity(self, kind: Activity) -> None:
         if kind == "typing" and not self._texts:
             if self._before_write is not None:
                 self._before_write()

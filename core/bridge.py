@@ -41,6 +41,7 @@ from core.limits import (
 from core.logs import follows_answer
 from core.render.renderer import (
     INDICATOR,
+    KEEPALIVE_INTERVAL,
     Outcome,
     RenderOptions,
     StreamRenderer,
@@ -48,7 +49,14 @@ from core.render.renderer import (
 )
 from core.render.scheduler import WriteScheduler
 from core.render.split import join_parts
-from core.render.surface import Button, MessageRef, MessageSurface, SurfaceError, WriteKind
+from core.render.surface import (
+    Activity,
+    Button,
+    MessageRef,
+    MessageSurface,
+    SurfaceError,
+    WriteKind,
+)
 from core.results import (
     Answered,
     ConversationReset,
@@ -71,7 +79,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 REGENERATE_BUTTON = Button("regenerate", "🔁 Regenerate")
-ACTIVITY_REPEAT = 4.0  # chat actions fade after ~5 s
 MAX_PROMPT_CHARS = 16_000
 TRIMMED_NOTICE = "ℹ️ Older messages were left out to fit the history limit."
 QUEUE_LINE = "⏳ Waiting for a free slot: you are number {position} in line."
@@ -483,7 +490,7 @@ class Bridge:
         if refusal is not None:
             return refusal
         chosen = model or self.settings.g4f_image_model
-        activity = asyncio.create_task(self._keep_activity(surface, "upload_photo"))
+        activity = asyncio.create_task(self._keep_activity(surface, "drawing"))
         try:
             async with self.gate.slot():
                 image = await self.client.generate_image(prompt, model=chosen, size=size)
@@ -511,15 +518,13 @@ class Bridge:
             return Imagined(image.model, ref, error="upload failed")
         return Imagined(image.model, ref, revised_prompt=image.revised_prompt)
 
-    async def _keep_activity(
-        self, surface: MessageSurface, kind: Literal["typing", "upload_photo"]
-    ) -> None:
+    async def _keep_activity(self, surface: MessageSurface, kind: Activity) -> None:
         while True:
             try:
                 await surface.activity(kind)
             except SurfaceError:
                 return
-            await self.clock.sleep(ACTIVITY_REPEAT)
+            await self.clock.sleep(KEEPALIVE_INTERVAL)
 
     # --- models -----------------------------------------------------------------------------
     async def _models(self) -> list[ModelInfo] | Refusal:

@@ -558,7 +558,7 @@ class TestImagine:
         assert s.uploads == [("image.png", "image/png", g4f.image_bytes)]
         caption = chat.messages[result.message.id]  # type: ignore[union-attr]
         assert len(caption) <= 1024 and caption.endswith("…\n— flux")
-        assert s.activities[0] == "upload_photo"
+        assert s.activities[0] == "drawing"
 
     async def test_a_long_prompt_is_capped_in_the_caption(
         self, open_bridge: OpenBridge, chat: ChatServer

@@ -45,6 +45,7 @@ from telegram.warnings import PTBDeprecationWarning
 from bots.telegram.format import cut_utf16, to_entities, utf16_len
 from core.render.limits import Bucket, Limit, Window
 from core.render.surface import (
+    Activity,
     Button,
     MessageRef,
     SurfaceError,
@@ -74,6 +75,7 @@ BOT_WRITES, BOT_SECONDS = 30, 1.0
 PREVIEW_BURST, PREVIEW_INTERVAL = 3, 0.5
 MAX_CALLBACK_DATA = 64
 PLACEHOLDER = "…"
+CHAT_ACTIONS: dict[Activity, str] = {"typing": "typing", "drawing": "upload_photo"}
 
 CALLBACK_STOP = "stop"
 CALLBACK_REGENERATE = "regen"
@@ -277,9 +279,10 @@ class TelegramSurface:
         self._replied = True
         return MessageRef(str(message.message_id))
 
-    async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
+    async def activity(self, kind: Activity) -> None:
         """Show "typing…" or "sending photo…" for a few seconds."""
-        await self._call(lambda: self._bot.send_chat_action(self.chat_id, kind))
+        action = CHAT_ACTIONS[kind]
+        await self._call(lambda: self._bot.send_chat_action(self.chat_id, action))
 
     # --- the adapter's own messages (commands, keyboards) --------------------------------------
     async def post(self, text: str, *, markup: InlineKeyboardMarkup | None = None) -> int:

@@ -12,6 +12,7 @@ from typing import Literal, Protocol, runtime_checkable
 from core.render.limits import Limit
 
 WriteKind = Literal["send", "edit", "preview"]
+Activity = Literal["typing", "drawing"]  # what the bot is busy with: an answer, an image
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,6 @@ class MessageSurface(Protocol):
         states too) are there for platforms that show them apart, e.g. in an embed."""
         ...
 
-    async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
+    async def activity(self, kind: Activity) -> None:
         """Show that the bot is busy (a few seconds; repeat to keep it shown)."""
         ...
