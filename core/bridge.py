@@ -18,15 +18,30 @@ import difflib
 import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Literal, ParamSpec, TypeVar
 
 from core.api_models import ChatMessage, ModelInfo, StreamDelta
+from core.attachments import (
+    Attachment,
+    ImagesNotSupported,
+    StoredImage,
+    sort_attachments,
+)
 from core.client import G4FClient
 from core.clock import Clock, SystemClock
+from core.continuation import CONTINUE_PROMPT, NOTHING_TO_CONTINUE, mark_cut
 from core.conversations import History, Where, build_history, find_parent
 from core.echo import MAX_PROMPT_ECHO, echo
-from core.errors import BridgeError, InternalFault, StoreUnavailable, UpstreamError
+from core.errors import (
+    BridgeError,
+    InternalFault,
+    ModelNotOffered,
+    ModelUnavailable,
+    RequestRejected,
+    StoreUnavailable,
+    UpstreamError,
+)
 from core.limits import (
     AccessPolicy,
     ConcurrencyGate,
@@ -56,6 +71,7 @@ from core.results import (
 from core.settings import Settings
 from core.store.base import ConversationStore, Turn, open_store
 from core.text import clean_text
+from core.usage import AnswerTally, start_of_day
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -264,10 +280,21 @@ class Bridge:
         *,
         reply_to: str | None = None,
         model: str | None = None,
+        attachments: Sequence[Attachment] = (),
     ) -> Answered | Refusal:
-        """Answer `prompt` on `surface`, continuing the conversation the rules pick."""
+        """Answer `prompt` on `surface`, continuing the conversation the rules pick;
+        `attachments` (images, text files) go with it (core.attachments)."""
         prompt = clean_text(prompt).strip()
         refusal = _check_prompt(prompt, "Please write a question after the command.")
+        # --- issue 12: attachments ---
+        files = sort_attachments(
+            attachments, max_image_bytes=self.settings.g4f_image_max_bytes
+        )
+        if attachments and not (files.images or files.texts):
+            refusal = refusal or Refusal(RefusalReason.UNSUPPORTED, " ".join(files.refused))
+        if refusal is None and files.texts:
+            prompt = files.prompt_with_files(prompt)
+        # --- end issue 12 ---
         if refusal is None:
             refusal = await self._admit(where)
         if refusal is not None:
@@ -279,7 +306,10 @@ class Bridge:
             now=self.clock.wall(),
             idle_seconds=self.settings.bridge_conversation_idle_minutes * 60,
         )
-        return await self._answer(where, surface, parent, prompt, model, user_turn=None)
+        return await self._answer(
+            where, surface, parent, prompt, model, user_turn=None,
+            images=files.images, notes=files.refused,
+        )  # fmt: skip
 
     @follows_answer
     @_apologizes
@@ -301,6 +331,29 @@ class Bridge:
             return Refusal(RefusalReason.NOT_FOUND, "I no longer know what that answer replied to.")
         return await self._answer(
             where, surface, question.parent_id, question.content, None, user_turn=question
+        )
+
+    # --- features (issue 12): continue a cut answer ---------------------------------------
+    @follows_answer
+    @_apologizes
+    async def continue_answer(
+        self, where: Where, surface: MessageSurface, *, message_id: str | None = None
+    ) -> Answered | Refusal:
+        """Ask for the rest of an answer cut at the length limit: a new answer replying to it
+        (the answer showing in `message_id`, else this chat's latest answer)."""
+        refusal = await self._admit(where)
+        if refusal is not None:
+            return refusal
+        if message_id is not None:
+            turn_id = await self.store.turn_for_message(where.message(message_id))
+        else:
+            head = await self.store.get_head(where.chat)
+            turn_id = head.turn_id if head is not None else None
+        answer = await self.store.get_turn(turn_id) if turn_id is not None else None
+        if answer is None or answer.role != "assistant":
+            return Refusal(RefusalReason.NOT_FOUND, NOTHING_TO_CONTINUE)
+        return await self._answer(
+            where, surface, answer.id, CONTINUE_PROMPT, answer.model, user_turn=None
         )
 
     def stop(self, where: Where, message_id: str) -> StopResult:
@@ -330,6 +383,8 @@ class Bridge:
         model: str | None,
         *,
         user_turn: Turn | None,
+        images: Sequence[StoredImage] = (),
+        notes: Sequence[str] = (),
     ) -> Answered | Refusal:
         lease = await self.locks.try_acquire(
             _inflight_key(where), ttl=self.settings.g4f_timeout_total + 60
@@ -342,7 +397,10 @@ class Bridge:
             )
         try:
             chosen = model or await self.model_for(where)
-            history = await self._history(where, parent, prompt)
+            if user_turn is not None:  # a question asked again brings its images again
+                kept = await self.store.images_of([user_turn.id])
+                images = [StoredImage(*image) for image in kept.get(user_turn.id, [])]
+            history = await self._history(where, parent, prompt, images)
             if user_turn is None:
                 user_turn = await self.store.add_turn(
                     parent_id=parent,
@@ -351,22 +409,32 @@ class Bridge:
                     model=None,
                     created_at=self.clock.wall(),
                 )
+                if images:  # stored once, with the question
+                    await self.store.add_images(
+                        user_turn.id, [(i.content_type, i.data) for i in images]
+                    )
             answer = _Answer(self, where, user_turn, lease, chosen)
+            answer.notes = list(notes)
             return await answer.stream(history, surface)
         finally:
             await self.locks.release(lease)
 
-    async def _history(self, where: Where, parent: int | None, prompt: str) -> History:
+    async def _history(
+        self, where: Where, parent: int | None, prompt: str, images: Sequence[StoredImage] = ()
+    ) -> History:
         s = self.settings
         # One turn more than fits tells whether anything was left out.
         limit = s.bridge_history_max_messages + 1
         earlier = await self.store.chain(parent, limit=limit) if parent else []
+        kept = await self.store.images_of([t.id for t in earlier if t.role == "user"])
         return build_history(
             await self.system_prompt_for(where),
             earlier,
             prompt,
             max_messages=s.bridge_history_max_messages,
             max_chars=s.bridge_history_max_chars,
+            images={turn: [StoredImage(*i) for i in found] for turn, found in kept.items()},
+            new_images=images,
         )
 
     async def _remember(
@@ -580,8 +648,14 @@ class Bridge:
         head = await self.store.get_head(where.chat)
         idle = self.settings.bridge_conversation_idle_minutes * 60
         turns = 0
+        conversation_tokens = 0
         if head is not None and (idle <= 0 or self.clock.wall() - head.updated_at <= idle):
-            turns = len(await self.store.chain(head.turn_id, limit=10_000))
+            chain = await self.store.chain(head.turn_id, limit=10_000)
+            turns = len(chain)
+            conversation_tokens = await self.store.tokens_of_turns([t.id for t in chain])
+        tokens_today = await self.store.tokens_since(
+            _user_scope(where, per_chat=False), start_of_day(self.clock.wall())
+        )
         busy = await self.locks.held(_inflight_key(where))
         return Status(
             model=await self.model_for(where),
@@ -593,6 +667,8 @@ class Bridge:
             busy=busy,
             queue_waiting=self.gate.waiting,
             limits_degraded=self.limits_degraded,
+            tokens_today=tokens_today,
+            conversation_tokens=conversation_tokens,
         )
 
 
@@ -618,21 +694,28 @@ class _Answer:
         self.linked = 0  # how many of the messages are linked to the stored turn
         self.keys = [_inflight_key(where)]
         self.renderer: StreamRenderer
+        self.options: RenderOptions
+        self.buttons = True  # the surface shows buttons (else /continue stands in)
+        self.notes: list[str] = []  # issue 12: lines after the answer (attachments not read)
+        self.tally = AnswerTally(())  # issue 12: finish reason and tokens, set in `stream`
 
     async def stream(self, history: History, surface: MessageSurface) -> Answered:
         bridge = self.bridge
+        self.tally = AnswerTally(history.messages)
+        self.buttons = surface.limits.buttons
+        self.options = RenderOptions(
+            show_reasoning=bridge.settings.bridge_show_reasoning,
+            final_buttons=(REGENERATE_BUTTON,),
+            extra_lines=[*self.notes, *([TRIMMED_NOTICE] if history.trimmed else [])],
+            on_message=self.shown,
+            on_ended=self.ended,
+        )
         self.renderer = StreamRenderer(
             self._deltas(history.messages),
             surface,
             scheduler=bridge.writes,
             clock=bridge.clock,
-            options=RenderOptions(
-                show_reasoning=bridge.settings.bridge_show_reasoning,
-                final_buttons=(REGENERATE_BUTTON,),
-                extra_lines=[TRIMMED_NOTICE] if history.trimmed else [],
-                on_message=self.shown,
-                on_ended=self.ended,
-            ),
+            options=self.options,
         )
         bridge._running[self.keys[0]] = self
         if bridge._closing:  # shut down while this answer was being prepared
@@ -652,6 +735,8 @@ class _Answer:
             turn_id=self.turn_id,
             history_trimmed=history.trimmed,
             error=result.error.user_message if result.error else None,
+            finish_reason=self.tally.finish_reason,
+            tokens=self.tally.tokens() if self.turn_id is not None else None,
         )
 
     def shown(self, ref: MessageRef) -> None:
@@ -666,6 +751,21 @@ class _Answer:
         )
         self.linked = len(self.messages)
         await bridge.locks.release(self.lease)
+        # issue 12: a cut answer says so and offers Continue; tokens stored with the turn.
+        if outcome is Outcome.DONE and self.tally.cut_by_length:
+            mark_cut(self.options, buttons=self.buttons)
+        tokens = self.tally.tokens()
+        if tokens.estimated:
+            bridge.metrics.tokens_estimated(tokens.prompt, tokens.completion)
+        if self.turn_id is not None:
+            await bridge.store.record_tokens(
+                self.turn_id,
+                user_scope=_user_scope(self.where, per_chat=False),
+                prompt_tokens=tokens.prompt,
+                completion_tokens=tokens.completion,
+                estimated=tokens.estimated,
+                created_at=bridge.clock.wall(),
+            )
 
     async def _deltas(self, messages: list[ChatMessage]) -> AsyncIterator[StreamDelta]:
         """Wait for a slot under the concurrency cap (showing the position), then stream."""
@@ -680,7 +780,13 @@ class _Answer:
             try:
                 async for delta in stream:
                     self.model = stream.model
+                    self.tally.observe(delta)
                     yield delta
+            except (ModelUnavailable, RequestRejected) as exc:
+                # issue 12: a model that cannot see images fails like a broken provider
+                if isinstance(exc, ModelNotOffered) or not any(m.has_images for m in messages):
+                    raise
+                raise ImagesNotSupported(self.model, detail=str(exc)) from exc
             finally:
                 await stream.aclose()
 

@@ -88,6 +88,8 @@ def status_text(status: Status) -> str:
         f"Requests left: {status.requests_left} (limit {status.rate})",
         f"Conversation: {turns} messages" if turns else "Conversation: none",
         "Persona: " + (f"“{shorten(persona, 300)}”" if persona else "none"),
+        f"Tokens: {status.tokens_today:,} today (UTC), "
+        f"{status.conversation_tokens:,} in this conversation",
     ]
     if status.busy:
         lines.append("⏳ An answer of yours is still coming in here.")

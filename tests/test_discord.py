@@ -709,3 +709,25 @@ async def test_a_long_prompt_is_capped_under_the_picture(world: World) -> None:
     description = msg.embeds[0]["description"]
     assert description.startswith("a red square") and description.endswith("…")
     assert len(description) == 300  # was cut only at the embed's 4,096
+
+
+async def test_a_cut_answer_offers_continue_which_asks_for_the_rest(world: World) -> None:
+    from core.continuation import CONTINUE_PROMPT, LENGTH_NOTE
+
+    fake, g4f = world.fake, world.g4f
+    g4f.length_limit_words = 3
+    g4f.answers["count"] = "one two three four five"
+    first = await fake.slash("ask", {"prompt": "count"})
+    await fake.wait_for(finished(world))
+    await settled(world, world.channel)
+    cut = original(world, first)
+    assert cut is not None and cut.content.splitlines()[-1] == LENGTH_NOTE
+    assert button_ids(cut) == ["g4f:continue", REGEN]
+    g4f.length_limit_words = 0
+    g4f.answers[CONTINUE_PROMPT] = "four five"
+    click = await fake.click(cut.id, "g4f:continue")
+    await fake.wait_for(finished(world, count=2))
+    rest = original(world, click)
+    assert rest is not None and rest.content == "four five" and button_ids(rest) == [REGEN]
+    sent = g4f.chat_requests()[-1].json["messages"]
+    assert [m["content"] for m in sent[-3:]] == ["count", "one two three", CONTINUE_PROMPT]

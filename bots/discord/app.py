@@ -34,6 +34,7 @@ from discord import app_commands
 
 from bots.discord.inflight import InFlight
 from bots.discord.surface import (
+    CONTINUE_ID,
     DEFAULT_ATTACHMENT_LIMIT,
     REGENERATE_ID,
     STOP_ID,
@@ -355,6 +356,8 @@ class BridgeClient(discord.Client):
             await self.stop_clicked(interaction, message)
         elif custom_id == REGENERATE_ID:
             await self.regenerate_clicked(interaction, message)
+        elif custom_id == CONTINUE_ID:
+            await self.continue_clicked(interaction, message)
         elif (page := parse_page_id(custom_id)) is not None:
             await self.page_clicked(interaction, *page)
         else:  # a button of an older version, or forged: answered so the click does not hang
@@ -380,6 +383,19 @@ class BridgeClient(discord.Client):
         private = message.flags.ephemeral
         async with self.answer_surface(interaction, ephemeral=private) as surface:
             result = await self.bridge.regenerate(where, str(message.id), surface)
+            if isinstance(result, Refusal):
+                await surface.refuse(result.message)
+
+    async def continue_clicked(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        """Continue: the rest of an answer cut at the length limit, as a reply to it."""
+        where = where_of_interaction(interaction)
+        if await self.refuse_early(interaction, where):
+            return
+        private = message.flags.ephemeral
+        async with self.answer_surface(interaction, ephemeral=private) as surface:
+            result = await self.bridge.continue_answer(where, surface, message_id=str(message.id))
             if isinstance(result, Refusal):
                 await surface.refuse(result.message)
 

@@ -42,7 +42,9 @@ from telegram.ext import (
 )
 
 from bots.telegram.format import cut_utf16
+from bots.telegram.media import PHOTO_HINT, Albums, attachments_of, has_media
 from bots.telegram.surface import (
+    CALLBACK_CONTINUE,
     CALLBACK_REGENERATE,
     CALLBACK_STOP,
     MAX_CALLBACK_DATA,
@@ -50,6 +52,7 @@ from bots.telegram.surface import (
     StreamMode,
     TelegramSurface,
 )
+from core.attachments import Attachment
 from core.bridge import Bridge
 from core.conversations import Where
 from core.results import (
@@ -229,6 +232,7 @@ class TelegramBot:
         self.bridge = bridge
         self.sent = SentMessages()
         self.no_drafts: set[int] = set()  # chats whose server refused sendMessageDraft
+        self.albums = Albums(bridge.clock)  # the photos of an album, asked about together
 
     def register(self, app: TelegramApp) -> None:
         """Add every handler and the one error handler to `app`."""
@@ -242,6 +246,7 @@ class TelegramBot:
         app.add_handler(CommandHandler("status", self.on_status))
         app.add_handler(CommandHandler("stop", self.on_stop))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.on_text))
+        app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, self.on_media))
         # One handler for every button: PTB hands a press with empty data to the first
         # pattern handler, so the data is checked here, before any action is chosen.
         app.add_handler(CallbackQueryHandler(self.on_button))
@@ -337,17 +342,60 @@ class TelegramBot:
                 return  # group chatter not meant for the bot
         await self.answer(update, context, text, replied)
 
+    async def on_media(self, update: Update, context: Context) -> None:
+        """A photo, an album or a document: with a caption it is a question (in groups the
+        caption mentions the bot, or it replies to an answer); without one, a hint."""
+        if (parts := _parts(update)) is None:
+            return
+        message, chat, _ = parts
+
+        async def ask(messages: list[Message]) -> None:
+            caption = next((m.caption for m in messages if m.caption), "") or ""
+            replied = next(
+                (r for m in messages if (r := replied_bot_message(m, context.bot.id))), None
+            )
+            if chat.type != ChatType.PRIVATE:
+                if f"@{context.bot.username}".lower() in caption.lower():
+                    caption = strip_mention(caption, context.bot.username)
+                elif replied is None:
+                    return  # group chatter not meant for the bot
+            if not caption.strip():
+                if chat.type == ChatType.PRIVATE:
+                    surface = self.surface(context, chat, reply_to=message.message_id)
+                    await self.say(surface, escape_markdown(PHOTO_HINT))
+                return
+            files = [a for m in messages for a in await attachments_of(context.bot, m)]
+            await self.answer(update, context, caption, replied, attachments=files)
+
+        await self.albums.collect(message, ask)
+
     async def answer(
-        self, update: Update, context: Context, prompt: str, replied: int | None
+        self,
+        update: Update,
+        context: Context,
+        prompt: str,
+        replied: int | None,
+        *,
+        attachments: list[Attachment] | None = None,
     ) -> None:
-        """Stream the answer to `prompt`; in groups it replies to the asker's message."""
+        """Stream the answer to `prompt`; in groups it replies to the asker's message. A
+        question replying to a photo or file of the user's brings it along."""
         if (parts := _parts(update)) is None:
             return
         message, chat, user = parts
         where = where_of(chat, user)
         surface = self.surface(context, chat, reply_to=message.message_id)
+        if attachments is None:
+            earlier = message.reply_to_message
+            attachments = []
+            if earlier is not None and replied is None and has_media(earlier):
+                attachments = await attachments_of(context.bot, earlier)
         result = await self.bridge.ask(
-            where, prompt, surface, reply_to=str(replied) if replied is not None else None
+            where,
+            prompt,
+            surface,
+            reply_to=str(replied) if replied is not None else None,
+            attachments=attachments,
         )
         if isinstance(result, Refusal):
             await self.refuse(surface, result)
@@ -424,6 +472,8 @@ class TelegramBot:
             return self.on_stop_button
         if data == CALLBACK_REGENERATE:
             return self.on_regenerate_button
+        if data == CALLBACK_CONTINUE:
+            return self.on_continue_button
         if data is None:
             return None
         if MODEL_PAGE_DATA.fullmatch(data):
@@ -450,6 +500,24 @@ class TelegramBot:
         asker = message.reply_to_message.message_id if message.reply_to_message else None
         surface = self.surface(context, message.chat, reply_to=asker, on_first_write=ack)
         result = await self.bridge.regenerate(where, str(message.message_id), surface)
+        if isinstance(result, Refusal):
+            await ack(None if result.quiet else result.message)
+        else:
+            await ack()
+
+    async def on_continue_button(self, update: Update, context: Context) -> None:
+        """▶️ Continue under an answer cut at the length limit: the rest, replying to it."""
+        if (found := _button(update)) is None:
+            return await _answer_stale(update)
+        query, message, user = found
+        where = where_of(message.chat, user)
+        ack = CallbackAck(query)
+        surface = self.surface(
+            context, message.chat, reply_to=message.message_id, on_first_write=ack
+        )
+        result = await self.bridge.continue_answer(
+            where, surface, message_id=str(message.message_id)
+        )
         if isinstance(result, Refusal):
             await ack(None if result.quiet else result.message)
         else:
