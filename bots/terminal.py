@@ -39,6 +39,7 @@ from core.results import (
     Refusal,
     Status,
     SystemPromptSet,
+    WebSearchSet,
 )
 from core.texts import (
     current_model_text,
@@ -46,6 +47,7 @@ from core.texts import (
     persona_text,
     reset_text,
     status_text,
+    web_search_text,
 )
 
 # The terminal's limits, in this one place: no platform rate limit, only its own redraw rate
@@ -70,6 +72,7 @@ COMMANDS = {
     "/model": "choose a model: /model NAME",
     "/continue": "the rest of an answer cut at the length limit",
     "/image": "ask about a picture or a text file: /image PATH QUESTION",
+    "/web": "ask searching the web: /web QUESTION (alone: web search on/off)",
     "/imagine": "draw and save an image: /imagine PROMPT",
     "/system": "set the persona ('' resets): /system TEXT",
     "/reset": "start a new conversation",
@@ -260,6 +263,11 @@ class TerminalChat:
             await self._continue()
         elif command == "/image":
             await self._ask_with_file(arg)
+        elif command == "/web":
+            if arg:
+                await self._ask(arg, web_search=True)
+            else:
+                self._show(await bridge.set_web_search(where))
         elif command == "/imagine":
             self.view.say("Drawing…", "notice")
             surface = self._surface()
@@ -306,12 +314,18 @@ class TerminalChat:
             return
         await self._ask(question, [Attachment(path.name, data, too_big=too_big)])
 
-    async def _ask(self, prompt: str, attachments: Sequence[Attachment] = ()) -> None:
+    async def _ask(
+        self,
+        prompt: str,
+        attachments: Sequence[Attachment] = (),
+        *,
+        web_search: bool | None = None,
+    ) -> None:
         surface = self._surface()
         self._answering = True
         try:
             result = await self.bridge.ask(
-                self.where, prompt, surface, attachments=attachments
+                self.where, prompt, surface, attachments=attachments, web_search=web_search
             )
         finally:
             self._answering = False
@@ -365,6 +379,8 @@ class TerminalChat:
             view.say(reset_text(result))
         elif isinstance(result, Status):
             view.say(status_text(result))
+        elif isinstance(result, WebSearchSet):
+            view.say(web_search_text(result))
         # An image (Imagined) was shown by the surface: saved, or the error in its place.
 
 

@@ -19,6 +19,7 @@ import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Literal, ParamSpec, TypeVar
 
 from core.api_models import ChatMessage, ModelInfo, StreamDelta
@@ -67,8 +68,10 @@ from core.results import (
     Status,
     StopResult,
     SystemPromptSet,
+    WebSearchSet,
 )
 from core.settings import Settings
+from core.sources import SourceCollector, sources_line
 from core.store.base import ConversationStore, Turn, open_store
 from core.text import clean_text
 from core.usage import AnswerTally, start_of_day
@@ -281,9 +284,11 @@ class Bridge:
         reply_to: str | None = None,
         model: str | None = None,
         attachments: Sequence[Attachment] = (),
+        web_search: bool | None = None,
     ) -> Answered | Refusal:
         """Answer `prompt` on `surface`, continuing the conversation the rules pick;
-        `attachments` (images, text files) go with it (core.attachments)."""
+        `attachments` (images, text files) go with it (core.attachments); `web_search`: let
+        the model search the web (None: this chat's setting, see `set_web_search`)."""
         prompt = clean_text(prompt).strip()
         refusal = _check_prompt(prompt, "Please write a question after the command.")
         # --- issue 12: attachments ---
@@ -308,7 +313,7 @@ class Bridge:
         )
         return await self._answer(
             where, surface, parent, prompt, model, user_turn=None,
-            images=files.images, notes=files.refused,
+            images=files.images, notes=files.refused, web_search=web_search,
         )  # fmt: skip
 
     @follows_answer
@@ -356,6 +361,22 @@ class Bridge:
             where, surface, answer.id, CONTINUE_PROMPT, answer.model, user_turn=None
         )
 
+    # --- features (issue 12): web search ----------------------------------------------------
+    async def web_search_for(self, where: Where) -> bool:
+        """Whether answers in this chat search the web (off unless turned on here)."""
+        return await self.store.get_preference(_chat_scope(where), "web_search") == "on"
+
+    @_apologizes
+    async def set_web_search(self, where: Where, on: bool | None = None) -> WebSearchSet | Refusal:
+        """Turn web search on or off for this chat (None: the other way round)."""
+        refusal = self.check_access(where)
+        if refusal is not None:
+            return refusal
+        if on is None:
+            on = not await self.web_search_for(where)
+        await self.store.set_preference(_chat_scope(where), "web_search", "on" if on else None)
+        return WebSearchSet(on)
+
     def stop(self, where: Where, message_id: str) -> StopResult:
         """Stop the answer showing in `message_id` (its asker or an admin may)."""
         answer = self._running.get(_message_key(where, message_id))
@@ -385,6 +406,7 @@ class Bridge:
         user_turn: Turn | None,
         images: Sequence[StoredImage] = (),
         notes: Sequence[str] = (),
+        web_search: bool | None = None,
     ) -> Answered | Refusal:
         lease = await self.locks.try_acquire(
             _inflight_key(where), ttl=self.settings.g4f_timeout_total + 60
@@ -415,6 +437,9 @@ class Bridge:
                     )
             answer = _Answer(self, where, user_turn, lease, chosen)
             answer.notes = list(notes)
+            answer.web_search = (
+                await self.web_search_for(where) if web_search is None else web_search
+            )
             return await answer.stream(history, surface)
         finally:
             await self.locks.release(lease)
@@ -667,6 +692,7 @@ class Bridge:
             busy=busy,
             queue_waiting=self.gate.waiting,
             limits_degraded=self.limits_degraded,
+            web_search=await self.web_search_for(where),
             tokens_today=tokens_today,
             conversation_tokens=conversation_tokens,
         )
@@ -697,6 +723,8 @@ class _Answer:
         self.options: RenderOptions
         self.buttons = True  # the surface shows buttons (else /continue stands in)
         self.notes: list[str] = []  # issue 12: lines after the answer (attachments not read)
+        self.web_search = False  # issue 12: g4f searches the web; its sources follow the answer
+        self.sources = SourceCollector()
         self.tally = AnswerTally(())  # issue 12: finish reason and tokens, set in `stream`
 
     async def stream(self, history: History, surface: MessageSurface) -> Answered:
@@ -754,6 +782,8 @@ class _Answer:
         # issue 12: a cut answer says so and offers Continue; tokens stored with the turn.
         if outcome is Outcome.DONE and self.tally.cut_by_length:
             mark_cut(self.options, buttons=self.buttons)
+        if (links := sources_line(self.sources.sources)) is not None:
+            self.options.extra_lines.insert(0, links)
         tokens = self.tally.tokens()
         if tokens.estimated:
             bridge.metrics.tokens_estimated(tokens.prompt, tokens.completion)
@@ -776,12 +806,18 @@ class _Answer:
 
         async with bridge.gate.slot(on_position=on_position):
             self.renderer.set_status(None)
-            stream = bridge.client.chat_stream(messages, model=self.model)
+            stream = bridge.client.chat_stream(
+                messages, model=self.model, web_search=True if self.web_search else None
+            )
             try:
                 async for delta in stream:
                     self.model = stream.model
                     self.tally.observe(delta)
+                    if self.web_search and delta.content:  # its source lines go after it
+                        delta = replace(delta, content=self.sources.feed(delta.content))
                     yield delta
+                if self.web_search and (rest := self.sources.flush()):
+                    yield StreamDelta(content=rest)
             except (ModelUnavailable, RequestRejected) as exc:
                 # issue 12: a model that cannot see images fails like a broken provider
                 if isinstance(exc, ModelNotOffered) or not any(m.has_images for m in messages):

@@ -101,6 +101,13 @@ class SystemPromptSet:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSearchSet:
+    """Web search is now on (or off) for the chat's answers."""
+
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationReset:
     had_conversation: bool
 
@@ -117,5 +124,6 @@ class Status:
     queue_waiting: int
     limits_degraded: bool = False  # the shared limits backend is down: limits are per process
     tokens_today: int = 0  # the user's tokens since midnight UTC, on this platform
+    web_search: bool = False  # answers in this chat search the web (/web)
     conversation_tokens: int = 0  # this chat's current conversation's tokens
     extra: dict[str, str] = field(default_factory=dict)

@@ -24,7 +24,7 @@ from core.client import G4FClient
 from core.conversations import Where
 from core.render.split import join_parts, unwrap_parts
 from core.results import Status
-from core.store.base import open_store
+from core.store.base import MessageKey, open_store
 from tests.conftest import MakeSettings
 from tests.fakes.clock import ScaledClock
 from tests.fakes.discord_server import FakeDiscord, FakeMessage, Interaction
@@ -723,6 +723,12 @@ async def test_a_cut_answer_offers_continue_which_asks_for_the_rest(world: World
     cut = original(world, first)
     assert cut is not None and cut.content.splitlines()[-1] == LENGTH_NOTE
     assert button_ids(cut) == ["g4f:continue", REGEN]
+    # The message is linked to the stored turn just after its final write: wait for it.
+    key = MessageKey("discord", str(world.channel), str(cut.id))
+    for _ in range(500):
+        if await world.bridge.store.turn_for_message(key) is not None:
+            break
+        await asyncio.sleep(0.01)
     g4f.length_limit_words = 0
     g4f.answers[CONTINUE_PROMPT] = "four five"
     click = await fake.click(cut.id, "g4f:continue")
@@ -731,3 +737,26 @@ async def test_a_cut_answer_offers_continue_which_asks_for_the_rest(world: World
     assert rest is not None and rest.content == "four five" and button_ids(rest) == [REGEN]
     sent = g4f.chat_requests()[-1].json["messages"]
     assert [m["content"] for m in sent[-3:]] == ["count", "one two three", CONTINUE_PROMPT]
+
+
+async def test_images_on_a_mention_and_on_ask_with_web_search(world: World) -> None:
+    from tests.fakes.g4f_server import build_png
+
+    fake, g4f = world.fake, world.g4f
+    png = build_png(5, 5)
+    await fake.user_message(
+        world.channel, "what is this?", mention_bot=True, files=[("cat.png", png, "image/png")]
+    )
+    await fake.wait_for(finished(world))
+    assert g4f.images_received == [[png]]
+    assert bot_messages(world)[0].content == "I see 1 image(s). You said: what is this?"
+    other = build_png(1, 2)
+    inter = await fake.slash(
+        "ask", {"prompt": "and this?", "web": True}, files={"image": ("d.png", other, "image/png")}
+    )
+    await fake.wait_for(finished(world, count=2))
+    msg = original(world, inter)
+    assert msg is not None
+    assert msg.content.startswith("I see 1 image(s). You said: and this?\n\n🔎 Sources: ")
+    assert g4f.images_received[-1] == [other]
+    assert g4f.chat_requests()[-1].json["web_search"] is True

@@ -21,7 +21,8 @@ from core.continuation import (
 from core.conversations import Where
 from core.render.renderer import THINKING_NOTE, Outcome
 from core.render.surface import SurfaceLimits
-from core.results import Answered, Refusal, RefusalReason, Status
+from core.results import Answered, Refusal, RefusalReason, Status, WebSearchSet
+from core.sources import MAX_SOURCES, Source, SourceCollector
 from core.store.base import open_store
 from core.texts import status_text
 from core.usage import CHARS_PER_TOKEN, estimate_tokens
@@ -343,3 +344,64 @@ async def test_regenerate_sends_the_questions_image_again(
     again = await bridge.regenerate(GROUP, first.messages[0].id, surface(chat, GROUP))
     assert isinstance(again, Answered)
     assert g4f.images_received == [[PNG], [PNG]]
+
+
+# --- web search ----------------------------------------------------------------------------
+
+
+async def test_web_search_is_asked_for_and_sources_follow_the_answer(
+    open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+) -> None:
+    bridge = await open_bridge()
+    result = await bridge.ask(DM, "news?", surface(chat), web_search=True)
+    assert isinstance(result, Answered)
+    assert g4f.chat_requests()[-1].json["web_search"] is True
+    assert result.text == "You said: news?"  # the source lines are not part of the answer
+    assert chat.messages[result.messages[0].id] == (
+        "You said: news?\n\n🔎 Sources: [Example Domain](https://example.com/page) · "
+        "[Another (odd) title](https://example.org/b?q=1)"
+    )
+    plain = await ask(bridge, chat, "no web")
+    assert "web_search" not in g4f.chat_requests()[-1].json
+    assert "Sources" not in chat.messages[plain.messages[0].id]
+
+
+async def test_many_sources_are_capped_and_the_toggle_is_per_chat(
+    open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer
+) -> None:
+    bridge = await open_bridge()
+    g4f.web_sources = [(f"t{i}" * 40, f"https://example.com/{i}") for i in range(8)]
+    assert await bridge.set_web_search(GROUP) == WebSearchSet(True)
+    result = await ask(bridge, chat, "search", where=GROUP)
+    last = chat.messages[result.messages[-1].id].splitlines()[-1]
+    assert last.startswith("🔎 Sources: ") and last.endswith(" (+3 more)")
+    assert last.count("](https://") == MAX_SOURCES and "…](https://example.com/0)" in last
+    status = await bridge.status(GROUP)
+    assert isinstance(status, Status) and status.web_search
+    assert "🔎 Web search is on in this chat." in status_text(status)
+    again = await bridge.regenerate(GROUP, result.messages[0].id, surface(chat, GROUP))
+    assert isinstance(again, Answered) and g4f.chat_requests()[-1].json["web_search"] is True
+    other = await ask(bridge, chat, "elsewhere", where=DM)  # another chat: still off
+    assert "Sources" not in chat.messages[other.messages[0].id]
+    assert await bridge.set_web_search(GROUP) == WebSearchSet(False)
+
+
+def test_without_source_lines_the_text_is_kept_exactly() -> None:
+    text = "a\n\n> quote [x]\n\n  \nend  \n\n"
+    for size in (1, 2, 5, len(text)):
+        collector = SourceCollector()
+        shown = "".join(collector.feed(text[i : i + size]) for i in range(0, len(text), size))
+        assert shown + collector.flush() == text and collector.sources == []
+
+
+def test_source_lines_split_anywhere_are_taken_out() -> None:
+    text = "Answer line\n> not a source\n\n> [0] [A](https://a.example/x)\n> [1] [B](http://b.example)"
+    for size in (1, 2, 3, 7, len(text)):
+        collector = SourceCollector()
+        shown = "".join(collector.feed(text[i : i + size]) for i in range(0, len(text), size))
+        shown += collector.flush()
+        assert shown == "Answer line\n> not a source"
+        assert collector.sources == [
+            Source("A", "https://a.example/x"),
+            Source("B", "http://b.example"),
+        ]

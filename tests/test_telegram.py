@@ -19,7 +19,7 @@ from bots.telegram.app import serve
 from bots.telegram.format import to_entities, utf16_len
 from core.bridge import Bridge
 from core.client import G4FClient
-from core.store.base import open_store
+from core.store.base import MessageKey, open_store
 from tests.conftest import MakeSettings
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
@@ -639,6 +639,14 @@ async def test_a_cut_answer_offers_continue_which_asks_for_the_rest(tg: Harness)
     [cut] = await tg.finished(GROUP)
     assert cut.text is not None and cut.text.splitlines()[-1] == LENGTH_NOTE
     assert _buttons(cut) == ["cont", "regen"]
+    # A short answer's one message is sent by its final write and linked to the stored turn
+    # just after it: wait for the link, as a user's press would come after it.
+    assert tg.bridge is not None
+    store, key = tg.bridge.store, MessageKey("telegram", str(GROUP), str(cut.message_id))
+    for _ in range(500):
+        if await store.turn_for_message(key) is not None:
+            break
+        await asyncio.sleep(0.01)
     tg.g4f.length_limit_words = 0
     tg.g4f.answers[CONTINUE_PROMPT] = "four five"
     tg.fake.push_callback(GROUP, cut.message_id, "cont", user_id=ANN)
@@ -711,3 +719,18 @@ async def test_documents_text_is_read_and_others_get_one_line(tg: Harness) -> No
     line = ACCEPTED_LINE.format(names="paper.pdf", verb="is")
     await tg.until(lambda: any(m.text == line for m in tg.bot(PRIVATE)))
     assert len(tg.g4f.chat_requests()) == 1
+
+
+async def test_web_asks_searching_and_alone_toggles_the_chat(tg: Harness) -> None:
+    tg.ask(GROUP, "/web what happened today")
+    [answer] = await tg.finished(GROUP)
+    assert answer.text is not None and answer.text.endswith(
+        "🔎 Sources: Example Domain · Another (odd) title"
+    )
+    links = [e for e in answer.entities if e.get("type") == "text_link"]
+    assert [e["url"] for e in links] == ["https://example.com/page", "https://example.org/b?q=1"]
+    tg.ask(GROUP, "/web")
+    await tg.until(lambda: any("Web search is on" in (m.text or "") for m in tg.bot(GROUP)))
+    tg.ask(GROUP, "/ask and now")
+    await tg.finished(GROUP, count=2)
+    assert [r.json.get("web_search") for r in tg.g4f.chat_requests()] == [True, True]

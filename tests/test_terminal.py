@@ -421,3 +421,17 @@ async def test_image_sends_a_picture_or_a_file_with_the_question(
     sent = g4f.chat_requests()[-1].json["messages"][-1]["content"]
     assert sent == "summarise\n\nFile notes.txt:\n```\nremember the milk\n```"
     assert "Cannot read " in text and "missing.png" in text
+
+
+async def test_web_asks_searching_and_alone_toggles(
+    bridge: Bridge, g4f: FakeG4F, tmp_path: Path
+) -> None:
+    keyboard = Keyboard()
+    chat, out = session(bridge, keyboard, tmp_path)
+    keyboard.type("/web latest news", "/web", "plain", "/web", "plain again", None)
+    assert await chat.run() == 0
+    text = out.getvalue()
+    assert "🔎 Sources: [Example Domain](https://example.com/page)" in text
+    assert "Web search is on in this chat" in text and "Web search is off in this chat." in text
+    flags = [r.json.get("web_search") for r in g4f.chat_requests()]
+    assert flags == [True, True, None]

@@ -69,6 +69,7 @@ from core.texts import (
     reset_text,
     status_text,
     stop_text,
+    web_search_text,
 )
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ MODEL_INDEX_DATA = re.compile(r"mi:(\d{1,6}):(\d{1,3})")
 
 COMMANDS = (
     BotCommand("ask", "Ask the AI (in private chats, just write)"),
+    BotCommand("web", "Ask searching the web; alone: web search on/off here"),
     BotCommand("imagine", "Draw a picture from a description"),
     BotCommand("models", "Choose a chat model from a list"),
     BotCommand("model", "Choose a chat model by name"),
@@ -155,6 +157,8 @@ def help_text(model: str, username: str) -> str:
         "messages.\n\n"
         f"Your model: `{model}`\n\n"
         "/ask TEXT: ask a question\n"
+        "/web TEXT: ask searching the web (/web alone: on/off in this chat)\n"
+        "Send a photo or a text file with a caption to ask about it\n"
         "/imagine TEXT: draw a picture\n"
         "/models: choose a model from a list; /model NAME: by name\n"
         "/new or /reset: start a new conversation\n"
@@ -238,6 +242,7 @@ class TelegramBot:
         """Add every handler and the one error handler to `app`."""
         app.add_handler(CommandHandler(["start", "help"], self.on_help))
         app.add_handler(CommandHandler("ask", self.on_ask))
+        app.add_handler(CommandHandler("web", self.on_web))
         app.add_handler(CommandHandler("imagine", self.on_imagine))
         app.add_handler(CommandHandler("models", self.on_models))
         app.add_handler(CommandHandler("model", self.on_model))
@@ -328,6 +333,17 @@ class TelegramBot:
             update, context, command_argument(message), replied_bot_message(message, context.bot.id)
         )
 
+    async def on_web(self, update: Update, context: Context) -> None:
+        """/web QUESTION: answer searching the web; /web alone: web search on/off here."""
+        if (cmd := self.command(update, context)) is None:
+            return
+        question = command_argument(cmd.message)
+        if question.strip():
+            replied = replied_bot_message(cmd.message, context.bot.id)
+            await self.answer(update, context, question, replied, web_search=True)
+            return
+        await self.show(cmd.surface, await self.bridge.set_web_search(cmd.where), web_search_text)
+
     async def on_text(self, update: Update, context: Context) -> None:
         """Plain text: a prompt in private chats; in groups only if it mentions/replies to us."""
         if (parts := _parts(update)) is None:
@@ -377,6 +393,7 @@ class TelegramBot:
         replied: int | None,
         *,
         attachments: list[Attachment] | None = None,
+        web_search: bool | None = None,
     ) -> None:
         """Stream the answer to `prompt`; in groups it replies to the asker's message. A
         question replying to a photo or file of the user's brings it along."""
@@ -396,6 +413,7 @@ class TelegramBot:
             surface,
             reply_to=str(replied) if replied is not None else None,
             attachments=attachments,
+            web_search=web_search,
         )
         if isinstance(result, Refusal):
             await self.refuse(surface, result)

@@ -502,6 +502,12 @@ class FakeG4F:
         self.length_limit_words = 0
         self.send_usage = True  # False: no usage in replies (like many OpenAI-compatible servers)
         self.images_received: list[list[bytes]] = []  # per chat request with images, their bytes
+        # With "web_search": true, answers end with these sources as g4f writes them:
+        # quoted lines "> [0] [title](url)" after a blank line.
+        self.web_sources: list[tuple[str, str]] = [
+            ("Example Domain", "https://example.com/page"),
+            ("Another [odd] title", "https://example.org/b?q=1"),
+        ]
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._inflight: dict[int, web.Request] = {}
@@ -725,6 +731,9 @@ class FakeG4F:
         chat = self._make_chat(model, body)
         if images and prompt_not_answered(self, chat.prompt):
             chat.answer = f"I see {len(images)} image(s). {chat.answer}"
+        if body.get("web_search") is True and self.web_sources:
+            lines = [f"> [{i}] [{t}]({u})" for i, (t, u) in enumerate(self.web_sources)]
+            chat.answer += "\n\n" + "\n".join(lines)
         if body.get("stream"):
             return await self._stream_chat(request, chat)
         return await self._complete_chat(chat)
