@@ -760,3 +760,21 @@ async def test_images_on_a_mention_and_on_ask_with_web_search(world: World) -> N
     assert msg.content.startswith("I see 1 image(s). You said: and this?\n\n🔎 Sources: ")
     assert g4f.images_received[-1] == [other]
     assert g4f.chat_requests()[-1].json["web_search"] is True
+
+
+async def test_text_files_in_a_dm_are_read_and_others_get_one_line(world: World) -> None:
+    from core.attachments import ACCEPTED_LINE
+
+    fake, g4f = world.fake, world.g4f
+    dm = fake.add_channel(guild=False, user_id=2002)
+    await fake.user_message(
+        dm, "what does it do?", user_id=2002, files=[("main.py", b"print('hi')\n", "text/x-python")]
+    )
+    await fake.wait_for(finished(world, dm))
+    assert last_messages(g4f)[-1] == "what does it do?\n\nFile main.py:\n```\nprint('hi')\n```"
+    await fake.user_message(
+        dm, "and this?", user_id=2002, files=[("song.mp3", b"ID3\x03", "audio/mpeg")]
+    )
+    line = ACCEPTED_LINE.format(names="song.mp3", verb="is")
+    await fake.wait_for(lambda: any(m.content == line for m in bot_messages(world, dm)))
+    assert len(g4f.chat_requests()) == 1

@@ -466,3 +466,17 @@ async def test_tokens_are_kept_per_turn_per_user_and_by_time(
             9999, user_scope="u1", prompt_tokens=1, completion_tokens=1,
             estimated=False, created_at=1.0,
         )  # fmt: skip
+
+
+async def test_images_are_kept_with_their_turn_in_order(store: SqliteConversationStore) -> None:
+    first = await add(store, None, "look")
+    second = await add(store, first, "and this")
+    await store.add_images(first.id, [("image/png", b"one"), ("image/jpeg", b"two")])
+    await store.add_images(second.id, [("image/gif", b"three")])
+    assert await store.images_of([first.id, second.id, 9999]) == {
+        first.id: [("image/png", b"one"), ("image/jpeg", b"two")],
+        second.id: [("image/gif", b"three")],
+    }
+    assert await store.images_of([]) == {}
+    with pytest.raises(TurnNotFoundError):
+        await store.add_images(9999, [("image/png", b"x")])
