@@ -373,3 +373,65 @@ async def test_a_data_dir_that_cannot_be_written_is_one_line(g4f: FakeG4F, tmp_p
     assert err.count("\n") == 1
     assert err.startswith(f"g4f-bridge: The chat cannot write its history and log in {tmp_path}")
     assert err.endswith(". Set BRIDGE_DATA_DIR to a folder you can write.\n")
+
+
+async def test_continue_asks_for_the_rest_of_a_cut_answer(
+    bridge: Bridge, g4f: FakeG4F, tmp_path: Path
+) -> None:
+    from core.continuation import CONTINUE_PROMPT, LENGTH_NOTE_TERMINAL, NOTHING_TO_CONTINUE
+
+    keyboard = Keyboard()
+    chat, out = session(bridge, keyboard, tmp_path)
+    g4f.length_limit_words = 3
+    g4f.answers["count"] = "one two three four five"
+    g4f.answers[CONTINUE_PROMPT] = "four five"
+    keyboard.type("/continue", "count", "/continue", "/status", None)
+    assert await chat.run() == 0
+    text = out.getvalue()
+    assert NOTHING_TO_CONTINUE in text
+    assert f"one two three\n\n{LENGTH_NOTE_TERMINAL}" in text
+    assert "\nfour five\n" in text
+    sent = g4f.chat_requests()[-1].json["messages"]
+    assert [m["content"] for m in sent[-3:]] == ["count", "one two three", CONTINUE_PROMPT]
+    assert "Tokens: " in text and " today (UTC)" in text
+
+
+async def test_image_sends_a_picture_or_a_file_with_the_question(
+    bridge: Bridge, g4f: FakeG4F, tmp_path: Path
+) -> None:
+    from tests.fakes.g4f_server import build_png
+
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(build_png(3, 3))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("remember the milk\n")
+    keyboard = Keyboard()
+    chat, out = session(bridge, keyboard, tmp_path)
+    keyboard.type(
+        f"/image {picture} what is it?",
+        f"/image {notes} summarise",
+        f"/image {tmp_path / 'missing.png'} hm",
+        None,
+    )
+    assert await chat.run() == 0
+    text = out.getvalue()
+    assert "I see 1 image(s). You said: what is it?" in text
+    # The conversation goes on: the picture is sent again with its turn in the history.
+    assert g4f.images_received == [[build_png(3, 3)]] * 2
+    sent = g4f.chat_requests()[-1].json["messages"][-1]["content"]
+    assert sent == "summarise\n\nFile notes.txt:\n```\nremember the milk\n```"
+    assert "Cannot read " in text and "missing.png" in text
+
+
+async def test_web_asks_searching_and_alone_toggles(
+    bridge: Bridge, g4f: FakeG4F, tmp_path: Path
+) -> None:
+    keyboard = Keyboard()
+    chat, out = session(bridge, keyboard, tmp_path)
+    keyboard.type("/web latest news", "/web", "plain", "/web", "plain again", None)
+    assert await chat.run() == 0
+    text = out.getvalue()
+    assert "🔎 Sources: [Example Domain](https://example.com/page)" in text
+    assert "Web search is on in this chat" in text and "Web search is off in this chat." in text
+    flags = [r.json.get("web_search") for r in g4f.chat_requests()]
+    assert flags == [True, True, None]

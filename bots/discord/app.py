@@ -33,7 +33,9 @@ import yarl
 from discord import app_commands
 
 from bots.discord.inflight import InFlight
+from bots.discord.media import attachments_of
 from bots.discord.surface import (
+    CONTINUE_ID,
     DEFAULT_ATTACHMENT_LIMIT,
     REGENERATE_ID,
     STOP_ID,
@@ -267,14 +269,24 @@ class BridgeClient(discord.Client):
 
     # --- slash commands ---------------------------------------------------------------------
     async def cmd_ask(
-        self, interaction: discord.Interaction, prompt: str, model: str | None, private: bool
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        model: str | None,
+        private: bool,
+        image: discord.Attachment | None = None,
+        web: bool = False,
     ) -> None:
         """/ask: defer at once, then stream the answer into the deferred message."""
         where = where_of_interaction(interaction)
         if await self.refuse_early(interaction, where):
             return
         async with self.answer_surface(interaction, ephemeral=private) as surface:
-            result = await self.bridge.ask(where, prompt, surface, model=model)
+            files = await attachments_of([image]) if image is not None else []
+            result = await self.bridge.ask(
+                where, prompt, surface, model=model, attachments=files,
+                web_search=True if web else None,
+            )  # fmt: skip
             if isinstance(result, Refusal):
                 await surface.refuse(result.message)
 
@@ -360,6 +372,8 @@ class BridgeClient(discord.Client):
             await self.stop_clicked(interaction, message)
         elif custom_id == REGENERATE_ID:
             await self.regenerate_clicked(interaction, message)
+        elif custom_id == CONTINUE_ID:
+            await self.continue_clicked(interaction, message)
         elif (page := parse_page_id(custom_id)) is not None:
             await self.page_clicked(interaction, *page)
         else:  # a button of an older version, or forged: answered so the click does not hang
@@ -385,6 +399,19 @@ class BridgeClient(discord.Client):
         private = message.flags.ephemeral
         async with self.answer_surface(interaction, ephemeral=private) as surface:
             result = await self.bridge.regenerate(where, str(message.id), surface)
+            if isinstance(result, Refusal):
+                await surface.refuse(result.message)
+
+    async def continue_clicked(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        """Continue: the rest of an answer cut at the length limit, as a reply to it."""
+        where = where_of_interaction(interaction)
+        if await self.refuse_early(interaction, where):
+            return
+        private = message.flags.ephemeral
+        async with self.answer_surface(interaction, ephemeral=private) as surface:
+            result = await self.bridge.continue_answer(where, surface, message_id=str(message.id))
             if isinstance(result, Refusal):
                 await surface.refuse(result.message)
 
@@ -419,7 +446,8 @@ class BridgeClient(discord.Client):
         )
         where = where_of_message(message)
         self.inflight.enter()
-        result = await self.bridge.ask(where, prompt, surface, reply_to=reply_to)
+        files = await attachments_of(message.attachments)
+        result = await self.bridge.ask(where, prompt, surface, reply_to=reply_to, attachments=files)
         if isinstance(result, Refusal) and not result.quiet:
             # A reply of our own, within the channel's write budget shared with the answers.
             await self.bridge.paced(surface, lambda: surface.send(result.message))
@@ -461,6 +489,8 @@ def register_commands(bot: BridgeClient) -> None:
         prompt="Your question",
         model="Model for this answer (default: yours)",
         private="Only you see the answer",
+        image="A picture (or a text file) to ask about",
+        web="Let the model search the web (sources are listed after the answer)",
     )
     @app_commands.autocomplete(model=chat_models)
     async def ask(
@@ -468,8 +498,10 @@ def register_commands(bot: BridgeClient) -> None:
         prompt: str,
         model: str | None = None,
         private: bool = False,
+        image: discord.Attachment | None = None,
+        web: bool = False,
     ) -> None:
-        await bot.cmd_ask(interaction, prompt, model, private)
+        await bot.cmd_ask(interaction, prompt, model, private, image, web)
 
     @tree.command(name="imagine", description="Draw a picture")
     @app_commands.describe(

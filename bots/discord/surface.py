@@ -69,9 +69,14 @@ CHANNEL_PLACEHOLDER = "…"
 
 STOP_ID = "g4f:stop"
 REGENERATE_ID = "g4f:regen"
+CONTINUE_ID = "g4f:continue"
 CUSTOM_ID_PREFIX = "g4f:"
-_CUSTOM_IDS = {"stop": STOP_ID, "regenerate": REGENERATE_ID}
-_STYLES = {"stop": discord.ButtonStyle.danger, "regenerate": discord.ButtonStyle.secondary}
+_CUSTOM_IDS = {"stop": STOP_ID, "regenerate": REGENERATE_ID, "continue": CONTINUE_ID}
+_STYLES = {
+    "stop": discord.ButtonStyle.danger,
+    "regenerate": discord.ButtonStyle.secondary,
+    "continue": discord.ButtonStyle.primary,
+}
 
 # Discord error codes this module reacts to.
 UNKNOWN_MESSAGE = 10008

@@ -79,7 +79,12 @@ CHAT_ACTIONS: dict[Activity, str] = {"typing": "typing", "drawing": "upload_phot
 
 CALLBACK_STOP = "stop"
 CALLBACK_REGENERATE = "regen"
-_FIXED_CALLBACKS = {"stop": CALLBACK_STOP, "regenerate": CALLBACK_REGENERATE}
+CALLBACK_CONTINUE = "cont"
+_FIXED_CALLBACKS = {
+    "stop": CALLBACK_STOP,
+    "regenerate": CALLBACK_REGENERATE,
+    "continue": CALLBACK_CONTINUE,
+}
 
 
 class _NotModified(SurfaceError):
@@ -104,7 +109,8 @@ def chat_limits(chat_id: int, *, private: bool, prefix: str = "telegram") -> Wri
 
 
 def callback_data(button: Button) -> str:
-    """The callback data of a core button: fixed for stop/regenerate, else its payload."""
+    """The callback data of a core button: fixed for stop/regenerate/continue, else its
+    payload."""
     return _FIXED_CALLBACKS.get(button.action) or button.payload or button.action
 
 

@@ -41,6 +41,7 @@ class SurfaceLimits:
     placeholder: shown (with the Stop button) when an answer has no text for a while; None:
         show nothing until the first text.
     max_caption: characters of an upload's caption.
+    buttons: the surface shows buttons (False: a console, where commands stand in for them).
     """
 
     max_length: int
@@ -50,6 +51,7 @@ class SurfaceLimits:
     measure: Literal["chars", "utf16"] = "chars"
     placeholder: str | None = "…"
     max_caption: int = 1024
+    buttons: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,7 @@ class MessageRef:
 class Button:
     """An action a user can take on a message (Stop while streaming, Regenerate after)."""
 
-    action: str  # "stop" | "regenerate" | "select_model" | "page"
+    action: str  # "stop" | "regenerate" | "continue" | "select_model" | "page"
     label: str
     payload: str = ""
 

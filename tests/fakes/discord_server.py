@@ -449,6 +449,7 @@ class FakeDiscord:
         self.owner_id = 1001
         self.guild_id = self._snowflake()
         self._channels: dict[int, _Channel] = {}
+        self._loose_attachments: dict[int, tuple[int, _Attachment]] = {}  # slash-command files
         self._commands: list[JsonObj] = []
         self._users: dict[int, JsonObj] = {}
         self._buckets: dict[tuple[str, str], _Bucket] = {}
@@ -613,14 +614,29 @@ class FakeDiscord:
         channel_id: int | None = None,
         dm: bool = False,
         subcommand: str | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
     ) -> Interaction:
-        """Dispatch a slash command (INTERACTION_CREATE type 2)."""
+        """Dispatch a slash command (INTERACTION_CREATE type 2). `files`: attachment options,
+        by option name: (file name, bytes, content type), uploaded and resolved like Discord's."""
         channel = self._interaction_channel(channel_id, dm, user_id)
         command = self._find_command(name, channel.guild_id)
-        option_list = self._option_payloads(command, subcommand, options or {})
+        options = dict(options or {})
+        resolved: dict[str, JsonObj] = {}
+        for option, (filename, content, content_type) in (files or {}).items():
+            att = _Attachment(self._snowflake(), filename, content, content_type)
+            self._loose_attachments[att.id] = (channel.id, att)
+            url = f"{self.root_url}/attachments/{channel.id}/{att.id}/{att.filename}"
+            resolved[str(att.id)] = {
+                "id": str(att.id), "filename": filename, "size": len(content), "url": url,
+                "proxy_url": url, "content_type": content_type,
+            }  # fmt: skip
+            options[option] = str(att.id)
+        option_list = self._option_payloads(command, subcommand, options)
         if subcommand is not None:
             option_list = [{"name": subcommand, "type": 1, "options": option_list}]
         data = self._command_data(command, name, option_list)
+        if resolved:
+            data["resolved"] = {"attachments": resolved}
         return await self._interact(2, data, channel, user_id)
 
     async def autocomplete(
@@ -676,8 +692,10 @@ class FakeDiscord:
         user_id: int = 2001,
         mention_bot: bool = False,
         reply_to: int | None = None,
+        files: list[tuple[str, bytes, str]] | None = None,
     ) -> int:
-        """A user posts in a channel (MESSAGE_CREATE); returns the new message id."""
+        """A user posts in a channel (MESSAGE_CREATE), with `files` attached as
+        (file name, bytes, content type); returns the new message id."""
         channel = self._channels[channel_id]
         if mention_bot:
             content = f"<@{self.bot_user_id}> {content}"
@@ -691,6 +709,10 @@ class FakeDiscord:
             type=19 if reply_to is not None else 0,
             reference=reply_to,
             timestamp=_now_iso(),
+            attachments=[
+                _Attachment(self._snowflake(), name, content, kind)
+                for name, content, kind in files or []
+            ],
         )
         channel.messages[msg.id] = msg
         await self._dispatch("MESSAGE_CREATE", self._gateway_message(msg), required=True)
@@ -1200,7 +1222,12 @@ class FakeDiscord:
     async def _cdn(self, request: web.Request) -> web.Response:
         """Serve attachment bytes."""
         attachment_id = int(request.match_info["attachment_id"])
-        channel = self._channels.get(int(request.match_info["channel_id"]))
+        channel_id = int(request.match_info["channel_id"])
+        loose = self._loose_attachments.get(attachment_id)
+        if loose is not None and loose[0] == channel_id:
+            att = loose[1]
+            return web.Response(body=att.data, headers={"Content-Type": att.content_type})
+        channel = self._channels.get(channel_id)
         for msg in channel.messages.values() if channel else ():
             for att in msg.attachments:
                 if att.id == attachment_id:

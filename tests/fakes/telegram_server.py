@@ -148,6 +148,10 @@ class FakeMessage:
     photo_file_id: str | None = None
     caption: str | None = None
     caption_entities: list[JSONDict] = field(default_factory=list)
+    document_file_id: str | None = None  # a user's document: its file id, name and type
+    document_name: str | None = None
+    document_type: str | None = None
+    media_group_id: str | None = None  # the photos of one album share it
     edits: int = 0
     date: int = 0
     sender: JSONDict = field(default_factory=dict)
@@ -894,6 +898,46 @@ class FakeTelegram:
             self._queue_update("message", payload)
         return payload
 
+    def push_file(
+        self,
+        chat_id: int,
+        data: bytes,
+        *,
+        caption: str | None = None,
+        document: tuple[str, str] | None = None,
+        media_group_id: str | None = None,
+        user_id: int = 1001,
+        chat_type: str = "private",
+        reply_to: int | None = None,
+    ) -> JSONDict:
+        """A user sends a photo (or, with `document` = (file name, MIME type), a file), with
+        an optional caption, as part of an album when `media_group_id` is given."""
+        chat = self._chat(chat_id, chat_type=chat_type, first_name="Ann")
+        file_id = f"user{next(self._file_ids)}"
+        self._files[file_id] = data
+        message = FakeMessage(
+            message_id=self._next_message_id(chat),
+            chat_id=chat_id,
+            from_bot=False,
+            photo=None if document else data,
+            photo_file_id=None if document else file_id,
+            document_file_id=file_id if document else None,
+            document_name=document[0] if document else None,
+            document_type=document[1] if document else None,
+            caption=caption,
+            caption_entities=_entity_mentions(caption or "", self.bot_username),
+            media_group_id=media_group_id,
+            reply_to=reply_to,
+            date=int(time.time()),
+            sender={"id": user_id, "is_bot": False, "first_name": "Ann"},
+        )
+        chat.messages[message.message_id] = message
+        self._record_write(message)
+        payload = self._message_json(chat, message)
+        if self._delivered_to_bot(chat, message):
+            self._queue_update("message", payload)
+        return payload
+
     def push_callback(
         self,
         chat_id: int,
@@ -976,8 +1020,19 @@ class FakeTelegram:
             body["text"] = message.text
             if message.entities:
                 body["entities"] = message.entities
-        if message.photo_file_id is not None:
-            body["photo"] = self._photo_sizes(message.photo_file_id)
+        if message.document_file_id is not None:
+            body["document"] = {
+                "file_id": message.document_file_id,
+                "file_unique_id": f"u{message.document_file_id}",
+                "file_name": message.document_name,
+                "mime_type": message.document_type,
+                "file_size": len(self._files.get(message.document_file_id, b"")),
+            }
+        if message.media_group_id is not None:
+            body["media_group_id"] = message.media_group_id
+        if message.photo_file_id is not None or message.document_file_id is not None:
+            if message.photo_file_id is not None:
+                body["photo"] = self._photo_sizes(message.photo_file_id)
             if message.caption:
                 body["caption"] = message.caption
                 if message.caption_entities:
