@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from core.logs import RedactingFilter, configure_logging
 from core.settings import Settings, SettingsError, load_settings
@@ -198,9 +199,11 @@ def test_secrets_stay_out_of_reprs_and_errors(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_auth_header_forms() -> None:
-    s = Settings(_env_file=None, g4f_api_key="k1")  # type: ignore[call-arg]
+    s = Settings(_env_file=None, g4f_api_key=SecretStr("k1"))  # type: ignore[call-arg]
     assert s.auth_headers() == {"g4f-api-key": "k1"}
-    s = Settings(_env_file=None, g4f_api_key="k1", g4f_api_key_header="Authorization")  # type: ignore[call-arg]
+    s = Settings(  # type: ignore[call-arg]
+        _env_file=None, g4f_api_key=SecretStr("k1"), g4f_api_key_header="Authorization"
+    )
     assert s.auth_headers() == {"Authorization": "Bearer k1"}
     assert Settings(_env_file=None).auth_headers() == {}  # type: ignore[call-arg]
     assert Settings(_env_file=None).api_root_url == "http://localhost:1337"  # type: ignore[call-arg]
@@ -208,7 +211,7 @@ def test_auth_header_forms() -> None:
 
 def test_logs_never_show_secrets(capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, telegram_token="123:tok-SECRET", bridge_log_format="json"
+        _env_file=None, telegram_token=SecretStr("123:tok-SECRET"), bridge_log_format="json"
     )
     configure_logging(settings)
     try:

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from rich.segment import Segment
 
 from bots.terminal import REDRAW_INTERVAL, TerminalChat, TerminalSurface
 from bots.terminal_io.markdown import GrowingMarkdown, render_markdown
 from bots.terminal_io.output import PlainView, RichView
 from core.bridge import Bridge
+from core.render.limits import Bucket
 from core.render.renderer import INDICATOR
 from core.render.surface import MessageSurface
 from tests.conftest import MakeSettings
@@ -33,13 +35,13 @@ class Keyboard:
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self._on_interrupt: Callable[[], None] | None = None
+        self._on_interrupt: Callable[[], object] | None = None
 
     async def read(self) -> str | None:
         return await self.queue.get()
 
     @contextmanager
-    def watching(self, on_interrupt: Callable[[], None]) -> Iterator[None]:
+    def watching(self, on_interrupt: Callable[[], object]) -> Iterator[None]:
         self._on_interrupt = on_interrupt
         try:
             yield
@@ -92,7 +94,7 @@ def test_the_terminal_surface_is_a_message_surface(tmp_path: Path) -> None:
     assert isinstance(surface, MessageSurface)
     limits = surface.limits
     assert not limits.previews and limits.placeholder is None
-    assert [(b.burst, b.interval) for b in limits.writes.edit] == [(1, REDRAW_INTERVAL)]
+    assert limits.writes.edit == (Bucket("terminal", 1, REDRAW_INTERVAL),)
 
 
 async def test_imagine_saves_the_file(bridge: Bridge, g4f: FakeG4F, tmp_path: Path) -> None:
@@ -146,7 +148,7 @@ async def test_models_reset_system_and_unknown(
     assert "persona is now:\n> Be short." in text
     assert "Started a new conversation." in text
     assert "Unknown command /bogus." in text
-    assert g4f.chat_requests()[-1].json["messages"][0]["content"] == "Be short."  # type: ignore[index]
+    assert g4f.chat_requests()[-1].json["messages"][0]["content"] == "Be short."
 
 
 async def test_ctrl_c_stops_the_answer_not_the_chat(
@@ -299,8 +301,8 @@ def _terminal_console(width: int, height: int) -> Console:
     )
 
 
-def plain(lines: list[list[object]]) -> list[str]:
-    return ["".join(seg.text for seg in line) for line in lines]  # type: ignore[attr-defined]
+def plain(lines: list[list[Segment]]) -> list[str]:
+    return ["".join(seg.text for seg in line) for line in lines]
 
 
 def squeeze_blank_lines(lines: list[str]) -> list[str]:
@@ -318,8 +320,8 @@ def test_streamed_render_ends_as_a_fresh_render_of_the_whole_text(name: str) -> 
     assert final == GrowingMarkdown().render(console, text, console.options)
     # Block by block, it reads as rich's render of the whole document (rich puts two blank
     # lines around a table where other blocks get one).
-    whole = plain(render_markdown(console, text, console.options))  # type: ignore[arg-type]
-    assert plain(final) == squeeze_blank_lines(whole)  # type: ignore[arg-type]
+    whole = plain(render_markdown(console, text, console.options))
+    assert plain(final) == squeeze_blank_lines(whole)
 
 
 @pytest.mark.parametrize("name", list(SAMPLES))

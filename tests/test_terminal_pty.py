@@ -32,7 +32,7 @@ PROMPT = "> "
 VARIATION_SELECTOR = "\ufe0f"
 
 
-class _AnsweringScreen(pyte.Screen):  # type: ignore[misc]
+class _AnsweringScreen(pyte.Screen):
     """A screen that answers the program's queries (cursor position) like a terminal."""
 
     def __init__(self, columns: int, rows: int, reply: Callable[[str], None]) -> None:
