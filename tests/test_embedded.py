@@ -125,6 +125,10 @@ async def process_ended(pid: int, within: float = 30) -> bool:
         os.close(fd)
 
 
+def command_line(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def refuses_connections(url: str) -> bool:
     parts = httpx.URL(url)
     with socket.socket() as sock:
@@ -413,3 +417,26 @@ async def test_never_does_not_start_it_and_the_user_reads_cannot_reach(
     assert "embedded g4f" not in err
     assert not (tmp_path / "data" / "g4f.log").exists()
     assert g4f.chat_requests() == []
+
+
+async def test_the_api_key_reaches_g4f_in_its_environment_only(
+    g4f: FakeG4F,
+    offline_g4f: dict[str, str],
+    tmp_path: Path,
+    supervised: Callable[..., EmbeddedG4F],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = "fake-test-key-0000"
+    url = local_url()
+    caplog.set_level("INFO", logger="core.embedded")
+    server = await start_embedded_g4f(settings_for(url, tmp_path, g4f_api_key=key))
+    assert server is not None and server.pid is not None
+    supervised(server)
+    assert key.encode() not in command_line(server.pid)
+    assert "started the embedded g4f" in caplog.text and key not in caplog.text
+    without = await ask_through(url, "hello")
+    assert without[0] == 1 and "refused the API key" in without[2]
+    code, out, err = await run_cli(
+        "ask", "hello", env={"G4F_BASE_URL": url, "G4F_RETRIES": "0", "G4F_API_KEY": key}
+    )
+    assert (code, out) == (0, "You said: hello\n"), err
