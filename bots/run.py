@@ -14,6 +14,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 from core.bridge import Bridge
+from core.embedded import EmbeddedG4F, start_embedded_g4f
 from core.http import HealthServer, HttpAddressError, Probe, serve_bridge
 from core.settings import Settings
 
@@ -65,7 +66,9 @@ async def run(settings: Settings, requested: Sequence[str] | None = None) -> int
     platforms = choose_platforms(settings, requested)
     bridge = await Bridge.open(settings)
     health: HealthServer | None = None
+    embedded: EmbeddedG4F | None = None
     try:
+        embedded = await start_embedded_g4f(settings)  # when nothing answers at a local URL
         health = await _start_health(bridge)
         if not platforms:
             from bots.terminal import chat
@@ -78,6 +81,8 @@ async def run(settings: Settings, requested: Sequence[str] | None = None) -> int
             return await chat(bridge)
         return await _serve_until_stopped(bridge, platforms, health)
     finally:
+        if embedded is not None:
+            await embedded.stop()
         if health is not None:
             await health.stop()
         await bridge.close()

@@ -8,6 +8,7 @@ logs or error messages.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,11 +18,13 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.embedded import embedded_listen_address
 from core.limits import Rate
 from core.store.base import check_store_url
 
@@ -143,6 +146,9 @@ class Settings(BaseSettings):
     bridge_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     bridge_log_format: Literal["text", "json"] = "text"
     bridge_http_addr: str = "127.0.0.1:8780"
+    bridge_embedded_g4f: Literal["auto", "always", "never"] = "auto"
+    bridge_embedded_g4f_path: str = ""  # the g4f executable; empty: the one installed with us
+    bridge_embedded_g4f_start_timeout: float = Field(120.0, gt=0)
 
     _split = field_validator(
         "g4f_image_models",
@@ -154,6 +160,31 @@ class Settings(BaseSettings):
         "admin_user_ids",
         mode="before",
     )(_split_commas)
+
+    @field_validator("bridge_embedded_g4f", mode="before")
+    @classmethod
+    def _lower_mode(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("bridge_embedded_g4f")
+    @classmethod
+    def _embedded_needs_local_url(cls, value: str, info: ValidationInfo) -> str:
+        base_url = info.data.get("g4f_base_url")
+        if value == "always" and base_url and embedded_listen_address(base_url) is None:
+            raise ValueError(
+                "always starts g4f on this machine, so G4F_BASE_URL must be "
+                "http://localhost:PORT/v1 or http://127.0.0.1:PORT/v1; use auto or never for "
+                "a server elsewhere"
+            )
+        return value
+
+    @field_validator("bridge_embedded_g4f_path")
+    @classmethod
+    def _g4f_executable(cls, value: str) -> str:
+        value = value.strip()
+        if value and not (Path(value).is_file() and os.access(value, os.X_OK)):
+            raise ValueError("no executable file there (the g4f command of a g4f install)")
+        return value
 
     @field_validator("bridge_log_level", mode="before")
     @classmethod

@@ -23,6 +23,7 @@ async def run_cli(
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("G4F_", "BRIDGE_"))}
     clean["PYTHONPATH"] = str(ROOT)
     clean["BRIDGE_HTTP_ADDR"] = "127.0.0.1:0"  # `run` serves /healthz: never on a fixed port
+    clean["BRIDGE_EMBEDDED_G4F"] = "never"  # tests that want the embedded g4f say so
     clean.update(env or {})
     proc = await asyncio.create_subprocess_exec(
         *CLI,

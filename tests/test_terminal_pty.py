@@ -155,6 +155,7 @@ async def launch(g4f: FakeG4F, tmp_path: Path) -> AsyncIterator[Launch]:
             G4F_RETRIES="0",
             BRIDGE_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
             BRIDGE_DATA_DIR=str(tmp_path / "data"),
+            BRIDGE_EMBEDDED_G4F="never",
         )
         env.update(env_overrides)
         terminal = Terminal(env, tmp_path)
