@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +39,8 @@ from tests.fakes.balancer import RoundRobin
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.telegram_server import FakeTelegram
+from tests.test_cli import CLI, ROOT, api
+from tests.test_http import _endpoint_url
 
 FACTOR = 20.0
 PRIVATE = 4242
@@ -399,3 +404,52 @@ async def test_http_routes_can_be_added_and_removed_while_running(
                 assert response.status == 200
     finally:
         await server.stop()
+
+
+# --- `g4f-bridge run` in webhook mode ------------------------------------------------------
+
+
+async def test_run_serves_the_webhook_on_its_endpoint(g4f: FakeG4F, tmp_path: Path) -> None:
+    """The real CLI process: setWebhook at start, an update posted through the balancer to its
+    endpoint is answered, SIGTERM exits 0 and leaves the webhook set for the other replicas."""
+    g4f.answers["via run"] = "answered by g4f-bridge run"
+    async with FakeTelegram(webhook_retry_seconds=0.05) as telegram, RoundRobin() as balancer:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("G4F_", "BRIDGE_", "TELEGRAM_", "DISCORD_"))
+        }
+        env.update(
+            api(g4f),
+            PYTHONPATH=str(ROOT),
+            BRIDGE_HTTP_ADDR="127.0.0.1:0",
+            BRIDGE_STORE_URL=f"sqlite:///{tmp_path}/s.sqlite3",
+            TELEGRAM_TOKEN=telegram.token,
+            TELEGRAM_BASE_URL=telegram.base_url,
+            TELEGRAM_BASE_FILE_URL=telegram.base_file_url,
+            TELEGRAM_WEBHOOK_URL=balancer.url + PATH,
+            TELEGRAM_WEBHOOK_SECRET="run-secret_0123",
+        )
+        proc = await asyncio.create_subprocess_exec(
+            *CLI, "run", env=env, cwd=tmp_path,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            balancer.add(await asyncio.wait_for(_endpoint_url(proc), 30))
+            await telegram.wait_for(lambda: telegram.webhook_url is not None, timeout=20)
+            telegram.push_text(PRIVATE, "via run")
+            await telegram.wait_for(lambda: bool(telegram.bot_messages(PRIVATE)), timeout=20)
+            await telegram.wait_for(
+                lambda: _regen(telegram.bot_messages(PRIVATE)[0].reply_markup), timeout=20
+            )
+            assert telegram.bot_messages(PRIVATE)[0].text == "answered by g4f-bridge run"
+            assert telegram.calls_named("getUpdates") == []
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+            assert telegram.webhook_url == balancer.url + PATH
+            assert telegram.calls_named("deleteWebhook") == []
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
