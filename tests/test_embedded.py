@@ -13,6 +13,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -76,9 +77,7 @@ def offline_g4f_env(root: Path, upstream: FakeG4F) -> dict[str, str]:
 
 
 @pytest.fixture
-def offline_g4f(
-    g4f: FakeG4F, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
+def offline_g4f(g4f: FakeG4F, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The offline environment, also set in this process (the supervisor passes it on)."""
     require_g4f()
     env = offline_g4f_env(tmp_path, g4f)
@@ -87,8 +86,8 @@ def offline_g4f(
     return env
 
 
-def settings_for(url: str, tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
+def settings_for(url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
         "g4f_base_url": url,
         "g4f_retries": 0,
         "bridge_data_dir": tmp_path / "data",
@@ -114,7 +113,7 @@ async def process_ended(pid: int, within: float = 30) -> bool:
         return True
     loop = asyncio.get_running_loop()
     ended = loop.create_future()
-    loop.add_reader(fd, lambda: ended.done() or ended.set_result(None))
+    loop.add_reader(fd, lambda: None if ended.done() else ended.set_result(None))
     try:
         await asyncio.wait_for(ended, within)
         return True
@@ -291,7 +290,7 @@ async def test_starts_g4f_when_nothing_answers_and_the_bridge_answers_through_it
     code, out, err = await ask_through(url, "hello")
     assert (code, out) == (0, "Hello from the emulator, through g4f.\n"), err
     request = g4f.chat_requests()[-1]
-    assert request.json["messages"][-1]["content"] == "hello"  # type: ignore[index]
+    assert request.json["messages"][-1]["content"] == "hello"
     log = (tmp_path / "data" / "g4f.log").read_text()
     assert "Uvicorn running on http://127.0.0.1:" in log
 
@@ -362,7 +361,7 @@ async def test_make_run_with_nothing_set_up_answers_through_the_embedded_g4f(
     text, log = out.decode(), err.decode()
     assert proc.returncode == 0, log
     assert text == "A free API for many models.\n\nYou said: hello\n\n", log
-    assert [r.json["messages"][-1]["content"] for r in g4f.chat_requests()] == [  # type: ignore[index]
+    assert [r.json["messages"][-1]["content"] for r in g4f.chat_requests()] == [
         "what is g4f?",
         "hello",
     ]
