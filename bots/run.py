@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from core.bridge import Bridge
 from core.embedded import EmbeddedG4F, start_embedded_g4f
-from core.http import HealthServer, HttpAddressError, Probe, serve_bridge
+from core.http import HealthServer, HttpAddressError, Probe, Routes, serve_bridge
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,11 @@ PLATFORMS = ("discord", "telegram")
 
 
 class Serve(Protocol):
-    """An adapter's `serve`: runs until cancelled; sets `ready` once connected."""
+    """An adapter's `serve`: runs until cancelled; sets `ready` once connected; serves any
+    paths of its own (a webhook) on `routes`, the endpoint at BRIDGE_HTTP_ADDR."""
 
     def __call__(
-        self, bridge: Bridge, *, ready: asyncio.Event | None = None
+        self, bridge: Bridge, *, ready: asyncio.Event | None = None, routes: Routes | None = None
     ) -> Coroutine[Any, Any, None]: ...
 
 
@@ -122,7 +123,8 @@ async def _serve_until_stopped(
     tasks: dict[asyncio.Task[None], str] = {}
     for platform in platforms:
         ready = asyncio.Event()
-        task = asyncio.create_task(_server(platform)(bridge, ready=ready), name=platform)
+        serve = _server(platform)
+        task = asyncio.create_task(serve(bridge, ready=ready, routes=health), name=platform)
         tasks[task] = platform
         if health is not None:
             health.add_probe(platform, _connected_probe(task, ready))

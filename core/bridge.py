@@ -34,6 +34,7 @@ from core.client import G4FClient
 from core.clock import Clock, SystemClock
 from core.continuation import CONTINUE_PROMPT, NOTHING_TO_CONTINUE, mark_cut
 from core.conversations import History, Where, build_history, find_parent
+from core.deliveries import FirstSeen, MemoryFirstSeen
 from core.echo import MAX_PROMPT_ECHO, echo
 from core.errors import (
     BridgeError,
@@ -144,6 +145,7 @@ class Bridge:
         clock: Clock | None = None,
         limiter: RateLimiter | None = None,
         locks: LockManager | None = None,
+        deliveries: FirstSeen | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -151,6 +153,8 @@ class Bridge:
         self.clock = clock or SystemClock()
         self.limiter = limiter or MemoryRateLimiter(self.clock)
         self.locks = locks or MemoryLockManager(self.clock)
+        # Which platform deliveries were handled already (by this process, or all sharing Redis).
+        self.deliveries: FirstSeen = deliveries or MemoryFirstSeen()
         self.limits_health: LimitsHealth | None = None  # None: the limits are per process
         self.gate = ConcurrencyGate(settings.bridge_max_concurrency)
         self.metrics = client.metrics  # one set of figures per process (core.metrics)
@@ -186,6 +190,7 @@ class Bridge:
             clock=clock,
             limiter=shared.limiter,
             locks=shared.locks,
+            deliveries=shared.deliveries,
         )
         bridge.limits_health = shared.link
         bridge._on_close.append(shared.aclose)

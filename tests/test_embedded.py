@@ -13,6 +13,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -85,8 +86,8 @@ def offline_g4f(g4f: FakeG4F, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     return env
 
 
-def settings_for(url: str, tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
+def settings_for(url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
         "g4f_base_url": url,
         "g4f_retries": 0,
         "bridge_data_dir": tmp_path / "data",

@@ -236,3 +236,85 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [n.upper() for n in Settings.model_fields if f"`{n.upper()}`" not in readme]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"TELEGRAM_WEBHOOK_URL": "https://bot.example.org/telegram/webhook"},
+            "invalid settings: TELEGRAM_WEBHOOK_URL needs TELEGRAM_WEBHOOK_SECRET",
+        ),
+        (
+            {"TELEGRAM_WEBHOOK_URL": "ftp://bot.example.org/hook"},
+            "invalid setting TELEGRAM_WEBHOOK_URL: must be the public https:// URL",
+        ),
+        (
+            {"TELEGRAM_WEBHOOK_URL": "https://bot.example.org/healthz"},
+            "invalid setting TELEGRAM_WEBHOOK_URL: the path /healthz is the endpoint's own",
+        ),
+        (
+            {"TELEGRAM_WEBHOOK_URL": "https://b.example.org/h", "TELEGRAM_WEBHOOK_SECRET": "a b"},
+            "invalid setting TELEGRAM_WEBHOOK_SECRET: must be 1-256 characters",
+        ),
+        (
+            {
+                "TELEGRAM_WEBHOOK_URL": "https://b.example.org/h",
+                "TELEGRAM_WEBHOOK_SECRET": "x" * 257,
+            },
+            "invalid setting TELEGRAM_WEBHOOK_SECRET: must be 1-256 characters",
+        ),
+        (
+            {
+                "TELEGRAM_WEBHOOK_URL": "https://b.example.org/h",
+                "TELEGRAM_WEBHOOK_SECRET": "ok_secret-1",
+                "BRIDGE_HTTP_ADDR": "off",
+            },
+            "invalid settings: TELEGRAM_WEBHOOK_URL is served by the bridge's HTTP endpoint",
+        ),
+        (
+            {"DISCORD_SHARD_IDS": "0"},
+            "invalid settings: DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT",
+        ),
+        (
+            {"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "1,2"},
+            "invalid settings: DISCORD_SHARD_IDS: shard 2 does not exist with "
+            "DISCORD_SHARD_COUNT=2 (ids are 0 to 1)",
+        ),
+        (
+            {"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "0,0"},
+            "invalid setting DISCORD_SHARD_IDS: a shard id is listed twice",
+        ),
+        (
+            {"DISCORD_SHARD_COUNT": "4", "DISCORD_SHARD_IDS": "first"},
+            "invalid setting DISCORD_SHARD_IDS: shard ids are numbers",
+        ),
+        ({"DISCORD_SHARD_COUNT": "0"}, "invalid setting DISCORD_SHARD_COUNT: must be a number"),
+        ({"DISCORD_SHARD_COUNT": "many"}, "invalid setting DISCORD_SHARD_COUNT: must be a number"),
+    ],
+)
+def test_webhook_and_shard_settings_are_checked(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None)
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_webhook_and_shards_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", "http://lb.internal:8080/tg/hook?x=1")
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "Ab-9_" * 10)
+    monkeypatch.setenv("DISCORD_SHARD_COUNT", "4")
+    monkeypatch.setenv("DISCORD_SHARD_IDS", "3, 1")
+    settings = load_settings(None)
+    assert settings.telegram_webhook_path == "/tg/hook"  # plain http: TLS ends at the balancer
+    assert "Ab-9_" not in repr(settings)
+    assert settings.discord_shard_count == 4 and settings.discord_shards == (3, 1)
+    defaults = load_settings(
+        None, telegram_webhook_url="", discord_shard_count=None, discord_shard_ids=""
+    )
+    assert defaults.telegram_webhook_path is None and defaults.discord_shard_count is None
+    assert defaults.discord_shards == ()

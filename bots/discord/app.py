@@ -52,6 +52,7 @@ from bots.discord.texts import (
 )
 from core.bridge import Bridge, ModelKind
 from core.conversations import Where
+from core.http import Routes
 from core.results import ModelPage, Refusal, StopResult
 from core.settings import Settings, SettingsError
 from core.texts import (
@@ -157,8 +158,9 @@ class BridgeClient(discord.Client):
         *,
         guild_ready_timeout: float | None = None,
         message_content: bool = False,
+        shards: dict[str, Any] | None = None,
     ) -> None:
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = dict(shards or {})
         if guild_ready_timeout is not None:
             options["guild_ready_timeout"] = guild_ready_timeout
         super().__init__(
@@ -541,12 +543,35 @@ def register_commands(bot: BridgeClient) -> None:
         await bot.cmd_status(interaction)
 
 
+class ShardedBridgeClient(BridgeClient, discord.AutoShardedClient):
+    """`BridgeClient` running several shards (or Discord's recommended count) in one process."""
+
+
+def shard_options(settings: Settings) -> tuple[bool, dict[str, Any]]:
+    """Whether this process runs several shards, and the client's shard keyword arguments.
+
+    No DISCORD_SHARD_COUNT: one shard, as ever. One id: that shard of the count. Several ids, a
+    count alone (every shard here) or ``auto``: an AutoShardedClient (``auto`` asks Discord).
+    """
+    count, ids = settings.discord_shard_count, settings.discord_shards
+    if count is None:
+        return False, {}
+    if count == "auto":
+        return True, {}
+    if len(ids) == 1:
+        return False, {"shard_id": ids[0], "shard_count": count}
+    return True, {"shard_count": count, "shard_ids": list(ids) if ids else None}
+
+
 def build_client(bridge: Bridge, *, guild_ready_timeout: float | None = None) -> BridgeClient:
     """A ready-to-run client with its command tree (not logged in)."""
-    return BridgeClient(
+    several, shards = shard_options(bridge.settings)
+    kind = ShardedBridgeClient if several else BridgeClient
+    return kind(
         bridge,
         guild_ready_timeout=guild_ready_timeout,
         message_content=bridge.settings.discord_message_content,
+        shards=shards,
     )
 
 
@@ -560,6 +585,7 @@ async def serve(
     bridge: Bridge,
     *,
     ready: asyncio.Event | None = None,
+    routes: Routes | None = None,
     guild_ready_timeout: float | None = None,
     shutdown_grace: float = SHUTDOWN_GRACE,
 ) -> None:
@@ -568,6 +594,7 @@ async def serve(
     On cancellation, answers still streaming are stopped (they end with "⏹ Stopped."), handlers
     get `shutdown_grace` seconds to finish and are cancelled after that; then the connection
     closes. `ready` is set once the gateway session is ready and the commands are synced.
+    Discord serves no paths of its own: `routes` is unused.
     """
     token = bridge.settings.discord_token
     if token is None:

@@ -53,9 +53,11 @@ from bots.telegram.surface import (
     StreamMode,
     TelegramSurface,
 )
+from bots.telegram.webhook import WebhookReceiver
 from core.attachments import Attachment
 from core.bridge import Bridge
 from core.conversations import Where
+from core.http import Routes
 from core.results import (
     ModelPage,
     Refusal,
@@ -87,6 +89,8 @@ MAX_CALLBACK_ANSWER = 200
 MODEL_PAGE_DATA = re.compile(r"mp:(\d{1,6})")
 MODEL_NAME_DATA = re.compile(r"m:\S.*")
 MODEL_INDEX_DATA = re.compile(r"mi:(\d{1,6}):(\d{1,3})")
+
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 
 COMMANDS = (
     BotCommand("ask", "Ask the AI (in private chats, just write)"),
@@ -657,10 +661,16 @@ def build_application(bridge: Bridge) -> TelegramApp:
     return app
 
 
-async def serve(bridge: Bridge, *, ready: asyncio.Event | None = None) -> None:
-    """Poll Telegram until cancelled; then stop answers, polling and the app cleanly."""
+async def serve(
+    bridge: Bridge, *, ready: asyncio.Event | None = None, routes: Routes | None = None
+) -> None:
+    """Receive updates until cancelled (long polling, or the webhook at TELEGRAM_WEBHOOK_URL
+    served on `routes`); then stop answers, polling and the app cleanly."""
     app = build_application(bridge)
     bot: TelegramBot = app.bot_data[STATE_KEY]
+    webhook_path = bridge.settings.telegram_webhook_path
+    if webhook_path is not None and routes is None:
+        raise SettingsError("TELEGRAM_WEBHOOK_URL is served by BRIDGE_HTTP_ADDR, which is off")
     await app.initialize()
     try:
         try:
@@ -668,19 +678,50 @@ async def serve(bridge: Bridge, *, ready: asyncio.Event | None = None) -> None:
         except TelegramError as exc:
             log.warning("could not set the command list: %s", exc.message)
         await app.start()
-        if app.updater is None:
-            raise RuntimeError("the application has no updater")
-        await app.updater.start_polling(
-            drop_pending_updates=False,
-            allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY],
-        )
-        log.info("Telegram: polling as @%s", app.bot.username)
+        if webhook_path is not None and routes is not None:
+            await _receive_webhooks(app, bridge, routes, webhook_path)
+        else:
+            await _start_polling(app)
         await bridge.end_interrupted(PLATFORM, bot.chat_surface(app.bot))
         if ready is not None:
             ready.set()
         await asyncio.Event().wait()
     finally:
+        if webhook_path is not None and routes is not None:
+            routes.remove_route(webhook_path)  # the webhook stays set: other replicas serve it
         await _shutdown(app, bot)
+
+
+async def _start_polling(app: TelegramApp) -> None:
+    if app.updater is None:
+        raise RuntimeError("the application has no updater")
+    await app.updater.start_polling(
+        drop_pending_updates=False,
+        allowed_updates=ALLOWED_UPDATES,
+    )
+    log.info("Telegram: polling as @%s", app.bot.username)
+
+
+async def _receive_webhooks(app: TelegramApp, bridge: Bridge, routes: Routes, path: str) -> None:
+    """Serve `path`, then tell Telegram to post there (pending updates are kept)."""
+    settings = bridge.settings
+    secret = settings.telegram_webhook_secret
+    if secret is None:  # the settings refuse this; here for the type checker
+        raise SettingsError("TELEGRAM_WEBHOOK_SECRET is not set")
+    routes.add_route(path, WebhookReceiver(app, bridge, secret.get_secret_value()))
+    try:
+        await app.bot.set_webhook(
+            settings.telegram_webhook_url,
+            secret_token=secret.get_secret_value(),
+            allowed_updates=ALLOWED_UPDATES,
+            drop_pending_updates=False,
+        )
+    except TelegramError as exc:
+        raise SettingsError(
+            f"Telegram refused TELEGRAM_WEBHOOK_URL: {exc.message} (Telegram posts only to "
+            "https:// on port 443, 80, 88 or 8443)"
+        ) from None
+    log.info("Telegram: receiving updates as @%s at the webhook path %s", app.bot.username, path)
 
 
 async def _shutdown(app: TelegramApp, bot: TelegramBot) -> None:

@@ -28,6 +28,11 @@ What users see and when (clock time): every message records when its content fir
 non-empty (`FakeMessage.first_visible_at`), the history of its content
 (`FakeMessage.content_history`, one entry per change) and its last applied write
 (`FakeMessage.last_write_at`), so a benchmark can read "first visible" from the platform's side.
+
+Shards: IDENTIFY's ``shard`` [id, count] is checked (id < count, else close 4010 Invalid shard)
+and routes events as Discord does: the guild belongs to shard ``(guild_id >> 22) % count``, so
+only that session gets it in READY, its GUILD_CREATE and its events; DMs go to shard 0.
+GET /gateway/bot recommends `recommended_shards` (1 by default).
 """
 
 from __future__ import annotations
@@ -262,8 +267,29 @@ class _Bucket:
 class _Session:
     id: str
     intents: int
+    shard: tuple[int, int] = (0, 1)
     seq: int = 0
     backlog: deque[JsonObj] = field(default_factory=lambda: deque(maxlen=1000))
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard a guild's events go to (Discord's formula)."""
+    return (guild_id >> 22) % shard_count
+
+
+def _shard_field(raw: object) -> tuple[int, int] | None:
+    """IDENTIFY's shard [id, count], or None when it is not a valid pair."""
+    if not isinstance(raw, list) or len(raw) != 2:
+        return None
+    shard_id, count = raw
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+        return None
+    return (shard_id, count) if 0 <= shard_id < count else None
+
+
+def _receives(session: _Session, guild_id: int | None) -> bool:
+    shard_id, count = session.shard
+    return shard_id == (0 if guild_id is None else shard_of(guild_id, count))
 
 
 @dataclass(eq=False)
@@ -440,6 +466,7 @@ class FakeDiscord:
         self.rate_limited = 0  # 429s answered, all buckets
         self.rate_limited_by_bucket: dict[str, int] = {}  # 429s per bucket kind
         self.identifies: list[JsonObj] = []
+        self.recommended_shards = 1  # what GET /gateway/bot answers
         self.interactions: dict[int, Interaction] = {}
         self.denied_channels: set[int] = set()  # see deny_writes
 
@@ -1146,18 +1173,25 @@ class FakeDiscord:
         if conn.session is not None:
             await conn.ws.close(code=4005, message=b"Already authenticated.")
             return
+        shard = _shard_field(data.get("shard", [0, 1]))
+        if shard is None:
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return
         self.identifies.append(data)
-        session = _Session(id=secrets.token_hex(16), intents=int(data.get("intents", 0)))
+        session = _Session(
+            id=secrets.token_hex(16), intents=int(data.get("intents", 0)), shard=shard
+        )
+        owns_guild = shard_of(self.guild_id, shard[1]) == shard[0]
         self._sessions[session.id] = session
         conn.session = session
         me = {**self._user(self.bot_user_id), "verified": True, "mfa_enabled": False, "flags": 0}
         ready = {
             "v": 10,
             "user": me,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}] if owns_guild else [],
             "session_id": session.id,
             "resume_gateway_url": self.gateway_url,
-            "shard": data.get("shard", [0, 1]),
+            "shard": list(shard),
             "application": {"id": str(self.application_id), "flags": 0},
             "private_channels": [],
             "relationships": [],
@@ -1167,7 +1201,8 @@ class FakeDiscord:
             "geo_ordered_rtc_regions": [],
         }
         await self._send_dispatch(conn, "READY", ready)
-        await self._send_dispatch(conn, "GUILD_CREATE", self._guild_payload())
+        if owns_guild:
+            await self._send_dispatch(conn, "GUILD_CREATE", self._guild_payload())
 
     async def _resume(self, conn: _Conn, data: JsonObj) -> None:
         """RESUME: replay missed events and send RESUMED, or op 9 (not resumable)."""
@@ -1210,8 +1245,15 @@ class FakeDiscord:
         await self._send(conn, frame)
 
     async def _dispatch(self, event: str, data: JsonObj, *, required: bool = False) -> None:
-        """Dispatch an event to every identified connection."""
-        targets = [c for c in self._conns if c.session is not None and not c.ws.closed]
+        """Dispatch an event to every identified connection of the shard it belongs to (the
+        guild's; shard 0 for DMs)."""
+        guild = data.get("guild_id")
+        guild_id = int(guild) if guild is not None else None
+        targets = [
+            c
+            for c in self._conns
+            if c.session is not None and not c.ws.closed and _receives(c.session, guild_id)
+        ]
         if required and not targets:
             raise RuntimeError(f"cannot dispatch {event}: no bot connected to the gateway")
         for conn in targets:
@@ -1629,7 +1671,7 @@ class FakeDiscord:
         """GET /gateway/bot"""
         return 200, {
             "url": self.gateway_url,
-            "shards": 1,
+            "shards": self.recommended_shards,
             "session_start_limit": {
                 "total": 1000,
                 "remaining": 999,
