@@ -103,6 +103,8 @@ MAX_PROMPT_CHARS = 16_000
 TRIMMED_NOTICE = "ℹ️ Older messages were left out to fit the history limit."
 QUEUE_LINE = "⏳ Waiting for a free slot: you are number {position} in line."
 INTERRUPTED_NOTE = "⏹ Interrupted by a restart: ask again."
+RECORD_REFRESH = 30.0  # seconds: a streaming answer's record is refreshed at least this often
+STALE_AFTER = 4 * RECORD_REFRESH  # seconds unrefreshed before another process may end it
 CRASH_NOTE = "⏹ Interrupted: ask again."  # what a process that died left streaming
 FINAL_WRITE_GRACE = 5.0  # seconds for ended answers to make their final writes at shutdown
 
@@ -170,6 +172,7 @@ class Bridge:
         self._running: dict[str, _Answer] = {}
         self._refused: set[tuple[str, str]] = set()
         self._closing = False
+        self._sweeps: dict[str, asyncio.Task[None]] = {}  # per platform, when replicas share
         self._on_close: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
@@ -231,6 +234,9 @@ class Bridge:
 
     async def close(self) -> None:
         self.shutdown()
+        for sweep in self._sweeps.values():
+            sweep.cancel()
+        await asyncio.gather(*self._sweeps.values(), return_exceptions=True)
         await self.client.aclose()
         await self.store.close()
         for close in self._on_close:
@@ -514,11 +520,34 @@ class Bridge:
         Regenerate, and the question and the partial answer stay in the conversation, so a
         reply to it continues. `surface_for(chat_id)` is where a chat's messages are edited
         (None: they cannot be). Adapters call it once connected; returns how many it ended."""
+        if self.limits_health is not None and platform not in self._sweeps:
+            # Replicas share the store: an answer another one streams is not ours to end. Only
+            # records left unrefreshed for a while are, and they are looked for now and then.
+            self._sweeps[platform] = asyncio.create_task(self._sweep(platform, surface_for))
+            return 0
+        return await self._end_left_streaming(platform, surface_for, stale_after=0.0)
+
+    async def _sweep(
+        self, platform: str, surface_for: Callable[[str], MessageSurface | None]
+    ) -> None:
+        while True:
+            await self._end_left_streaming(platform, surface_for, stale_after=STALE_AFTER)
+            await self.clock.sleep(STALE_AFTER / 2)
+
+    async def _end_left_streaming(
+        self,
+        platform: str,
+        surface_for: Callable[[str], MessageSurface | None],
+        *,
+        stale_after: float,
+    ) -> int:
         try:
-            answers = await self.store.streaming_answers(platform)
+            recorded = await self.store.streaming_answers(platform)
         except Exception:
             log.warning("could not read the answers left streaming", exc_info=True)
             return 0
+        now = self.clock.wall()
+        answers = [a for a in recorded if now - a.updated_at >= stale_after]
         for answer in answers:
             try:
                 await self._end_interrupted(answer, surface_for(answer.chat.chat_id))
@@ -807,6 +836,7 @@ class _Answer:
         self._recorder: asyncio.Task[None] | None = None
         self._recorded = False
         self._answered = False
+        self._news = asyncio.Event()
         self.options: RenderOptions
         self.buttons = True  # the surface shows buttons (else /continue stands in)
         self.notes: list[str] = []  # issue 12: lines after the answer (attachments not read)
@@ -866,18 +896,30 @@ class _Answer:
         """The messages show `shown` now: record it (in the background, latest wins)."""
         self._showing = shown
         self._answered = answered
-        if self._recorder is None or self._recorder.done():
+        self._news.set()
+        if self._recorder is None:
             self._recorder = asyncio.create_task(self._record())
 
     async def _record(self) -> None:
-        store = self.bridge.store
-        while (shown := self._showing) is not None:
-            self._showing = None
+        """Save the latest of what the messages show; refresh the record now and then while
+        nothing changes, so that other processes sharing the store see the answer is alive."""
+        store, clock = self.bridge.store, self.bridge.clock
+        latest: list[tuple[MessageRef, str]] = []
+        while True:
+            latest, self._showing = self._showing or latest, None
+            self._news.clear()
             try:
-                await store.save_streaming(self._streaming(shown))
+                await store.save_streaming(self._streaming(latest))
                 self._recorded = True
             except Exception:  # a lost record only costs the recovery of this answer
                 log.warning("could not record a streaming answer", exc_info=True)
+            news = asyncio.ensure_future(self._news.wait())
+            refresh = asyncio.ensure_future(clock.sleep(RECORD_REFRESH))
+            try:
+                await asyncio.wait({news, refresh}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                news.cancel()
+                refresh.cancel()
 
     def _streaming(self, shown: list[tuple[MessageRef, str]]) -> StreamingAnswer:
         return StreamingAnswer(
@@ -894,6 +936,7 @@ class _Answer:
         """The final write is done (or the messages are gone): nothing left to recover."""
         self._showing = None
         if self._recorder is not None:
+            self._recorder.cancel()
             await asyncio.gather(self._recorder, return_exceptions=True)
         if self._recorded:
             key = self._streaming([]).key

@@ -15,12 +15,20 @@ import os
 import sqlite3
 from pathlib import Path
 
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from core.bridge import STALE_AFTER, Bridge
 from core.render.renderer import INDICATOR
+from core.store.base import ChatKey, StreamingAnswer
+from tests.conftest import MakeSettings, service_missing
 from tests.fakes.g4f_server import FakeG4F
+from tests.fakes.surface import ChatServer, RecordingSurface
 from tests.fakes.telegram_server import FakeTelegram
 from tests.test_cli import CLI, ROOT, api
 
 GROUP = -100777
+REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 def _env(g4f: FakeG4F, telegram: FakeTelegram, tmp_path: Path) -> dict[str, str]:
@@ -130,3 +138,44 @@ async def test_a_killed_answer_is_ended_in_place_and_its_conversation_goes_on(
             assert roles[-1] == ("user", "and then?")
         finally:
             await _stop(second)
+
+
+async def test_with_replicas_sharing_the_store_only_stale_records_are_ended(
+    make_settings: MakeSettings, g4f: FakeG4F
+) -> None:
+    """Another replica may be streaming a fresh record's answer: it is left alone; one left
+    unrefreshed past STALE_AFTER is ended by the sweep."""
+    probe = Redis.from_url(REDIS_URL)
+    try:
+        await probe.ping()
+    except (RedisConnectionError, OSError) as exc:
+        service_missing(f"no Redis at {REDIS_URL}: {exc}")
+    finally:
+        await probe.aclose()
+    bridge = await Bridge.open(make_settings(bridge_limits_url=REDIS_URL))
+    try:
+        assert bridge.limits_health is not None  # replicas share limits (and so the store)
+        chat = ChatServer(clock=bridge.clock, interval=0.001, burst=10)
+        s = RecordingSurface(chat, chat="room", max_length=4000)
+        now = bridge.clock.wall()
+        refs = {}
+        for name, updated_at in (("alive", now), ("dead", now - 2 * STALE_AFTER)):
+            ref = refs[name] = await s.send(f"{name} text" + INDICATOR)
+            question = await bridge.store.add_turn(
+                parent_id=None, role="user", content=name, model=None, created_at=now
+            )
+            await bridge.store.save_streaming(
+                StreamingAnswer(
+                    ChatKey("test", "room"), "u1", question.id, "m",
+                    ((ref.id, f"{name} text" + INDICATOR),), updated_at,
+                )
+            )  # fmt: skip
+        assert await bridge.end_interrupted("test", lambda chat_id: s) == 0  # the sweep's job
+        async with asyncio.timeout(10):
+            while not chat.messages[refs["dead"].id].endswith("Interrupted: ask again."):
+                await asyncio.sleep(0.01)
+        assert chat.messages[refs["alive"].id] == "alive text" + INDICATOR
+        left = await bridge.store.streaming_answers("test")
+        assert [a.messages[0][0] for a in left] == [refs["alive"].id]
+    finally:
+        await bridge.close()
