@@ -16,7 +16,14 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from core.errors import StoreBusy, StoreOpenFailed, StoreReadOnly, StoreUnreachable
+from core.errors import (
+    StoreBusy,
+    StoreDiskError,
+    StoreOpenFailed,
+    StoreReadOnly,
+    StoreUnavailable,
+    StoreUnreachable,
+)
 from core.settings import SettingsError, load_settings
 from core.store.base import ChatKey, Head, MessageKey, StoreError, Turn, open_store
 from core.store.postgres import (
@@ -27,6 +34,7 @@ from core.store.postgres import (
     parse_postgres_url,
     redacted_url,
     schema_version,
+    unavailable_error,
 )
 from tests.fakes.redis_server import free_port
 
@@ -351,3 +359,39 @@ async def test_the_pool_bounds_connections_and_serves_many_tasks(
         assert opened == 3
     finally:
         await s.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (asyncpg.DiskFullError("could not extend file"), StoreDiskError),
+        (asyncpg.exceptions.PostgresIOError("could not read block"), StoreDiskError),
+        (asyncpg.exceptions.DataCorruptedError("invalid page"), StoreDiskError),
+        (asyncpg.exceptions.DeadlockDetectedError("deadlock detected"), StoreBusy),
+        (asyncpg.exceptions.TooManyConnectionsError("too many clients"), StoreBusy),
+        (asyncpg.exceptions.QueryCanceledError("statement timeout"), StoreBusy),
+        (asyncpg.exceptions.AdminShutdownError("terminating connection"), StoreUnreachable),
+        (asyncpg.exceptions.CannotConnectNowError("the database is starting up"), StoreUnreachable),
+        (asyncpg.exceptions.InsufficientPrivilegeError("permission denied"), StoreReadOnly),
+        (ConnectionResetError(104, "Connection reset by peer"), StoreUnreachable),
+        (TimeoutError(), StoreBusy),
+    ],
+)
+def test_server_failures_the_live_tests_cannot_provoke_map_onto_the_family(
+    error: BaseException, kind: type[StoreUnavailable]
+) -> None:
+    typed = unavailable_error(error, scrub=PASSWORD)
+    assert type(typed) is kind
+    assert typed.user_message.startswith("I can't reach my conversation store")
+
+
+def test_errors_that_are_bugs_stay_themselves() -> None:
+    assert unavailable_error(asyncpg.exceptions.UndefinedTableError("no table")) is None
+    assert unavailable_error(asyncpg.exceptions.UniqueViolationError("duplicate key")) is None
+    assert unavailable_error(ValueError("x")) is None
+
+
+def test_a_password_the_server_echoes_is_scrubbed() -> None:
+    typed = unavailable_error(OSError(f"cannot connect with {PASSWORD}"), scrub=PASSWORD)
+    assert typed is not None
+    assert_no_password(typed.detail, typed)
