@@ -395,3 +395,19 @@ def test_a_password_the_server_echoes_is_scrubbed() -> None:
     typed = unavailable_error(OSError(f"cannot connect with {PASSWORD}"), scrub=PASSWORD)
     assert typed is not None
     assert_no_password(typed.detail, typed)
+    decoded = unavailable_error(OSError("sent p@ss/word"), scrub="p%40ss%2Fword")
+    assert decoded is not None and "p@ss/word" not in decoded.detail
+
+
+async def test_nul_characters_of_hostile_input_are_stored_as_replacement_characters(
+    store: PostgresConversationStore,
+) -> None:
+    turn = await store.add_turn(
+        parent_id=None, role="user", content="a\x00b", model=None, created_at=T0
+    )
+    assert turn.content == "a\ufffdb"
+    await store.set_turn_content(turn.id, "\x00end")
+    stored = await store.get_turn(turn.id)
+    assert stored is not None and stored.content == "\ufffdend"
+    await store.set_preference("chat:alpha:1", "system_prompt", "be\x00brief")
+    assert await store.get_preference("chat:alpha:1", "system_prompt") == "be\ufffdbrief"

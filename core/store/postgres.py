@@ -7,9 +7,11 @@ holding a transaction-scoped advisory lock, so several replicas starting at once
 migration twice. Migrations are only ever appended, never edited. The version numbers match the
 SQLite store's (version 3 has the same tables in both).
 
-Every method runs one autocommitted statement on a connection borrowed from the pool, so many
-tasks (and many processes) use the store at once. The tables live in the connection's current
-schema: ``?search_path=NAME`` in the URL puts them in another (existing) schema.
+Text is stored as given, except NUL characters, which PostgreSQL's TEXT cannot hold: they become
+U+FFFD (`storable`). Every method runs one autocommitted statement on a connection borrowed from
+the pool, so many tasks (and many processes) use the store at once. The tables live in the
+connection's current schema: ``?search_path=NAME`` in the URL puts them in another (existing)
+schema.
 
 Failures of the server are typed (core.errors): a server that refuses or drops the connection or
 is shutting down raises `StoreUnreachable`, a lock, deadlock, statement timeout or an exhausted
@@ -25,7 +27,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import asyncpg
 
@@ -234,7 +236,17 @@ def unavailable_error(exc: BaseException, *, scrub: str = "") -> StoreUnavailabl
 
 
 def _scrubbed(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
+    """`text` without `secret`, as written in the URL or percent-decoded."""
+    for form in {secret, unquote(secret)}:
+        if form:
+            text = text.replace(form, "***")
+    return text
+
+
+def storable(text: str) -> str:
+    """`text` as PostgreSQL can store it: a NUL character (which TEXT cannot hold, and which only
+    hostile input carries) becomes U+FFFD, the replacement character."""
+    return text.replace("\x00", "\ufffd")
 
 
 def _turn_from_row(row: Any) -> Turn:
@@ -293,9 +305,10 @@ class PostgresConversationStore:
         connect_timeout: float = CONNECT_TIMEOUT,
         command_timeout: float = COMMAND_TIMEOUT,
     ) -> None:
-        parse_postgres_url(url)
-        self._url = url
-        self._password = urlsplit(url).password or ""
+        parts = parse_postgres_url(url)
+        # asyncpg takes the scheme in lower case only.
+        self._url = parts._replace(scheme=parts.scheme.lower()).geturl()
+        self._password = parts.password or ""
         self._min_size = min_size
         self._max_size = max_size
         self._connect_timeout = connect_timeout
@@ -366,7 +379,7 @@ class PostgresConversationStore:
         rows = await self._run(
             f"INSERT INTO turns (parent_id, role, content, model, created_at) "
             f"VALUES ($1, $2, $3, $4, $5) RETURNING {_TURN_COLUMNS}",
-            (parent_id, as_role(role), content, model, float(created_at)),
+            (parent_id, as_role(role), storable(content), model, float(created_at)),
             turn_id=parent_id,
         )
         return _turn_from_row(rows[0])
@@ -374,7 +387,8 @@ class PostgresConversationStore:
     async def set_turn_content(self, turn_id: int, content: str) -> None:
         """Replace a turn's text; raises `TurnNotFoundError` when the turn is unknown."""
         rows = await self._run(
-            "UPDATE turns SET content = $1 WHERE id = $2 RETURNING id", (content, turn_id)
+            "UPDATE turns SET content = $1 WHERE id = $2 RETURNING id",
+            (storable(content), turn_id),
         )
         if not rows:
             raise TurnNotFoundError(turn_id)
@@ -450,7 +464,7 @@ class PostgresConversationStore:
         await self._run(
             "INSERT INTO preferences (scope, name, value) VALUES ($1, $2, $3) "
             "ON CONFLICT (scope, name) DO UPDATE SET value = excluded.value",
-            (scope, name, value),
+            (scope, name, storable(value)),
         )
 
     async def save_streaming(self, answer: StreamingAnswer) -> None:
@@ -468,7 +482,7 @@ class PostgresConversationStore:
                 answer.user_id,
                 answer.question_id,
                 answer.model,
-                json.dumps([list(m) for m in answer.messages], ensure_ascii=False),
+                json.dumps([[m, storable(t)] for m, t in answer.messages], ensure_ascii=False),
                 answer.answered,
                 float(answer.updated_at),
             ),
