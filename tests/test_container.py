@@ -118,7 +118,7 @@ async def test_run_is_healthy_ready_and_stops_on_sigterm(g4f: FakeG4F) -> None:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
                 ready = await _ready(http)
                 assert ready.json()["checks"] == {
-                    "api": "ok", "limits": "ok", "store": "ok", "telegram": "ok"
+                    "accepting": "ok", "api": "ok", "limits": "ok", "store": "ok", "telegram": "ok"
                 }  # fmt: skip
                 assert (await http.get("/healthz")).status_code == 200
                 assert "g4f_bridge_streams_active" in (await http.get("/metrics")).text

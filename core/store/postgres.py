@@ -324,11 +324,6 @@ class PostgresConversationStore:
         """The store's URL without its password."""
         return redacted_url(self._url)
 
-    @property
-    def max_size(self) -> int:
-        """The most connections the pool opens."""
-        return self._max_size
-
     async def open(self) -> None:
         """Open the pool and apply missing migrations."""
         async with self._lock:
