@@ -162,11 +162,16 @@ async def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
     """The interactive terminal chat."""
     from bots.terminal import chat
     from core.bridge import Bridge
+    from core.embedded import EmbeddedG4F, start_embedded_g4f
 
     bridge = await Bridge.open(settings)
+    embedded: EmbeddedG4F | None = None
     try:
+        embedded = await start_embedded_g4f(settings)  # when nothing answers at a local URL
         return await chat(bridge)
     finally:
+        if embedded is not None:
+            await embedded.stop()
         await bridge.close()
 
 

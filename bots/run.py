@@ -14,7 +14,8 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 from core.bridge import Bridge
-from core.http import HealthServer, HttpAddressError, Probe, serve_bridge
+from core.embedded import EmbeddedG4F, start_embedded_g4f
+from core.http import HealthServer, HttpAddressError, Probe, Routes, serve_bridge
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,10 +24,11 @@ PLATFORMS = ("discord", "telegram")
 
 
 class Serve(Protocol):
-    """An adapter's `serve`: runs until cancelled; sets `ready` once connected."""
+    """An adapter's `serve`: runs until cancelled; sets `ready` once connected; serves any
+    paths of its own (a webhook) on `routes`, the endpoint at BRIDGE_HTTP_ADDR."""
 
     def __call__(
-        self, bridge: Bridge, *, ready: asyncio.Event | None = None
+        self, bridge: Bridge, *, ready: asyncio.Event | None = None, routes: Routes | None = None
     ) -> Coroutine[Any, Any, None]: ...
 
 
@@ -65,7 +67,9 @@ async def run(settings: Settings, requested: Sequence[str] | None = None) -> int
     platforms = choose_platforms(settings, requested)
     bridge = await Bridge.open(settings)
     health: HealthServer | None = None
+    embedded: EmbeddedG4F | None = None
     try:
+        embedded = await start_embedded_g4f(settings)  # when nothing answers at a local URL
         health = await _start_health(bridge)
         if not platforms:
             from bots.terminal import chat
@@ -78,6 +82,8 @@ async def run(settings: Settings, requested: Sequence[str] | None = None) -> int
             return await chat(bridge)
         return await _serve_until_stopped(bridge, platforms, health)
     finally:
+        if embedded is not None:
+            await embedded.stop()
         if health is not None:
             await health.stop()
         await bridge.close()
@@ -117,7 +123,8 @@ async def _serve_until_stopped(
     tasks: dict[asyncio.Task[None], str] = {}
     for platform in platforms:
         ready = asyncio.Event()
-        task = asyncio.create_task(_server(platform)(bridge, ready=ready), name=platform)
+        serve = _server(platform)
+        task = asyncio.create_task(serve(bridge, ready=ready, routes=health), name=platform)
         tasks[task] = platform
         if health is not None:
             health.add_probe(platform, _connected_probe(task, ready))

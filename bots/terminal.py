@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import TextIO
 
 from bots.terminal_io.keyboard import (
     MENU_ROWS,
@@ -26,18 +26,27 @@ from bots.terminal_io.keyboard import (
 )
 from bots.terminal_io.logs import WarningTally, logs_to_file, open_private
 from bots.terminal_io.output import PlainView, RichView, View, make_console
+from core.attachments import MAX_ATTACHMENT_BYTES, Attachment
 from core.bridge import Bridge
 from core.conversations import Where
 from core.errors import BridgeError
 from core.render.limits import Bucket
 from core.render.renderer import INDICATOR
-from core.render.surface import Button, MessageRef, SurfaceLimits, SurfaceRejected, WriteLimits
+from core.render.surface import (
+    Activity,
+    Button,
+    MessageRef,
+    SurfaceLimits,
+    SurfaceRejected,
+    WriteLimits,
+)
 from core.results import (
     ConversationReset,
     ModelChosen,
     Refusal,
     Status,
     SystemPromptSet,
+    WebSearchSet,
 )
 from core.texts import (
     current_model_text,
@@ -45,6 +54,7 @@ from core.texts import (
     persona_text,
     reset_text,
     status_text,
+    web_search_text,
 )
 
 # The terminal's limits, in this one place: no platform rate limit, only its own redraw rate
@@ -56,6 +66,7 @@ LIMITS = SurfaceLimits(
     room="terminal",
     writes=WriteLimits(send=_REDRAW, edit=_REDRAW),
     placeholder=None,  # Ctrl-C stops an answer: no message to hang a Stop button on
+    buttons=False,  # commands (/continue) stand in for buttons
 )
 
 HISTORY_FILE = "chat-history"
@@ -66,6 +77,9 @@ COMMANDS = {
     "/models": "list chat models: /models [filter]",
     "/more": "the next page of /models",
     "/model": "choose a model: /model NAME",
+    "/continue": "the rest of an answer cut at the length limit",
+    "/image": "ask about a picture or a text file: /image PATH QUESTION",
+    "/web": "ask searching the web: /web QUESTION (alone: web search on/off)",
     "/imagine": "draw and save an image: /imagine PROMPT",
     "/system": "set the persona ('' resets): /system TEXT",
     "/reset": "start a new conversation",
@@ -145,7 +159,7 @@ class TerminalSurface:
         self._view.say(f"{caption}\nSaved {path}")
         return MessageRef(str(path))
 
-    async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
+    async def activity(self, kind: Activity) -> None:
         if kind == "typing" and not self._texts:
             if self._before_write is not None:
                 self._before_write()
@@ -252,6 +266,15 @@ class TerminalChat:
         bridge, where = self.bridge, self.where
         if command == "":
             await self._ask(arg)
+        elif command == "/continue":
+            await self._continue()
+        elif command == "/image":
+            await self._ask_with_file(arg)
+        elif command == "/web":
+            if arg:
+                await self._ask(arg, web_search=True)
+            else:
+                self._show(await bridge.set_web_search(where))
         elif command == "/imagine":
             self.view.say("Drawing…", "notice")
             surface = self._surface()
@@ -284,11 +307,45 @@ class TerminalChat:
     def _surface(self) -> TerminalSurface:
         return TerminalSurface(self.view, image_dir=self._image_dir, before_write=self._on_write)
 
-    async def _ask(self, prompt: str) -> None:
+    async def _ask_with_file(self, arg: str) -> None:
+        """/image PATH QUESTION: the file (a picture or a text file) goes with the question."""
+        path_text, _, question = arg.partition(" ")
+        if not path_text:
+            self.view.say("Usage: /image PATH QUESTION", "refusal")
+            return
+        path = Path(path_text)
+        try:
+            data, too_big = await asyncio.to_thread(_read_capped, path)
+        except OSError as exc:
+            self.view.say(f"Cannot read {path_text}: {exc.strerror or exc}", "refusal")
+            return
+        await self._ask(question, [Attachment(path.name, data, too_big=too_big)])
+
+    async def _ask(
+        self,
+        prompt: str,
+        attachments: Sequence[Attachment] = (),
+        *,
+        web_search: bool | None = None,
+    ) -> None:
         surface = self._surface()
         self._answering = True
         try:
-            result = await self.bridge.ask(self.where, prompt, surface)
+            result = await self.bridge.ask(
+                self.where, prompt, surface, attachments=attachments, web_search=web_search
+            )
+        finally:
+            self._answering = False
+            if surface.wrote:
+                self.view.end_answer()
+        if isinstance(result, Refusal) and not result.quiet:
+            self.view.say(result.message, "refusal")
+
+    async def _continue(self) -> None:
+        surface = self._surface()
+        self._answering = True
+        try:
+            result = await self.bridge.continue_answer(self.where, surface)
         finally:
             self._answering = False
             if surface.wrote:
@@ -329,7 +386,17 @@ class TerminalChat:
             view.say(reset_text(result))
         elif isinstance(result, Status):
             view.say(status_text(result))
+        elif isinstance(result, WebSearchSet):
+            view.say(web_search_text(result))
         # An image (Imagined) was shown by the surface: saved, or the error in its place.
+
+
+def _read_capped(path: Path) -> tuple[bytes, bool]:
+    """A file's bytes, unless it is larger than an attachment may be: (b"", True) then."""
+    path = path.expanduser()
+    if path.stat().st_size > MAX_ATTACHMENT_BYTES:
+        return b"", True
+    return path.read_bytes(), False
 
 
 def _local_user() -> str:

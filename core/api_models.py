@@ -16,11 +16,44 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
+class TextPart(BaseModel):
+    """A text part of a message's content (OpenAI content parts)."""
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImageUrl(BaseModel):
+    url: str  # a data URI (data:image/png;base64,...): the bridge sends images inline
+
+
+class ImagePart(BaseModel):
+    """An image part of a message's content (OpenAI content parts)."""
+
+    type: Literal["image_url"] = "image_url"
+    image_url: ImageUrl
+
+
+ContentPart = TextPart | ImagePart
+
+
 class ChatMessage(BaseModel):
-    """One message of a chat request."""
+    """One message of a chat request: plain text, or content parts (text and images)."""
 
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str | list[ContentPart]
+
+    def text_for_count(self) -> str:
+        """The message's text (its text parts joined), for budgets and estimates."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    @property
+    def has_images(self) -> bool:
+        return not isinstance(self.content, str) and any(
+            isinstance(p, ImagePart) for p in self.content
+        )
 
 
 class ChatRequest(BaseModel):
@@ -32,6 +65,7 @@ class ChatRequest(BaseModel):
     provider: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    web_search: bool | None = None  # g4f: let the provider search the web (None: not sent)
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

@@ -19,15 +19,32 @@ import difflib
 import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Literal, ParamSpec, TypeVar
 
 from core.api_models import ChatMessage, ModelInfo, StreamDelta
+from core.attachments import (
+    Attachment,
+    ImagesNotSupported,
+    StoredImage,
+    sort_attachments,
+)
 from core.client import G4FClient
 from core.clock import Clock, SystemClock
+from core.continuation import CONTINUE_PROMPT, NOTHING_TO_CONTINUE, mark_cut
 from core.conversations import History, Where, build_history, find_parent
+from core.deliveries import FirstSeen, MemoryFirstSeen
 from core.echo import MAX_PROMPT_ECHO, echo
-from core.errors import BridgeError, InternalFault, StoreUnavailable, UpstreamError
+from core.errors import (
+    BridgeError,
+    InternalFault,
+    ModelNotOffered,
+    ModelUnavailable,
+    RequestRejected,
+    StoreUnavailable,
+    UpstreamError,
+)
 from core.limits import (
     AccessPolicy,
     ConcurrencyGate,
@@ -41,6 +58,7 @@ from core.limits import (
 from core.logs import follows_answer
 from core.render.renderer import (
     INDICATOR,
+    KEEPALIVE_INTERVAL,
     Outcome,
     RenderOptions,
     StreamRenderer,
@@ -48,7 +66,14 @@ from core.render.renderer import (
 )
 from core.render.scheduler import WriteScheduler
 from core.render.split import join_parts
-from core.render.surface import Button, MessageRef, MessageSurface, SurfaceError, WriteKind
+from core.render.surface import (
+    Activity,
+    Button,
+    MessageRef,
+    MessageSurface,
+    SurfaceError,
+    WriteKind,
+)
 from core.results import (
     Answered,
     ConversationReset,
@@ -60,10 +85,13 @@ from core.results import (
     Status,
     StopResult,
     SystemPromptSet,
+    WebSearchSet,
 )
 from core.settings import Settings
+from core.sources import SourceCollector, sources_line
 from core.store.base import ConversationStore, StreamingAnswer, Turn, open_store
 from core.text import clean_text
+from core.usage import AnswerTally, start_of_day
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,7 +99,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 REGENERATE_BUTTON = Button("regenerate", "🔁 Regenerate")
-ACTIVITY_REPEAT = 4.0  # chat actions fade after ~5 s
 MAX_PROMPT_CHARS = 16_000
 TRIMMED_NOTICE = "ℹ️ Older messages were left out to fit the history limit."
 QUEUE_LINE = "⏳ Waiting for a free slot: you are number {position} in line."
@@ -118,6 +145,7 @@ class Bridge:
         clock: Clock | None = None,
         limiter: RateLimiter | None = None,
         locks: LockManager | None = None,
+        deliveries: FirstSeen | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -125,6 +153,8 @@ class Bridge:
         self.clock = clock or SystemClock()
         self.limiter = limiter or MemoryRateLimiter(self.clock)
         self.locks = locks or MemoryLockManager(self.clock)
+        # Which platform deliveries were handled already (by this process, or all sharing Redis).
+        self.deliveries: FirstSeen = deliveries or MemoryFirstSeen()
         self.limits_health: LimitsHealth | None = None  # None: the limits are per process
         self.gate = ConcurrencyGate(settings.bridge_max_concurrency)
         self.metrics = client.metrics  # one set of figures per process (core.metrics)
@@ -160,6 +190,7 @@ class Bridge:
             clock=clock,
             limiter=shared.limiter,
             locks=shared.locks,
+            deliveries=shared.deliveries,
         )
         bridge.limits_health = shared.link
         bridge._on_close.append(shared.aclose)
@@ -278,10 +309,21 @@ class Bridge:
         *,
         reply_to: str | None = None,
         model: str | None = None,
+        attachments: Sequence[Attachment] = (),
+        web_search: bool | None = None,
     ) -> Answered | Refusal:
-        """Answer `prompt` on `surface`, continuing the conversation the rules pick."""
+        """Answer `prompt` on `surface`, continuing the conversation the rules pick;
+        `attachments` (images, text files) go with it (core.attachments); `web_search`: let
+        the model search the web (None: this chat's setting, see `set_web_search`)."""
         prompt = clean_text(prompt).strip()
         refusal = _check_prompt(prompt, "Please write a question after the command.")
+        # --- issue 12: attachments ---
+        files = sort_attachments(attachments, max_image_bytes=self.settings.g4f_image_max_bytes)
+        if attachments and not (files.images or files.texts):
+            refusal = refusal or Refusal(RefusalReason.UNSUPPORTED, " ".join(files.refused))
+        if refusal is None and files.texts:
+            prompt = files.prompt_with_files(prompt)
+        # --- end issue 12 ---
         if refusal is None:
             refusal = await self._admit(where)
         if refusal is not None:
@@ -293,7 +335,10 @@ class Bridge:
             now=self.clock.wall(),
             idle_seconds=self.settings.bridge_conversation_idle_minutes * 60,
         )
-        return await self._answer(where, surface, parent, prompt, model, user_turn=None)
+        return await self._answer(
+            where, surface, parent, prompt, model, user_turn=None,
+            images=files.images, notes=files.refused, web_search=web_search,
+        )  # fmt: skip
 
     @follows_answer
     @_apologizes
@@ -316,6 +361,45 @@ class Bridge:
         return await self._answer(
             where, surface, question.parent_id, question.content, None, user_turn=question
         )
+
+    # --- features (issue 12): continue a cut answer ---------------------------------------
+    @follows_answer
+    @_apologizes
+    async def continue_answer(
+        self, where: Where, surface: MessageSurface, *, message_id: str | None = None
+    ) -> Answered | Refusal:
+        """Ask for the rest of an answer cut at the length limit: a new answer replying to it
+        (the answer showing in `message_id`, else this chat's latest answer)."""
+        refusal = await self._admit(where)
+        if refusal is not None:
+            return refusal
+        if message_id is not None:
+            turn_id = await self.store.turn_for_message(where.message(message_id))
+        else:
+            head = await self.store.get_head(where.chat)
+            turn_id = head.turn_id if head is not None else None
+        answer = await self.store.get_turn(turn_id) if turn_id is not None else None
+        if answer is None or answer.role != "assistant":
+            return Refusal(RefusalReason.NOT_FOUND, NOTHING_TO_CONTINUE)
+        return await self._answer(
+            where, surface, answer.id, CONTINUE_PROMPT, answer.model, user_turn=None
+        )
+
+    # --- features (issue 12): web search ----------------------------------------------------
+    async def web_search_for(self, where: Where) -> bool:
+        """Whether answers in this chat search the web (off unless turned on here)."""
+        return await self.store.get_preference(_chat_scope(where), "web_search") == "on"
+
+    @_apologizes
+    async def set_web_search(self, where: Where, on: bool | None = None) -> WebSearchSet | Refusal:
+        """Turn web search on or off for this chat (None: the other way round)."""
+        refusal = self.check_access(where)
+        if refusal is not None:
+            return refusal
+        if on is None:
+            on = not await self.web_search_for(where)
+        await self.store.set_preference(_chat_scope(where), "web_search", "on" if on else None)
+        return WebSearchSet(on)
 
     def stop(self, where: Where, message_id: str) -> StopResult:
         """Stop the answer showing in `message_id` (its asker or an admin may)."""
@@ -344,6 +428,9 @@ class Bridge:
         model: str | None,
         *,
         user_turn: Turn | None,
+        images: Sequence[StoredImage] = (),
+        notes: Sequence[str] = (),
+        web_search: bool | None = None,
     ) -> Answered | Refusal:
         lease = await self.locks.try_acquire(
             _inflight_key(where), ttl=self.settings.g4f_timeout_total + 60
@@ -356,7 +443,10 @@ class Bridge:
             )
         try:
             chosen = model or await self.model_for(where)
-            history = await self._history(where, parent, prompt)
+            if user_turn is not None:  # a question asked again brings its images again
+                kept = await self.store.images_of([user_turn.id])
+                images = [StoredImage(*image) for image in kept.get(user_turn.id, [])]
+            history = await self._history(where, parent, prompt, images)
             if user_turn is None:
                 user_turn = await self.store.add_turn(
                     parent_id=parent,
@@ -365,22 +455,35 @@ class Bridge:
                     model=None,
                     created_at=self.clock.wall(),
                 )
+                if images:  # stored once, with the question
+                    await self.store.add_images(
+                        user_turn.id, [(i.content_type, i.data) for i in images]
+                    )
             answer = _Answer(self, where, user_turn, lease, chosen)
+            answer.notes = list(notes)
+            answer.web_search = (
+                await self.web_search_for(where) if web_search is None else web_search
+            )
             return await answer.stream(history, surface)
         finally:
             await self.locks.release(lease)
 
-    async def _history(self, where: Where, parent: int | None, prompt: str) -> History:
+    async def _history(
+        self, where: Where, parent: int | None, prompt: str, images: Sequence[StoredImage] = ()
+    ) -> History:
         s = self.settings
         # One turn more than fits tells whether anything was left out.
         limit = s.bridge_history_max_messages + 1
         earlier = await self.store.chain(parent, limit=limit) if parent else []
+        kept = await self.store.images_of([t.id for t in earlier if t.role == "user"])
         return build_history(
             await self.system_prompt_for(where),
             earlier,
             prompt,
             max_messages=s.bridge_history_max_messages,
             max_chars=s.bridge_history_max_chars,
+            images={turn: [StoredImage(*i) for i in found] for turn, found in kept.items()},
+            new_images=images,
         )
 
     async def _remember(
@@ -483,7 +586,7 @@ class Bridge:
         if refusal is not None:
             return refusal
         chosen = model or self.settings.g4f_image_model
-        activity = asyncio.create_task(self._keep_activity(surface, "upload_photo"))
+        activity = asyncio.create_task(self._keep_activity(surface, "drawing"))
         try:
             async with self.gate.slot():
                 image = await self.client.generate_image(prompt, model=chosen, size=size)
@@ -511,15 +614,13 @@ class Bridge:
             return Imagined(image.model, ref, error="upload failed")
         return Imagined(image.model, ref, revised_prompt=image.revised_prompt)
 
-    async def _keep_activity(
-        self, surface: MessageSurface, kind: Literal["typing", "upload_photo"]
-    ) -> None:
+    async def _keep_activity(self, surface: MessageSurface, kind: Activity) -> None:
         while True:
             try:
                 await surface.activity(kind)
             except SurfaceError:
                 return
-            await self.clock.sleep(ACTIVITY_REPEAT)
+            await self.clock.sleep(KEEPALIVE_INTERVAL)
 
     # --- models -----------------------------------------------------------------------------
     async def _models(self) -> list[ModelInfo] | Refusal:
@@ -655,8 +756,14 @@ class Bridge:
         head = await self.store.get_head(where.chat)
         idle = self.settings.bridge_conversation_idle_minutes * 60
         turns = 0
+        conversation_tokens = 0
         if head is not None and (idle <= 0 or self.clock.wall() - head.updated_at <= idle):
-            turns = len(await self.store.chain(head.turn_id, limit=10_000))
+            chain = await self.store.chain(head.turn_id, limit=10_000)
+            turns = len(chain)
+            conversation_tokens = await self.store.tokens_of_turns([t.id for t in chain])
+        tokens_today = await self.store.tokens_since(
+            _user_scope(where, per_chat=False), start_of_day(self.clock.wall())
+        )
         busy = await self.locks.held(_inflight_key(where))
         return Status(
             model=await self.model_for(where),
@@ -668,6 +775,9 @@ class Bridge:
             busy=busy,
             queue_waiting=self.gate.waiting,
             limits_degraded=self.limits_degraded,
+            web_search=await self.web_search_for(where),
+            tokens_today=tokens_today,
+            conversation_tokens=conversation_tokens,
         )
 
 
@@ -697,22 +807,31 @@ class _Answer:
         self._recorder: asyncio.Task[None] | None = None
         self._recorded = False
         self._answered = False
+        self.options: RenderOptions
+        self.buttons = True  # the surface shows buttons (else /continue stands in)
+        self.notes: list[str] = []  # issue 12: lines after the answer (attachments not read)
+        self.web_search = False  # issue 12: g4f searches the web; its sources follow the answer
+        self.sources = SourceCollector()
+        self.tally = AnswerTally(())  # issue 12: finish reason and tokens, set in `stream`
 
     async def stream(self, history: History, surface: MessageSurface) -> Answered:
         bridge = self.bridge
+        self.tally = AnswerTally(history.messages)
+        self.buttons = surface.limits.buttons
+        self.options = RenderOptions(
+            show_reasoning=bridge.settings.bridge_show_reasoning,
+            final_buttons=(REGENERATE_BUTTON,),
+            extra_lines=[*self.notes, *([TRIMMED_NOTICE] if history.trimmed else [])],
+            on_message=self.shown,
+            on_shown=self.showing,
+            on_ended=self.ended,
+        )
         self.renderer = StreamRenderer(
             self._deltas(history.messages),
             surface,
             scheduler=bridge.writes,
             clock=bridge.clock,
-            options=RenderOptions(
-                show_reasoning=bridge.settings.bridge_show_reasoning,
-                final_buttons=(REGENERATE_BUTTON,),
-                extra_lines=[TRIMMED_NOTICE] if history.trimmed else [],
-                on_message=self.shown,
-                on_shown=self.showing,
-                on_ended=self.ended,
-            ),
+            options=self.options,
         )
         bridge._running[self.keys[0]] = self
         if bridge._closing:  # shut down while this answer was being prepared
@@ -733,6 +852,8 @@ class _Answer:
             turn_id=self.turn_id,
             history_trimmed=history.trimmed,
             error=result.error.user_message if result.error else None,
+            finish_reason=self.tally.finish_reason,
+            tokens=self.tally.tokens() if self.turn_id is not None else None,
         )
 
     def shown(self, ref: MessageRef) -> None:
@@ -788,6 +909,23 @@ class _Answer:
         )
         self.linked = len(self.messages)
         await bridge.locks.release(self.lease)
+        # issue 12: a cut answer says so and offers Continue; tokens stored with the turn.
+        if outcome is Outcome.DONE and self.tally.cut_by_length:
+            mark_cut(self.options, buttons=self.buttons)
+        if (links := sources_line(self.sources.sources)) is not None:
+            self.options.extra_lines.insert(0, links)
+        tokens = self.tally.tokens()
+        if tokens.estimated:
+            bridge.metrics.tokens_estimated(tokens.prompt, tokens.completion)
+        if self.turn_id is not None:
+            await bridge.store.record_tokens(
+                self.turn_id,
+                user_scope=_user_scope(self.where, per_chat=False),
+                prompt_tokens=tokens.prompt,
+                completion_tokens=tokens.completion,
+                estimated=tokens.estimated,
+                created_at=bridge.clock.wall(),
+            )
 
     async def _deltas(self, messages: list[ChatMessage]) -> AsyncIterator[StreamDelta]:
         """Wait for a slot under the concurrency cap (showing the position), then stream."""
@@ -798,11 +936,23 @@ class _Answer:
 
         async with bridge.gate.slot(on_position=on_position):
             self.renderer.set_status(None)
-            stream = bridge.client.chat_stream(messages, model=self.model)
+            stream = bridge.client.chat_stream(
+                messages, model=self.model, web_search=True if self.web_search else None
+            )
             try:
                 async for delta in stream:
                     self.model = stream.model
+                    self.tally.observe(delta)
+                    if self.web_search and delta.content:  # its source lines go after it
+                        delta = replace(delta, content=self.sources.feed(delta.content))
                     yield delta
+                if self.web_search and (rest := self.sources.flush()):
+                    yield StreamDelta(content=rest)
+            except (ModelUnavailable, RequestRejected) as exc:
+                # issue 12: a model that cannot see images fails like a broken provider
+                if isinstance(exc, ModelNotOffered) or not any(m.has_images for m in messages):
+                    raise
+                raise ImagesNotSupported(self.model, detail=str(exc)) from exc
             finally:
                 await stream.aclose()
 

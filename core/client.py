@@ -214,6 +214,7 @@ class G4FClient:
         model: str | None,
         provider: str | None,
         stream: bool,
+        web_search: bool | None = None,
     ) -> tuple[ChatRequest, list[str]]:
         chosen = model or self.settings.g4f_default_model
         request = ChatRequest(
@@ -221,6 +222,7 @@ class G4FClient:
             messages=list(messages),
             stream=stream,
             provider=provider or self.settings.g4f_provider,
+            web_search=web_search,
         )
         models = [chosen, *(m for m in self.settings.g4f_fallback_models if m != chosen)]
         return request, models
@@ -231,9 +233,13 @@ class G4FClient:
         *,
         model: str | None = None,
         provider: str | None = None,
+        web_search: bool | None = None,
     ) -> ChatStream:
-        """Stream an answer as `StreamDelta`s (see `ChatStream`)."""
-        request, models = self._chat_request(messages, model, provider, stream=True)
+        """Stream an answer as `StreamDelta`s (see `ChatStream`); `web_search` asks g4f to
+        search the web (None: the field is not sent)."""
+        request, models = self._chat_request(
+            messages, model, provider, stream=True, web_search=web_search
+        )
         return ChatStream(self, request, models)
 
     async def chat(

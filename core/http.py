@@ -5,8 +5,10 @@
   Probes are registered by a neutral name (``api``, ``store``, ``limits``, and one per platform
   the adapters start); each runs with a timeout, all at once.
 - ``/metrics``: the Prometheus text format (core.metrics).
+- any path an adapter adds with ``add_route`` (e.g. a platform's webhook), added and removed
+  while the server runs; an unknown path answers 404.
 
-Nothing here knows a platform: adapters register their probes like any other.
+Nothing here knows a platform: adapters register their probes and routes like any other.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -26,6 +28,7 @@ from core.clock import Clock
 from core.errors import UpstreamError
 from core.limits import Rate
 from core.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
+from core.settings import RESERVED_PATHS
 
 if TYPE_CHECKING:
     from core.bridge import Bridge
@@ -34,10 +37,20 @@ log = logging.getLogger(__name__)
 
 # A probe answers None when all is well, else a short reason (no secrets, no user data).
 Probe = Callable[[], Awaitable[str | None]]
+# A route's handler: any method on its path.
+RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PROBE_TIMEOUT = 5.0
 API_PROBE_TTL = 15.0  # a real completion per scrape would cost the API; cache the verdict
 OK = "ok"
+
+
+class Routes(Protocol):
+    """Where an adapter adds the paths it serves (a `HealthServer`)."""
+
+    def add_route(self, path: str, handler: RouteHandler) -> None: ...
+
+    def remove_route(self, path: str) -> None: ...
 
 
 class HttpAddressError(Exception):
@@ -94,6 +107,7 @@ class HealthServer:
         self.port = port
         self._probe_timeout = probe_timeout
         self._probes: dict[str, Probe] = {}
+        self._routes: dict[str, RouteHandler] = {}
         self._runner: web.AppRunner | None = None
         self._started = time.monotonic()
 
@@ -103,6 +117,18 @@ class HealthServer:
 
     def remove_probe(self, name: str) -> None:
         self._probes.pop(name, None)
+
+    def add_route(self, path: str, handler: RouteHandler) -> None:
+        """Serve `path` (exactly, any method) with `handler`, before or after `start`."""
+        if not path.startswith("/") or path in RESERVED_PATHS:
+            raise ValueError(f"cannot serve {path!r}: a path starts with / and is not one of ours")
+        if path in self._routes:
+            raise ValueError(f"{path!r} is served already")
+        self._routes[path] = handler
+
+    def remove_route(self, path: str) -> None:
+        """Stop serving `path` (it answers 404 from now on)."""
+        self._routes.pop(path, None)
 
     @property
     def url(self) -> str:
@@ -115,6 +141,8 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        # aiohttp's router is frozen once running: added routes are looked up here instead.
+        app.router.add_route("*", "/{path:.*}", self._added_route)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
@@ -164,6 +192,12 @@ class HealthServer:
         state = await self.readiness()
         body = {"ready": state.ready, "checks": state.checks}
         return _json(body, 200 if state.ready else 503)
+
+    async def _added_route(self, request: web.Request) -> web.StreamResponse:
+        handler = self._routes.get(request.path)
+        if handler is None:
+            return _json({"error": "not found"}, 404)
+        return await handler(request)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         response = web.Response(body=self.metrics.render())

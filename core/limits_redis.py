@@ -1,4 +1,5 @@
-"""Rate limits and in-flight locks in Redis, shared by every bridge process using that Redis.
+"""Rate limits, in-flight locks and seen deliveries in Redis, shared by every bridge process
+using that Redis.
 
 Same contracts as `MemoryRateLimiter` and `MemoryLockManager` (core.limits). Each operation is
 one Lua script, so it is atomic across processes. Times come from the `Clock`'s wall time (all
@@ -38,6 +39,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.clock import Clock
+from core.deliveries import FirstSeen, MemoryFirstSeen, RedisFirstSeen
 from core.limits import (
     Lease,
     LockManager,
@@ -336,12 +338,31 @@ class FailoverLockManager:
                     log.debug("could not release a leftover lease: %r", exc)
 
 
+class FailoverFirstSeen:
+    """`FirstSeen` in this process's memory, and in Redis too while Redis is up: a key this
+    process saw is never new again; a key another process claimed in Redis is not new here."""
+
+    def __init__(self, shared: FirstSeen, local: FirstSeen, link: RedisLink) -> None:
+        self._shared = shared
+        self._local = local
+        self._link = link
+
+    async def first(self, key: str) -> bool:
+        if not await self._local.first(key):
+            return False
+        try:
+            return await self._link.call(lambda: self._shared.first(key))
+        except RedisDown:
+            return True
+
+
 @dataclass(frozen=True, slots=True)
 class RedisLimits:
     """The limits backend built from a Redis URL, with its health and its closer."""
 
     limiter: FailoverRateLimiter
     locks: FailoverLockManager
+    deliveries: FailoverFirstSeen
     link: RedisLink
     redis: Redis
 
@@ -372,5 +393,6 @@ async def open_redis_limits(
     locks = FailoverLockManager(
         RedisLockManager(redis, clock, prefix=prefix), MemoryLockManager(clock), link, clock
     )
+    deliveries = FailoverFirstSeen(RedisFirstSeen(redis, prefix=prefix), MemoryFirstSeen(), link)
     await link.start()
-    return RedisLimits(limiter=limiter, locks=locks, link=link, redis=redis)
+    return RedisLimits(limiter=limiter, locks=locks, deliveries=deliveries, link=link, redis=redis)

@@ -82,7 +82,8 @@ class Metrics:
             ["kind"], registry=r,
         )  # fmt: skip
         self.tokens = Counter(
-            PREFIX + "tokens", "Tokens the API reported using (usage), by kind.",
+            PREFIX + "tokens",
+            "Tokens used: reported by the API (usage), or kind *_estimated when it sent none.",
             ["kind"], registry=r,
         )  # fmt: skip
         self.streams_active = Gauge(
@@ -125,6 +126,13 @@ class Metrics:
             ("prompt", usage.prompt_tokens),
             ("completion", usage.completion_tokens),
         ):
+            if count:
+                self.tokens.labels(kind).inc(count)
+
+    def tokens_estimated(self, prompt: int, completion: int) -> None:
+        """An answer whose server sent no usage: its estimate (about 4 characters a token),
+        counted apart from what servers report."""
+        for kind, count in (("prompt_estimated", prompt), ("completion_estimated", completion)):
             if count:
                 self.tokens.labels(kind).inc(count)
 

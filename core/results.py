@@ -12,6 +12,7 @@ from enum import StrEnum
 from core.api_models import ModelInfo
 from core.render.renderer import Outcome
 from core.render.surface import MessageRef
+from core.usage import TokenCount
 
 
 class RefusalReason(StrEnum):
@@ -26,6 +27,7 @@ class RefusalReason(StrEnum):
     UPSTREAM = "upstream"
     UNAVAILABLE = "unavailable"  # shutting down, or the conversation store is unreachable
     FAILED = "failed"  # something below the use case broke; the message apologises
+    UNSUPPORTED = "unsupported"  # attachments of a kind the bridge does not read
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,8 @@ class Answered:
     turn_id: int | None
     history_trimmed: bool = False
     error: str | None = None
+    finish_reason: str | None = None  # "length": cut at the model's limit (Continue offered)
+    tokens: TokenCount | None = None  # what the answer used (reported, or estimated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,13 @@ class SystemPromptSet:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSearchSet:
+    """Web search is now on (or off) for the chat's answers."""
+
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationReset:
     had_conversation: bool
 
@@ -112,4 +123,7 @@ class Status:
     busy: bool
     queue_waiting: int
     limits_degraded: bool = False  # the shared limits backend is down: limits are per process
+    tokens_today: int = 0  # the user's tokens since midnight UTC, on this platform
+    web_search: bool = False  # answers in this chat search the web (/web)
+    conversation_tokens: int = 0  # this chat's current conversation's tokens
     extra: dict[str, str] = field(default_factory=dict)

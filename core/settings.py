@@ -8,6 +8,7 @@ logs or error messages.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,16 +18,20 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.embedded import embedded_listen_address
 from core.limits import Rate
 from core.store.base import check_store_url
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 TELEGRAM_TOKEN_FORM = re.compile(r"\d+:[A-Za-z0-9_-]+")
+WEBHOOK_SECRET_FORM = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what setWebhook's secret_token takes
+RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # the endpoint's own
 
 
 def _split_commas(value: Any) -> Any:
@@ -117,12 +122,17 @@ class Settings(BaseSettings):
     discord_gateway_url: str = "wss://gateway.discord.gg/"
     discord_guild_ids: CommaList = ()
     discord_message_content: bool = False
+    # None: one shard, as before; "auto": Discord's recommended count, all in this process.
+    discord_shard_count: int | Literal["auto"] | None = None
+    discord_shard_ids: CommaList = ()
 
     # --- Telegram --------------------------------------------------------------------------
     telegram_token: SecretStr | None = None
     telegram_base_url: str = "https://api.telegram.org/bot"
     telegram_base_file_url: str = "https://api.telegram.org/file/bot"
     telegram_stream_mode: Literal["auto", "draft", "edit"] = "auto"
+    telegram_webhook_url: str = ""  # empty: long polling
+    telegram_webhook_secret: SecretStr | None = None
 
     # --- The bridge ------------------------------------------------------------------------
     # Out of reprs: a postgresql:// URL may hold a password.
@@ -144,9 +154,13 @@ class Settings(BaseSettings):
     bridge_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     bridge_log_format: Literal["text", "json"] = "text"
     bridge_http_addr: str = "127.0.0.1:8780"
+    bridge_embedded_g4f: Literal["auto", "always", "never"] = "auto"
+    bridge_embedded_g4f_path: str = ""  # the g4f executable; empty: the one installed with us
+    bridge_embedded_g4f_start_timeout: float = Field(120.0, gt=0)
 
     _split = field_validator(
         "g4f_image_models",
+        "discord_shard_ids",
         "g4f_fallback_models",
         "discord_guild_ids",
         "allowed_user_ids",
@@ -155,6 +169,31 @@ class Settings(BaseSettings):
         "admin_user_ids",
         mode="before",
     )(_split_commas)
+
+    @field_validator("bridge_embedded_g4f", mode="before")
+    @classmethod
+    def _lower_mode(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("bridge_embedded_g4f")
+    @classmethod
+    def _embedded_needs_local_url(cls, value: str, info: ValidationInfo) -> str:
+        base_url = info.data.get("g4f_base_url")
+        if value == "always" and base_url and embedded_listen_address(base_url) is None:
+            raise ValueError(
+                "always starts g4f on this machine, so G4F_BASE_URL must be "
+                "http://localhost:PORT/v1 or http://127.0.0.1:PORT/v1; use auto or never for "
+                "a server elsewhere"
+            )
+        return value
+
+    @field_validator("bridge_embedded_g4f_path")
+    @classmethod
+    def _g4f_executable(cls, value: str) -> str:
+        value = value.strip()
+        if value and not (Path(value).is_file() and os.access(value, os.X_OK)):
+            raise ValueError("no executable file there (the g4f command of a g4f install)")
+        return value
 
     @field_validator("bridge_log_level", mode="before")
     @classmethod
@@ -170,6 +209,56 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be the public https:// URL Telegram posts updates to, e.g. "
+                "https://bot.example.org/telegram/webhook (or empty for long polling)"
+            )
+        if (parts.path or "/") in RESERVED_PATHS:
+            raise ValueError(f"the path {parts.path} is the endpoint's own; choose another")
+        return value
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not WEBHOOK_SECRET_FORM.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @field_validator("discord_shard_count", mode="before")
+    @classmethod
+    def _shard_count(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value and value != "auto" and not (value.isascii() and value.isdigit()):
+                raise ValueError("must be a number of shards (1 or more), auto, or empty")
+            return value or None
+        return value
+
+    @field_validator("discord_shard_count")
+    @classmethod
+    def _positive_shards(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a number of shards (1 or more), auto, or empty")
+        return value
+
+    @field_validator("discord_shard_ids")
+    @classmethod
+    def _shard_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [part for part in value if not (part.isascii() and part.isdigit())]
+        if bad:
+            raise ValueError(f"shard ids are numbers separated by commas (not {bad[0]!r})")
+        if len(set(map(int, value))) != len(value):
+            raise ValueError("a shard id is listed twice")
+        return value
 
     @field_validator("discord_gateway_url")
     @classmethod
@@ -240,7 +329,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "g4f_provider", "g4f_api_key", "discord_token", "telegram_token", mode="before"
+        "g4f_provider",
+        "g4f_api_key",
+        "discord_token",
+        "telegram_token",
+        "telegram_webhook_secret",
+        mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
@@ -250,6 +344,37 @@ class Settings(BaseSettings):
     def _timeouts_consistent(self) -> Settings:
         if self.g4f_timeout_total < self.g4f_timeout_connect:
             raise ValueError("G4F_TIMEOUT_TOTAL must not be shorter than G4F_TIMEOUT_CONNECT")
+        return self
+
+    @model_validator(mode="after")
+    def _webhook_complete(self) -> Settings:
+        if not self.telegram_webhook_url:
+            return self
+        if self.telegram_webhook_secret is None:
+            raise ValueError(
+                "TELEGRAM_WEBHOOK_URL needs TELEGRAM_WEBHOOK_SECRET (1-256 characters of "
+                "A-Z a-z 0-9 _ -), so only Telegram can post updates"
+            )
+        if self.bridge_http_addr == "off":
+            raise ValueError(
+                "TELEGRAM_WEBHOOK_URL is served by the bridge's HTTP endpoint: set "
+                "BRIDGE_HTTP_ADDR (e.g. 0.0.0.0:8780) instead of off"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _shards_consistent(self) -> Settings:
+        ids = self.discord_shard_ids
+        count = self.discord_shard_count
+        if ids and not isinstance(count, int):
+            raise ValueError(
+                "DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the fleet's total number of shards)"
+            )
+        if isinstance(count, int) and (too_big := [i for i in ids if int(i) >= count]):
+            raise ValueError(
+                f"DISCORD_SHARD_IDS: shard {too_big[0]} does not exist with "
+                f"DISCORD_SHARD_COUNT={count} (ids are 0 to {count - 1})"
+            )
         return self
 
     # --- Derived values --------------------------------------------------------------------
@@ -262,6 +387,18 @@ class Settings(BaseSettings):
         """The server's root (the base URL without a trailing /v1), for /media and /api paths."""
         base = self.g4f_base_url.rstrip("/")
         return base[: -len("/v1")] if base.endswith("/v1") else base
+
+    @property
+    def telegram_webhook_path(self) -> str | None:
+        """The path of TELEGRAM_WEBHOOK_URL the endpoint serves; None when polling."""
+        if not self.telegram_webhook_url:
+            return None
+        return urlsplit(self.telegram_webhook_url).path or "/"
+
+    @property
+    def discord_shards(self) -> tuple[int, ...]:
+        """This process's Discord shard ids (empty: one shard, or all of the count)."""
+        return tuple(int(i) for i in self.discord_shard_ids)
 
     @property
     def http_listen(self) -> tuple[str, int] | None:

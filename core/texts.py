@@ -14,6 +14,7 @@ from core.results import (
     Status,
     StopResult,
     SystemPromptSet,
+    WebSearchSet,
 )
 
 STOP_TEXTS: dict[StopResult, str] = {
@@ -88,12 +89,23 @@ def status_text(status: Status) -> str:
         f"Requests left: {status.requests_left} (limit {status.rate})",
         f"Conversation: {turns} messages" if turns else "Conversation: none",
         "Persona: " + (f"“{shorten(persona, 300)}”" if persona else "none"),
+        f"Tokens: {status.tokens_today:,} today (UTC), "
+        f"{status.conversation_tokens:,} in this conversation",
     ]
     if status.busy:
         lines.append("⏳ An answer of yours is still coming in here.")
     if status.queue_waiting:
         lines.append(f"⏳ {status.queue_waiting} request(s) are waiting for a free slot.")
+    if status.web_search:
+        lines.append("🔎 Web search is on in this chat.")
     if status.limits_degraded:
         lines.append(LIMITS_DEGRADED_LINE)
     lines += [f"{key}: {value}" for key, value in status.extra.items()]
     return "\n".join(lines)
+
+
+def web_search_text(result: WebSearchSet) -> str:
+    """What /web without a question says."""
+    if result.on:
+        return "🔎 Web search is on in this chat: answers may search the web and list sources."
+    return "Web search is off in this chat."

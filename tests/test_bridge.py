@@ -298,12 +298,12 @@ class TestLimits:
             await asyncio.sleep(0.05)
         results = await asyncio.gather(*tasks)
         assert all(isinstance(r, Answered) and r.outcome is Outcome.DONE for r in results)
-        prompts = [r.json["messages"][-1]["content"] for r in g4f.chat_requests()]  # type: ignore[index]
+        prompts = [r.json["messages"][-1]["content"] for r in g4f.chat_requests()]
         assert prompts == ["p0", "p1", "p2", "p3"]
         first_texts = {w.message_id.split("/")[0]: w.text for w in reversed(chat.writes)}
         assert first_texts["c1"].startswith("⏳ Waiting for a free slot: you are number 1 in line.")
         assert first_texts["c3"].startswith("⏳ Waiting for a free slot: you are number 3 in line.")
-        final = {r.messages[0].id: chat.messages[r.messages[0].id] for r in results}  # type: ignore[union-attr]
+        final = {r.messages[0].id: chat.messages[r.messages[0].id] for r in results}
         assert sorted(final.values()) == [f"You said: p{i}" for i in range(4)]
 
 
@@ -321,14 +321,14 @@ class TestModels:
         bridge = await open_bridge()
         assert await bridge.set_model(DM, "GPT-4O-MINI") == ModelChosen("gpt-4o-mini", "user")
         await ask(bridge, chat, "hi", GROUP)
-        assert g4f.chat_requests()[-1].json["model"] == "gpt-4o-mini"  # type: ignore[index]
+        assert g4f.chat_requests()[-1].json["model"] == "gpt-4o-mini"
         assert await bridge.set_model(GROUP, "llama-3.3-70b", scope="chat") == ModelChosen(
             "llama-3.3-70b", "chat"
         )
         await ask(bridge, chat, "hi", GROUP)
-        assert g4f.chat_requests()[-1].json["model"] == "llama-3.3-70b"  # type: ignore[index]
+        assert g4f.chat_requests()[-1].json["model"] == "llama-3.3-70b"
         await ask(bridge, chat, "hi", DM)
-        assert g4f.chat_requests()[-1].json["model"] == "gpt-4o-mini"  # type: ignore[index]
+        assert g4f.chat_requests()[-1].json["model"] == "gpt-4o-mini"
 
     async def test_image_models_cannot_be_chat_models(self, open_bridge: OpenBridge) -> None:
         bridge = await open_bridge()
@@ -559,7 +559,7 @@ class TestImagine:
         assert s.uploads == [("image.png", "image/png", g4f.image_bytes)]
         caption = chat.messages[result.message.id]  # type: ignore[union-attr]
         assert len(caption) <= 1024 and caption.endswith("…\n— flux")
-        assert s.activities[0] == "upload_photo"
+        assert s.activities[0] == "drawing"
 
     async def test_a_long_prompt_is_capped_in_the_caption(
         self, open_bridge: OpenBridge, chat: ChatServer

@@ -24,6 +24,7 @@ async def run_cli(
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("G4F_", "BRIDGE_"))}
     clean["PYTHONPATH"] = str(ROOT)
     clean["BRIDGE_HTTP_ADDR"] = "127.0.0.1:0"  # `run` serves /healthz: never on a fixed port
+    clean["BRIDGE_EMBEDDED_G4F"] = "never"  # tests that want the embedded g4f say so
     clean.update(env or {})
     proc = await asyncio.create_subprocess_exec(
         *CLI,
@@ -47,7 +48,7 @@ async def test_ask_streams_the_answer(g4f: FakeG4F) -> None:
     g4f.answers["hello"] = "Hello! How can I help?"
     code, out, err = await run_cli("ask", "hello", env=api(g4f))
     assert (code, out, err) == (0, "Hello! How can I help?\n", "")
-    assert g4f.chat_requests()[0].json["stream"] is True  # type: ignore[index]
+    assert g4f.chat_requests()[0].json["stream"] is True
 
 
 async def test_ask_without_streaming_and_options(g4f: FakeG4F) -> None:
@@ -63,8 +64,8 @@ async def test_ask_without_streaming_and_options(g4f: FakeG4F) -> None:
     )
     assert (code, out) == (0, "You said: hi\n")
     body = g4f.chat_requests()[0].json
-    assert body["model"] == "gpt-4o-mini" and body["stream"] is False  # type: ignore[index]
-    assert body["messages"][0] == {"role": "system", "content": "Be brief."}  # type: ignore[index]
+    assert body["model"] == "gpt-4o-mini" and body["stream"] is False
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
 
 
 async def test_unreachable_server_prints_one_line_telling_what_to_do() -> None:
@@ -153,7 +154,7 @@ async def test_settings_come_from_dotenv_in_the_working_directory(
     )
     code, _, _ = await run_cli("ask", "hello", cwd=tmp_path)
     assert code == 0
-    assert g4f.chat_requests()[0].json["model"] == "llama-3.3-70b"  # type: ignore[index]
+    assert g4f.chat_requests()[0].json["model"] == "llama-3.3-70b"
 
 
 async def test_usage_error_exits_2() -> None:
@@ -196,7 +197,7 @@ async def test_check_passes_and_reports_platforms(g4f: FakeG4F) -> None:
     assert "ok   default chat model 'gpt-4o' is offered" in out
     assert "ok   image model 'flux' is offered" in out
     assert "ok   a one-token answer from 'gpt-4o' came back via FakeProvider" in out
-    assert g4f.chat_requests()[0].json["max_tokens"] == 1  # type: ignore[index]
+    assert g4f.chat_requests()[0].json["max_tokens"] == 1
     assert "info Telegram: token is set" in out
     assert "info Discord: token not set" in out
     assert "fake-token" not in out

@@ -72,7 +72,7 @@ async def test_whole_answer_without_streaming(g4f: FakeG4F, make_settings: MakeS
     assert result.text == "All at once."
     assert result.provider == "FakeProvider"
     assert result.model == "gpt-4o"
-    assert g4f.chat_requests()[-1].json["stream"] is False  # type: ignore[index]
+    assert g4f.chat_requests()[-1].json["stream"] is False
 
 
 async def test_in_stream_error_keeps_partial_text(
@@ -199,7 +199,7 @@ async def test_fallback_models_after_retries(g4f: FakeG4F, make_settings: MakeSe
         text = "".join([d.content async for d in stream])
     assert text == "You said: hello there"
     assert stream.model == "gpt-4o-mini"
-    models = [r.json["model"] for r in g4f.chat_requests()]  # type: ignore[index]
+    models = [r.json["model"] for r in g4f.chat_requests()]
     assert models == ["fail-500", "fail-500", "fail-429", "fail-429", "gpt-4o-mini"]
 
 
@@ -323,7 +323,7 @@ async def test_pinned_provider_goes_into_the_body(
         await collect(client, "gpt-4o")
         await client.chat(HELLO, model="gpt-4o", provider="OpenaiChat")
     bodies = [r.json for r in g4f.chat_requests()]
-    assert [b["provider"] for b in bodies] == ["PollinationsAI", "OpenaiChat"]  # type: ignore[index]
+    assert [b["provider"] for b in bodies] == ["PollinationsAI", "OpenaiChat"]
 
 
 async def test_unknown_provider(g4f: FakeG4F, make_settings: MakeSettings) -> None:

@@ -24,7 +24,7 @@ from core.client import G4FClient
 from core.conversations import Where
 from core.render.split import join_parts, unwrap_parts
 from core.results import Status
-from core.store.base import open_store
+from core.store.base import MessageKey, open_store
 from tests.conftest import MakeSettings
 from tests.fakes.clock import ScaledClock
 from tests.fakes.discord_server import FakeDiscord, FakeMessage, Interaction
@@ -709,3 +709,72 @@ async def test_a_long_prompt_is_capped_under_the_picture(world: World) -> None:
     description = msg.embeds[0]["description"]
     assert description.startswith("a red square") and description.endswith("…")
     assert len(description) == 300  # was cut only at the embed's 4,096
+
+
+async def test_a_cut_answer_offers_continue_which_asks_for_the_rest(world: World) -> None:
+    from core.continuation import CONTINUE_PROMPT, LENGTH_NOTE
+
+    fake, g4f = world.fake, world.g4f
+    g4f.length_limit_words = 3
+    g4f.answers["count"] = "one two three four five"
+    first = await fake.slash("ask", {"prompt": "count"})
+    await fake.wait_for(finished(world))
+    await settled(world, world.channel)
+    cut = original(world, first)
+    assert cut is not None and cut.content.splitlines()[-1] == LENGTH_NOTE
+    assert button_ids(cut) == ["g4f:continue", REGEN]
+    # The message is linked to the stored turn just after its final write: wait for it.
+    key = MessageKey("discord", str(world.channel), str(cut.id))
+    for _ in range(500):
+        if await world.bridge.store.turn_for_message(key) is not None:
+            break
+        await asyncio.sleep(0.01)
+    g4f.length_limit_words = 0
+    g4f.answers[CONTINUE_PROMPT] = "four five"
+    click = await fake.click(cut.id, "g4f:continue")
+    await fake.wait_for(finished(world, count=2))
+    rest = original(world, click)
+    assert rest is not None and rest.content == "four five" and button_ids(rest) == [REGEN]
+    sent = g4f.chat_requests()[-1].json["messages"]
+    assert [m["content"] for m in sent[-3:]] == ["count", "one two three", CONTINUE_PROMPT]
+
+
+async def test_images_on_a_mention_and_on_ask_with_web_search(world: World) -> None:
+    from tests.fakes.g4f_server import build_png
+
+    fake, g4f = world.fake, world.g4f
+    png = build_png(5, 5)
+    await fake.user_message(
+        world.channel, "what is this?", mention_bot=True, files=[("cat.png", png, "image/png")]
+    )
+    await fake.wait_for(finished(world))
+    assert g4f.images_received == [[png]]
+    assert bot_messages(world)[0].content == "I see 1 image(s). You said: what is this?"
+    other = build_png(1, 2)
+    inter = await fake.slash(
+        "ask", {"prompt": "and this?", "web": True}, files={"image": ("d.png", other, "image/png")}
+    )
+    await fake.wait_for(finished(world, count=2))
+    msg = original(world, inter)
+    assert msg is not None
+    assert msg.content.startswith("I see 1 image(s). You said: and this?\n\n🔎 Sources: ")
+    assert g4f.images_received[-1] == [other]
+    assert g4f.chat_requests()[-1].json["web_search"] is True
+
+
+async def test_text_files_in_a_dm_are_read_and_others_get_one_line(world: World) -> None:
+    from core.attachments import ACCEPTED_LINE
+
+    fake, g4f = world.fake, world.g4f
+    dm = fake.add_channel(guild=False, user_id=2002)
+    await fake.user_message(
+        dm, "what does it do?", user_id=2002, files=[("main.py", b"print('hi')\n", "text/x-python")]
+    )
+    await fake.wait_for(finished(world, dm))
+    assert last_messages(g4f)[-1] == "what does it do?\n\nFile main.py:\n```\nprint('hi')\n```"
+    await fake.user_message(
+        dm, "and this?", user_id=2002, files=[("song.mp3", b"ID3\x03", "audio/mpeg")]
+    )
+    line = ACCEPTED_LINE.format(names="song.mp3", verb="is")
+    await fake.wait_for(lambda: any(m.content == line for m in bot_messages(world, dm)))
+    assert len(g4f.chat_requests()) == 1

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from core.logs import RedactingFilter, configure_logging
 from core.settings import Settings, SettingsError, load_settings
@@ -206,9 +207,11 @@ def test_secrets_stay_out_of_reprs_and_errors(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_auth_header_forms() -> None:
-    s = Settings(_env_file=None, g4f_api_key="k1")  # type: ignore[call-arg]
+    s = Settings(_env_file=None, g4f_api_key=SecretStr("k1"))  # type: ignore[call-arg]
     assert s.auth_headers() == {"g4f-api-key": "k1"}
-    s = Settings(_env_file=None, g4f_api_key="k1", g4f_api_key_header="Authorization")  # type: ignore[call-arg]
+    s = Settings(  # type: ignore[call-arg]
+        _env_file=None, g4f_api_key=SecretStr("k1"), g4f_api_key_header="Authorization"
+    )
     assert s.auth_headers() == {"Authorization": "Bearer k1"}
     assert Settings(_env_file=None).auth_headers() == {}  # type: ignore[call-arg]
     assert Settings(_env_file=None).api_root_url == "http://localhost:1337"  # type: ignore[call-arg]
@@ -216,7 +219,7 @@ def test_auth_header_forms() -> None:
 
 def test_logs_never_show_secrets(capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, telegram_token="123:tok-SECRET", bridge_log_format="json"
+        _env_file=None, telegram_token=SecretStr("123:tok-SECRET"), bridge_log_format="json"
     )
     configure_logging(settings)
     try:
@@ -241,3 +244,85 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [n.upper() for n in Settings.model_fields if f"`{n.upper()}`" not in readme]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"TELEGRAM_WEBHOOK_URL": "https://bot.example.org/telegram/webhook"},
+            "invalid settings: TELEGRAM_WEBHOOK_URL needs TELEGRAM_WEBHOOK_SECRET",
+        ),
+        (
+            {"TELEGRAM_WEBHOOK_URL": "ftp://bot.example.org/hook"},
+            "invalid setting TELEGRAM_WEBHOOK_URL: must be the public https:// URL",
+        ),
+        (
+            {"TELEGRAM_WEBHOOK_URL": "https://bot.example.org/healthz"},
+            "invalid setting TELEGRAM_WEBHOOK_URL: the path /healthz is the endpoint's own",
+        ),
+        (
+            {"TELEGRAM_WEBHOOK_URL": "https://b.example.org/h", "TELEGRAM_WEBHOOK_SECRET": "a b"},
+            "invalid setting TELEGRAM_WEBHOOK_SECRET: must be 1-256 characters",
+        ),
+        (
+            {
+                "TELEGRAM_WEBHOOK_URL": "https://b.example.org/h",
+                "TELEGRAM_WEBHOOK_SECRET": "x" * 257,
+            },
+            "invalid setting TELEGRAM_WEBHOOK_SECRET: must be 1-256 characters",
+        ),
+        (
+            {
+                "TELEGRAM_WEBHOOK_URL": "https://b.example.org/h",
+                "TELEGRAM_WEBHOOK_SECRET": "ok_secret-1",
+                "BRIDGE_HTTP_ADDR": "off",
+            },
+            "invalid settings: TELEGRAM_WEBHOOK_URL is served by the bridge's HTTP endpoint",
+        ),
+        (
+            {"DISCORD_SHARD_IDS": "0"},
+            "invalid settings: DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT",
+        ),
+        (
+            {"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "1,2"},
+            "invalid settings: DISCORD_SHARD_IDS: shard 2 does not exist with "
+            "DISCORD_SHARD_COUNT=2 (ids are 0 to 1)",
+        ),
+        (
+            {"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "0,0"},
+            "invalid setting DISCORD_SHARD_IDS: a shard id is listed twice",
+        ),
+        (
+            {"DISCORD_SHARD_COUNT": "4", "DISCORD_SHARD_IDS": "first"},
+            "invalid setting DISCORD_SHARD_IDS: shard ids are numbers",
+        ),
+        ({"DISCORD_SHARD_COUNT": "0"}, "invalid setting DISCORD_SHARD_COUNT: must be a number"),
+        ({"DISCORD_SHARD_COUNT": "many"}, "invalid setting DISCORD_SHARD_COUNT: must be a number"),
+    ],
+)
+def test_webhook_and_shard_settings_are_checked(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None)
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_webhook_and_shards_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", "http://lb.internal:8080/tg/hook?x=1")
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "Ab-9_" * 10)
+    monkeypatch.setenv("DISCORD_SHARD_COUNT", "4")
+    monkeypatch.setenv("DISCORD_SHARD_IDS", "3, 1")
+    settings = load_settings(None)
+    assert settings.telegram_webhook_path == "/tg/hook"  # plain http: TLS ends at the balancer
+    assert "Ab-9_" not in repr(settings)
+    assert settings.discord_shard_count == 4 and settings.discord_shards == (3, 1)
+    defaults = load_settings(
+        None, telegram_webhook_url="", discord_shard_count=None, discord_shard_ids=""
+    )
+    assert defaults.telegram_webhook_path is None and defaults.discord_shard_count is None
+    assert defaults.discord_shards == ()

@@ -223,6 +223,68 @@ async def test_empty_preference_value_is_kept(store: ConversationStore) -> None:
     assert await store.get_preference("s", "system_prompt") == ""
 
 
+# --- tokens and images ----------------------------------------------------------------------
+
+
+async def test_tokens_are_kept_per_turn_per_user_and_by_time(
+    store: ConversationStore,
+) -> None:
+    question = await store.add_turn(
+        parent_id=None, role="user", content="q", model=None, created_at=1.0
+    )
+    answers = [
+        await store.add_turn(
+            parent_id=question.id, role="assistant", content=f"a{i}", model="m", created_at=1.0
+        )
+        for i in range(3)
+    ]
+    day = 86_400.0
+    await store.record_tokens(
+        answers[0].id, user_scope="u1", prompt_tokens=3, completion_tokens=4,
+        estimated=False, created_at=day - 1,
+    )  # fmt: skip
+    await store.record_tokens(
+        answers[1].id, user_scope="u1", prompt_tokens=10, completion_tokens=20,
+        estimated=True, created_at=day + 5,
+    )  # fmt: skip
+    await store.record_tokens(
+        answers[2].id, user_scope="u2", prompt_tokens=100, completion_tokens=1,
+        estimated=False, created_at=day + 6,
+    )  # fmt: skip
+    assert await store.tokens_since("u1", day) == 30  # yesterday's answer is left out
+    assert await store.tokens_since("u1", 0.0) == 37
+    assert await store.tokens_since("nobody", 0.0) == 0
+    ids = [question.id, *(a.id for a in answers)]
+    assert await store.tokens_of_turns(ids) == 138
+    assert await store.tokens_of_turns([answers[0].id]) == 7
+    assert await store.tokens_of_turns([]) == 0
+    # Recording a turn again replaces its counts; its turn must exist.
+    await store.record_tokens(
+        answers[0].id, user_scope="u1", prompt_tokens=1, completion_tokens=1,
+        estimated=False, created_at=day - 1,
+    )  # fmt: skip
+    assert await store.tokens_of_turns([answers[0].id]) == 2
+    with pytest.raises(TurnNotFoundError):
+        await store.record_tokens(
+            9999, user_scope="u1", prompt_tokens=1, completion_tokens=1,
+            estimated=False, created_at=1.0,
+        )  # fmt: skip
+
+
+async def test_images_are_kept_with_their_turn_in_order(store: ConversationStore) -> None:
+    first = await add(store, None, "look")
+    second = await add(store, first, "and this")
+    await store.add_images(first.id, [("image/png", b"one"), ("image/jpeg", b"two")])
+    await store.add_images(second.id, [("image/gif", b"three")])
+    assert await store.images_of([first.id, second.id, 9999]) == {
+        first.id: [("image/png", b"one"), ("image/jpeg", b"two")],
+        second.id: [("image/gif", b"three")],
+    }
+    assert await store.images_of([]) == {}
+    with pytest.raises(TurnNotFoundError):
+        await store.add_images(9999, [("image/png", b"x")])
+
+
 # --- streaming records ----------------------------------------------------------------------
 
 

@@ -186,7 +186,11 @@ def test_a_read_only_shm_left_by_a_crash_stops_the_start_with_one_line(
     crashed_writer_leaves_wal_and_shm(db_path)
     unwritable(Path(f"{db_path}-shm"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("G4F_", "BRIDGE_"))}
-    env |= {"BRIDGE_STORE_URL": f"sqlite:///{db_path}", "PYTHONPATH": str(PROJECT)}
+    env |= {
+        "BRIDGE_STORE_URL": f"sqlite:///{db_path}",
+        "PYTHONPATH": str(PROJECT),
+        "BRIDGE_EMBEDDED_G4F": "never",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "bots.cli", "chat"],
         cwd=tmp_path,

@@ -132,6 +132,8 @@ async def test_open_records_every_migration(
         "message_links",
         "chat_heads",
         "preferences",
+        "turn_tokens",
+        "turn_images",
         "streaming",
         "schema_version",
     }

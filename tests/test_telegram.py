@@ -19,7 +19,7 @@ from bots.telegram.app import serve
 from bots.telegram.format import to_entities, utf16_len
 from core.bridge import Bridge
 from core.client import G4FClient
-from core.store.base import open_store
+from core.store.base import MessageKey, open_store
 from tests.conftest import MakeSettings
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
@@ -625,3 +625,112 @@ async def test_unknown_or_malformed_callback_data_is_answered_as_stale(
     ]
     assert tg.bot(GROUP) == [answer] and len(tg.g4f.chat_requests()) == 1
     tg.assert_clean()
+
+
+# --- length limits (issue 12) ------------------------------------------------------------------
+
+
+async def test_a_cut_answer_offers_continue_which_asks_for_the_rest(tg: Harness) -> None:
+    from core.continuation import CONTINUE_PROMPT, LENGTH_NOTE
+
+    tg.g4f.length_limit_words = 3
+    tg.g4f.answers["count"] = "one two three four five"
+    tg.ask(GROUP, "/ask count")
+    [cut] = await tg.finished(GROUP)
+    assert cut.text is not None and cut.text.splitlines()[-1] == LENGTH_NOTE
+    assert _buttons(cut) == ["cont", "regen"]
+    # A short answer's one message is sent by its final write and linked to the stored turn
+    # just after it: wait for the link, as a user's press would come after it.
+    assert tg.bridge is not None
+    store, key = tg.bridge.store, MessageKey("telegram", str(GROUP), str(cut.message_id))
+    for _ in range(500):
+        if await store.turn_for_message(key) is not None:
+            break
+        await asyncio.sleep(0.01)
+    tg.g4f.length_limit_words = 0
+    tg.g4f.answers[CONTINUE_PROMPT] = "four five"
+    tg.fake.push_callback(GROUP, cut.message_id, "cont", user_id=ANN)
+    messages = await tg.finished(GROUP, count=2)
+    rest = messages[1]
+    assert rest.text == "four five" and rest.reply_to == cut.message_id
+    assert _buttons(rest) == ["regen"]
+    sent = tg.g4f.chat_requests()[-1].json["messages"]
+    assert [m["content"] for m in sent[-3:]] == ["count", "one two three", CONTINUE_PROMPT]
+    assert [c.ok for c in tg.fake.calls_named("answerCallbackQuery")] == [True]
+    tg.assert_clean()
+
+
+# --- images and files (issue 12) ---------------------------------------------------------------
+
+
+async def test_a_photo_with_a_caption_is_a_question_about_it(tg: Harness) -> None:
+    from tests.fakes.g4f_server import build_png
+
+    png = build_png(4, 4)
+    tg.fake.push_file(PRIVATE, png, caption="what colour is it?")
+    [answer] = await tg.finished(PRIVATE)
+    assert answer.text == "I see 1 image(s). You said: what colour is it?"
+    assert tg.g4f.images_received == [[png]]
+    # A later question replying to the answer asks about the same picture again.
+    tg.ask(PRIVATE, "and its size?", reply_to=answer.message_id)
+    await tg.finished(PRIVATE, count=2)
+    assert tg.g4f.images_received == [[png], [png]]
+    tg.assert_clean()
+
+
+async def test_a_photo_then_a_question_replying_to_it(tg: Harness) -> None:
+    from bots.telegram.media import PHOTO_HINT
+    from tests.fakes.g4f_server import build_png
+
+    png = build_png(2, 3)
+    photo = tg.fake.push_file(PRIVATE, png)
+    await tg.until(lambda: any(m.text == PHOTO_HINT for m in tg.bot(PRIVATE)))
+    assert tg.g4f.chat_requests() == []
+    tg.ask(PRIVATE, "what is this?", reply_to=int(photo["message_id"]))
+    await tg.finished(PRIVATE)
+    assert tg.g4f.images_received == [[png]]
+
+
+async def test_an_album_is_one_question_with_all_its_photos(tg: Harness) -> None:
+    from tests.fakes.g4f_server import build_png
+
+    photos = [build_png(i + 1, 1) for i in range(3)]
+    for index, png in enumerate(photos):
+        caption = "compare these" if index == 0 else None
+        tg.fake.push_file(PRIVATE, png, caption=caption, media_group_id="album-1")
+    [answer] = await tg.finished(PRIVATE)
+    assert answer.text == "I see 3 image(s). You said: compare these"
+    assert tg.g4f.images_received == [photos]
+    assert len(tg.g4f.chat_requests()) == 1
+
+
+async def test_documents_text_is_read_and_others_get_one_line(tg: Harness) -> None:
+    from core.attachments import ACCEPTED_LINE
+
+    tg.fake.push_file(
+        PRIVATE, b"line one\nline two\n", caption="summarise", document=("app.log", "text/plain")
+    )
+    await tg.finished(PRIVATE)
+    sent = tg.g4f.chat_requests()[-1].json["messages"][-1]["content"]
+    assert sent == "summarise\n\nFile app.log:\n```\nline one\nline two\n```"
+    tg.fake.push_file(
+        PRIVATE, b"%PDF-1.7", caption="read it", document=("paper.pdf", "application/pdf")
+    )
+    line = ACCEPTED_LINE.format(names="paper.pdf", verb="is")
+    await tg.until(lambda: any(m.text == line for m in tg.bot(PRIVATE)))
+    assert len(tg.g4f.chat_requests()) == 1
+
+
+async def test_web_asks_searching_and_alone_toggles_the_chat(tg: Harness) -> None:
+    tg.ask(GROUP, "/web what happened today")
+    [answer] = await tg.finished(GROUP)
+    assert answer.text is not None and answer.text.endswith(
+        "🔎 Sources: Example Domain · Another (odd) title"
+    )
+    links = [e for e in answer.entities if e.get("type") == "text_link"]
+    assert [e["url"] for e in links] == ["https://example.com/page", "https://example.org/b?q=1"]
+    tg.ask(GROUP, "/web")
+    await tg.until(lambda: any("Web search is on" in (m.text or "") for m in tg.bot(GROUP)))
+    tg.ask(GROUP, "/ask and now")
+    await tg.finished(GROUP, count=2)
+    assert [r.json.get("web_search") for r in tg.g4f.chat_requests()] == [True, True]

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from rich.segment import Segment
 
 from bots.terminal import REDRAW_INTERVAL, TerminalChat, TerminalSurface
 from bots.terminal_io.markdown import GrowingMarkdown, render_markdown
 from bots.terminal_io.output import PlainView, RichView
 from core.bridge import Bridge
+from core.render.limits import Bucket
 from core.render.renderer import INDICATOR
 from core.render.surface import MessageSurface
 from tests.conftest import MakeSettings
@@ -33,13 +35,13 @@ class Keyboard:
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self._on_interrupt: Callable[[], None] | None = None
+        self._on_interrupt: Callable[[], object] | None = None
 
     async def read(self) -> str | None:
         return await self.queue.get()
 
     @contextmanager
-    def watching(self, on_interrupt: Callable[[], None]) -> Iterator[None]:
+    def watching(self, on_interrupt: Callable[[], object]) -> Iterator[None]:
         self._on_interrupt = on_interrupt
         try:
             yield
@@ -92,7 +94,7 @@ def test_the_terminal_surface_is_a_message_surface(tmp_path: Path) -> None:
     assert isinstance(surface, MessageSurface)
     limits = surface.limits
     assert not limits.previews and limits.placeholder is None
-    assert [(b.burst, b.interval) for b in limits.writes.edit] == [(1, REDRAW_INTERVAL)]
+    assert limits.writes.edit == (Bucket("terminal", 1, REDRAW_INTERVAL),)
 
 
 async def test_imagine_saves_the_file(bridge: Bridge, g4f: FakeG4F, tmp_path: Path) -> None:
@@ -146,7 +148,7 @@ async def test_models_reset_system_and_unknown(
     assert "persona is now:\n> Be short." in text
     assert "Started a new conversation." in text
     assert "Unknown command /bogus." in text
-    assert g4f.chat_requests()[-1].json["messages"][0]["content"] == "Be short."  # type: ignore[index]
+    assert g4f.chat_requests()[-1].json["messages"][0]["content"] == "Be short."
 
 
 async def test_ctrl_c_stops_the_answer_not_the_chat(
@@ -299,8 +301,8 @@ def _terminal_console(width: int, height: int) -> Console:
     )
 
 
-def plain(lines: list[list[object]]) -> list[str]:
-    return ["".join(seg.text for seg in line) for line in lines]  # type: ignore[attr-defined]
+def plain(lines: list[list[Segment]]) -> list[str]:
+    return ["".join(seg.text for seg in line) for line in lines]
 
 
 def squeeze_blank_lines(lines: list[str]) -> list[str]:
@@ -318,8 +320,8 @@ def test_streamed_render_ends_as_a_fresh_render_of_the_whole_text(name: str) -> 
     assert final == GrowingMarkdown().render(console, text, console.options)
     # Block by block, it reads as rich's render of the whole document (rich puts two blank
     # lines around a table where other blocks get one).
-    whole = plain(render_markdown(console, text, console.options))  # type: ignore[arg-type]
-    assert plain(final) == squeeze_blank_lines(whole)  # type: ignore[arg-type]
+    whole = plain(render_markdown(console, text, console.options))
+    assert plain(final) == squeeze_blank_lines(whole)
 
 
 @pytest.mark.parametrize("name", list(SAMPLES))
@@ -373,3 +375,65 @@ async def test_a_data_dir_that_cannot_be_written_is_one_line(g4f: FakeG4F, tmp_p
     assert err.count("\n") == 1
     assert err.startswith(f"g4f-bridge: The chat cannot write its history and log in {tmp_path}")
     assert err.endswith(". Set BRIDGE_DATA_DIR to a folder you can write.\n")
+
+
+async def test_continue_asks_for_the_rest_of_a_cut_answer(
+    bridge: Bridge, g4f: FakeG4F, tmp_path: Path
+) -> None:
+    from core.continuation import CONTINUE_PROMPT, LENGTH_NOTE_TERMINAL, NOTHING_TO_CONTINUE
+
+    keyboard = Keyboard()
+    chat, out = session(bridge, keyboard, tmp_path)
+    g4f.length_limit_words = 3
+    g4f.answers["count"] = "one two three four five"
+    g4f.answers[CONTINUE_PROMPT] = "four five"
+    keyboard.type("/continue", "count", "/continue", "/status", None)
+    assert await chat.run() == 0
+    text = out.getvalue()
+    assert NOTHING_TO_CONTINUE in text
+    assert f"one two three\n\n{LENGTH_NOTE_TERMINAL}" in text
+    assert "\nfour five\n" in text
+    sent = g4f.chat_requests()[-1].json["messages"]
+    assert [m["content"] for m in sent[-3:]] == ["count", "one two three", CONTINUE_PROMPT]
+    assert "Tokens: " in text and " today (UTC)" in text
+
+
+async def test_image_sends_a_picture_or_a_file_with_the_question(
+    bridge: Bridge, g4f: FakeG4F, tmp_path: Path
+) -> None:
+    from tests.fakes.g4f_server import build_png
+
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(build_png(3, 3))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("remember the milk\n")
+    keyboard = Keyboard()
+    chat, out = session(bridge, keyboard, tmp_path)
+    keyboard.type(
+        f"/image {picture} what is it?",
+        f"/image {notes} summarise",
+        f"/image {tmp_path / 'missing.png'} hm",
+        None,
+    )
+    assert await chat.run() == 0
+    text = out.getvalue()
+    assert "I see 1 image(s). You said: what is it?" in text
+    # The conversation goes on: the picture is sent again with its turn in the history.
+    assert g4f.images_received == [[build_png(3, 3)]] * 2
+    sent = g4f.chat_requests()[-1].json["messages"][-1]["content"]
+    assert sent == "summarise\n\nFile notes.txt:\n```\nremember the milk\n```"
+    assert "Cannot read " in text and "missing.png" in text
+
+
+async def test_web_asks_searching_and_alone_toggles(
+    bridge: Bridge, g4f: FakeG4F, tmp_path: Path
+) -> None:
+    keyboard = Keyboard()
+    chat, out = session(bridge, keyboard, tmp_path)
+    keyboard.type("/web latest news", "/web", "plain", "/web", "plain again", None)
+    assert await chat.run() == 0
+    text = out.getvalue()
+    assert "🔎 Sources: [Example Domain](https://example.com/page)" in text
+    assert "Web search is on in this chat" in text and "Web search is off in this chat." in text
+    flags = [r.json.get("web_search") for r in g4f.chat_requests()]
+    assert flags == [True, True, None]

@@ -32,7 +32,7 @@ PROMPT = "> "
 VARIATION_SELECTOR = "\ufe0f"
 
 
-class _AnsweringScreen(pyte.Screen):  # type: ignore[misc]
+class _AnsweringScreen(pyte.Screen):
     """A screen that answers the program's queries (cursor position) like a terminal."""
 
     def __init__(self, columns: int, rows: int, reply: Callable[[str], None]) -> None:
@@ -155,6 +155,7 @@ async def launch(g4f: FakeG4F, tmp_path: Path) -> AsyncIterator[Launch]:
             G4F_RETRIES="0",
             BRIDGE_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
             BRIDGE_DATA_DIR=str(tmp_path / "data"),
+            BRIDGE_EMBEDDED_G4F="never",
         )
         env.update(env_overrides)
         terminal = Terminal(env, tmp_path)

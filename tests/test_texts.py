@@ -8,12 +8,16 @@ from core.texts import model_chosen_text, models_page_text, persona_text, reset_
 
 
 def test_status_lines() -> None:
-    status = Status("gpt-4o", "flux", 3, "5/minute", 0, "", busy=True, queue_waiting=2)
+    status = Status(
+        "gpt-4o", "flux", 3, "5/minute", 0, "", busy=True, queue_waiting=2,
+        tokens_today=12345, conversation_tokens=0,
+    )  # fmt: skip
     assert status_text(status) == (
         "Model: `gpt-4o` (images: `flux`)\n"
         "Requests left: 3 (limit 5/minute)\n"
         "Conversation: none\n"
         "Persona: none\n"
+        "Tokens: 12,345 today (UTC), 0 in this conversation\n"
         "⏳ An answer of yours is still coming in here.\n"
         "⏳ 2 request(s) are waiting for a free slot."
     )

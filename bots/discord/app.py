@@ -33,7 +33,9 @@ import yarl
 from discord import app_commands
 
 from bots.discord.inflight import InFlight
+from bots.discord.media import attachments_of
 from bots.discord.surface import (
+    CONTINUE_ID,
     DEFAULT_ATTACHMENT_LIMIT,
     REGENERATE_ID,
     STOP_ID,
@@ -50,6 +52,7 @@ from bots.discord.texts import (
 )
 from core.bridge import Bridge, ModelKind
 from core.conversations import Where
+from core.http import Routes
 from core.results import ModelPage, Refusal, StopResult
 from core.settings import Settings, SettingsError
 from core.texts import (
@@ -155,8 +158,9 @@ class BridgeClient(discord.Client):
         *,
         guild_ready_timeout: float | None = None,
         message_content: bool = False,
+        shards: dict[str, Any] | None = None,
     ) -> None:
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = dict(shards or {})
         if guild_ready_timeout is not None:
             options["guild_ready_timeout"] = guild_ready_timeout
         super().__init__(
@@ -267,14 +271,24 @@ class BridgeClient(discord.Client):
 
     # --- slash commands ---------------------------------------------------------------------
     async def cmd_ask(
-        self, interaction: discord.Interaction, prompt: str, model: str | None, private: bool
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        model: str | None,
+        private: bool,
+        image: discord.Attachment | None = None,
+        web: bool = False,
     ) -> None:
         """/ask: defer at once, then stream the answer into the deferred message."""
         where = where_of_interaction(interaction)
         if await self.refuse_early(interaction, where):
             return
         async with self.answer_surface(interaction, ephemeral=private) as surface:
-            result = await self.bridge.ask(where, prompt, surface, model=model)
+            files = await attachments_of([image]) if image is not None else []
+            result = await self.bridge.ask(
+                where, prompt, surface, model=model, attachments=files,
+                web_search=True if web else None,
+            )  # fmt: skip
             if isinstance(result, Refusal):
                 await surface.refuse(result.message)
 
@@ -360,6 +374,8 @@ class BridgeClient(discord.Client):
             await self.stop_clicked(interaction, message)
         elif custom_id == REGENERATE_ID:
             await self.regenerate_clicked(interaction, message)
+        elif custom_id == CONTINUE_ID:
+            await self.continue_clicked(interaction, message)
         elif (page := parse_page_id(custom_id)) is not None:
             await self.page_clicked(interaction, *page)
         else:  # a button of an older version, or forged: answered so the click does not hang
@@ -385,6 +401,19 @@ class BridgeClient(discord.Client):
         private = message.flags.ephemeral
         async with self.answer_surface(interaction, ephemeral=private) as surface:
             result = await self.bridge.regenerate(where, str(message.id), surface)
+            if isinstance(result, Refusal):
+                await surface.refuse(result.message)
+
+    async def continue_clicked(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        """Continue: the rest of an answer cut at the length limit, as a reply to it."""
+        where = where_of_interaction(interaction)
+        if await self.refuse_early(interaction, where):
+            return
+        private = message.flags.ephemeral
+        async with self.answer_surface(interaction, ephemeral=private) as surface:
+            result = await self.bridge.continue_answer(where, surface, message_id=str(message.id))
             if isinstance(result, Refusal):
                 await surface.refuse(result.message)
 
@@ -419,7 +448,8 @@ class BridgeClient(discord.Client):
         )
         where = where_of_message(message)
         self.inflight.enter()
-        result = await self.bridge.ask(where, prompt, surface, reply_to=reply_to)
+        files = await attachments_of(message.attachments)
+        result = await self.bridge.ask(where, prompt, surface, reply_to=reply_to, attachments=files)
         if isinstance(result, Refusal) and not result.quiet:
             # A reply of our own, within the channel's write budget shared with the answers.
             await self.bridge.paced(surface, lambda: surface.send(result.message))
@@ -461,6 +491,8 @@ def register_commands(bot: BridgeClient) -> None:
         prompt="Your question",
         model="Model for this answer (default: yours)",
         private="Only you see the answer",
+        image="A picture (or a text file) to ask about",
+        web="Let the model search the web (sources are listed after the answer)",
     )
     @app_commands.autocomplete(model=chat_models)
     async def ask(
@@ -468,8 +500,10 @@ def register_commands(bot: BridgeClient) -> None:
         prompt: str,
         model: str | None = None,
         private: bool = False,
+        image: discord.Attachment | None = None,
+        web: bool = False,
     ) -> None:
-        await bot.cmd_ask(interaction, prompt, model, private)
+        await bot.cmd_ask(interaction, prompt, model, private, image, web)
 
     @tree.command(name="imagine", description="Draw a picture")
     @app_commands.describe(
@@ -509,12 +543,35 @@ def register_commands(bot: BridgeClient) -> None:
         await bot.cmd_status(interaction)
 
 
+class ShardedBridgeClient(BridgeClient, discord.AutoShardedClient):
+    """`BridgeClient` running several shards (or Discord's recommended count) in one process."""
+
+
+def shard_options(settings: Settings) -> tuple[bool, dict[str, Any]]:
+    """Whether this process runs several shards, and the client's shard keyword arguments.
+
+    No DISCORD_SHARD_COUNT: one shard, as ever. One id: that shard of the count. Several ids, a
+    count alone (every shard here) or ``auto``: an AutoShardedClient (``auto`` asks Discord).
+    """
+    count, ids = settings.discord_shard_count, settings.discord_shards
+    if count is None:
+        return False, {}
+    if count == "auto":
+        return True, {}
+    if len(ids) == 1:
+        return False, {"shard_id": ids[0], "shard_count": count}
+    return True, {"shard_count": count, "shard_ids": list(ids) if ids else None}
+
+
 def build_client(bridge: Bridge, *, guild_ready_timeout: float | None = None) -> BridgeClient:
     """A ready-to-run client with its command tree (not logged in)."""
-    return BridgeClient(
+    several, shards = shard_options(bridge.settings)
+    kind = ShardedBridgeClient if several else BridgeClient
+    return kind(
         bridge,
         guild_ready_timeout=guild_ready_timeout,
         message_content=bridge.settings.discord_message_content,
+        shards=shards,
     )
 
 
@@ -528,6 +585,7 @@ async def serve(
     bridge: Bridge,
     *,
     ready: asyncio.Event | None = None,
+    routes: Routes | None = None,
     guild_ready_timeout: float | None = None,
     shutdown_grace: float = SHUTDOWN_GRACE,
 ) -> None:
@@ -536,6 +594,7 @@ async def serve(
     On cancellation, answers still streaming are stopped (they end with "⏹ Stopped."), handlers
     get `shutdown_grace` seconds to finish and are cancelled after that; then the connection
     closes. `ready` is set once the gateway session is ready and the commands are synced.
+    Discord serves no paths of its own: `routes` is unused.
     """
     token = bridge.settings.discord_token
     if token is None:

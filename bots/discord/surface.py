@@ -32,7 +32,7 @@ import io
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import discord
@@ -40,6 +40,7 @@ import discord
 from core.clock import Clock
 from core.render.limits import Window
 from core.render.surface import (
+    Activity,
     Button,
     MessageRef,
     SurfaceError,
@@ -68,9 +69,14 @@ CHANNEL_PLACEHOLDER = "…"
 
 STOP_ID = "g4f:stop"
 REGENERATE_ID = "g4f:regen"
+CONTINUE_ID = "g4f:continue"
 CUSTOM_ID_PREFIX = "g4f:"
-_CUSTOM_IDS = {"stop": STOP_ID, "regenerate": REGENERATE_ID}
-_STYLES = {"stop": discord.ButtonStyle.danger, "regenerate": discord.ButtonStyle.secondary}
+_CUSTOM_IDS = {"stop": STOP_ID, "regenerate": REGENERATE_ID, "continue": CONTINUE_ID}
+_STYLES = {
+    "stop": discord.ButtonStyle.danger,
+    "regenerate": discord.ButtonStyle.secondary,
+    "continue": discord.ButtonStyle.primary,
+}
 
 # Discord error codes this module reacts to.
 UNKNOWN_MESSAGE = 10008
@@ -393,7 +399,7 @@ class ChannelSurface(_Base):
         embed = _image_embed(prompt, model, filename)
         return await self._send_first_as_reply(file=file, embed=embed)
 
-    async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
+    async def activity(self, kind: Activity) -> None:
         """Show "typing…" (Discord has one indicator; it lasts about 10 s)."""
         async with self._platform_errors():
             await self._channel.typing()
@@ -607,7 +613,7 @@ class InteractionSurface(_Base):
         self._original_filled = True
         return ref
 
-    async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
+    async def activity(self, kind: Activity) -> None:
         """Nothing to do: Discord shows "thinking…" while the response is deferred."""
 
     async def _send_via_channel(self, text: str, extra: dict[str, Any]) -> MessageRef:

@@ -43,7 +43,9 @@ from telegram.ext import (
 )
 
 from bots.telegram.format import cut_utf16
+from bots.telegram.media import PHOTO_HINT, Albums, attachments_of, has_media
 from bots.telegram.surface import (
+    CALLBACK_CONTINUE,
     CALLBACK_REGENERATE,
     CALLBACK_STOP,
     MAX_CALLBACK_DATA,
@@ -51,8 +53,11 @@ from bots.telegram.surface import (
     StreamMode,
     TelegramSurface,
 )
+from bots.telegram.webhook import WebhookReceiver
+from core.attachments import Attachment
 from core.bridge import Bridge
 from core.conversations import Where
+from core.http import Routes
 from core.results import (
     ModelPage,
     Refusal,
@@ -67,6 +72,7 @@ from core.texts import (
     reset_text,
     status_text,
     stop_text,
+    web_search_text,
 )
 
 log = logging.getLogger(__name__)
@@ -84,8 +90,11 @@ MODEL_PAGE_DATA = re.compile(r"mp:(\d{1,6})")
 MODEL_NAME_DATA = re.compile(r"m:\S.*")
 MODEL_INDEX_DATA = re.compile(r"mi:(\d{1,6}):(\d{1,3})")
 
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+
 COMMANDS = (
     BotCommand("ask", "Ask the AI (in private chats, just write)"),
+    BotCommand("web", "Ask searching the web; alone: web search on/off here"),
     BotCommand("imagine", "Draw a picture from a description"),
     BotCommand("models", "Choose a chat model from a list"),
     BotCommand("model", "Choose a chat model by name"),
@@ -153,6 +162,8 @@ def help_text(model: str, username: str) -> str:
         "messages.\n\n"
         f"Your model: `{model}`\n\n"
         "/ask TEXT: ask a question\n"
+        "/web TEXT: ask searching the web (/web alone: on/off in this chat)\n"
+        "Send a photo or a text file with a caption to ask about it\n"
         "/imagine TEXT: draw a picture\n"
         "/models: choose a model from a list; /model NAME: by name\n"
         "/new or /reset: start a new conversation\n"
@@ -230,11 +241,13 @@ class TelegramBot:
         self.bridge = bridge
         self.sent = SentMessages()
         self.no_drafts: set[int] = set()  # chats whose server refused sendMessageDraft
+        self.albums = Albums(bridge.clock)  # the photos of an album, asked about together
 
     def register(self, app: TelegramApp) -> None:
         """Add every handler and the one error handler to `app`."""
         app.add_handler(CommandHandler(["start", "help"], self.on_help))
         app.add_handler(CommandHandler("ask", self.on_ask))
+        app.add_handler(CommandHandler("web", self.on_web))
         app.add_handler(CommandHandler("imagine", self.on_imagine))
         app.add_handler(CommandHandler("models", self.on_models))
         app.add_handler(CommandHandler("model", self.on_model))
@@ -243,6 +256,7 @@ class TelegramBot:
         app.add_handler(CommandHandler("status", self.on_status))
         app.add_handler(CommandHandler("stop", self.on_stop))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.on_text))
+        app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, self.on_media))
         # One handler for every button: PTB hands a press with empty data to the first
         # pattern handler, so the data is checked here, before any action is chosen.
         app.add_handler(CallbackQueryHandler(self.on_button))
@@ -334,6 +348,17 @@ class TelegramBot:
             update, context, command_argument(message), replied_bot_message(message, context.bot.id)
         )
 
+    async def on_web(self, update: Update, context: Context) -> None:
+        """/web QUESTION: answer searching the web; /web alone: web search on/off here."""
+        if (cmd := self.command(update, context)) is None:
+            return
+        question = command_argument(cmd.message)
+        if question.strip():
+            replied = replied_bot_message(cmd.message, context.bot.id)
+            await self.answer(update, context, question, replied, web_search=True)
+            return
+        await self.show(cmd.surface, await self.bridge.set_web_search(cmd.where), web_search_text)
+
     async def on_text(self, update: Update, context: Context) -> None:
         """Plain text: a prompt in private chats; in groups only if it mentions/replies to us."""
         if (parts := _parts(update)) is None:
@@ -348,17 +373,62 @@ class TelegramBot:
                 return  # group chatter not meant for the bot
         await self.answer(update, context, text, replied)
 
+    async def on_media(self, update: Update, context: Context) -> None:
+        """A photo, an album or a document: with a caption it is a question (in groups the
+        caption mentions the bot, or it replies to an answer); without one, a hint."""
+        if (parts := _parts(update)) is None:
+            return
+        message, chat, _ = parts
+
+        async def ask(messages: list[Message]) -> None:
+            caption = next((m.caption for m in messages if m.caption), "") or ""
+            replied = next(
+                (r for m in messages if (r := replied_bot_message(m, context.bot.id))), None
+            )
+            if chat.type != ChatType.PRIVATE:
+                if f"@{context.bot.username}".lower() in caption.lower():
+                    caption = strip_mention(caption, context.bot.username)
+                elif replied is None:
+                    return  # group chatter not meant for the bot
+            if not caption.strip():
+                if chat.type == ChatType.PRIVATE:
+                    surface = self.surface(context, chat, reply_to=message.message_id)
+                    await self.say(surface, escape_markdown(PHOTO_HINT))
+                return
+            files = [a for m in messages for a in await attachments_of(context.bot, m)]
+            await self.answer(update, context, caption, replied, attachments=files)
+
+        await self.albums.collect(message, ask)
+
     async def answer(
-        self, update: Update, context: Context, prompt: str, replied: int | None
+        self,
+        update: Update,
+        context: Context,
+        prompt: str,
+        replied: int | None,
+        *,
+        attachments: list[Attachment] | None = None,
+        web_search: bool | None = None,
     ) -> None:
-        """Stream the answer to `prompt`; in groups it replies to the asker's message."""
+        """Stream the answer to `prompt`; in groups it replies to the asker's message. A
+        question replying to a photo or file of the user's brings it along."""
         if (parts := _parts(update)) is None:
             return
         message, chat, user = parts
         where = where_of(chat, user)
         surface = self.surface(context, chat, reply_to=message.message_id)
+        if attachments is None:
+            earlier = message.reply_to_message
+            attachments = []
+            if earlier is not None and replied is None and has_media(earlier):
+                attachments = await attachments_of(context.bot, earlier)
         result = await self.bridge.ask(
-            where, prompt, surface, reply_to=str(replied) if replied is not None else None
+            where,
+            prompt,
+            surface,
+            reply_to=str(replied) if replied is not None else None,
+            attachments=attachments,
+            web_search=web_search,
         )
         if isinstance(result, Refusal):
             await self.refuse(surface, result)
@@ -435,6 +505,8 @@ class TelegramBot:
             return self.on_stop_button
         if data == CALLBACK_REGENERATE:
             return self.on_regenerate_button
+        if data == CALLBACK_CONTINUE:
+            return self.on_continue_button
         if data is None:
             return None
         if MODEL_PAGE_DATA.fullmatch(data):
@@ -461,6 +533,24 @@ class TelegramBot:
         asker = message.reply_to_message.message_id if message.reply_to_message else None
         surface = self.surface(context, message.chat, reply_to=asker, on_first_write=ack)
         result = await self.bridge.regenerate(where, str(message.message_id), surface)
+        if isinstance(result, Refusal):
+            await ack(None if result.quiet else result.message)
+        else:
+            await ack()
+
+    async def on_continue_button(self, update: Update, context: Context) -> None:
+        """▶️ Continue under an answer cut at the length limit: the rest, replying to it."""
+        if (found := _button(update)) is None:
+            return await _answer_stale(update)
+        query, message, user = found
+        where = where_of(message.chat, user)
+        ack = CallbackAck(query)
+        surface = self.surface(
+            context, message.chat, reply_to=message.message_id, on_first_write=ack
+        )
+        result = await self.bridge.continue_answer(
+            where, surface, message_id=str(message.message_id)
+        )
         if isinstance(result, Refusal):
             await ack(None if result.quiet else result.message)
         else:
@@ -571,10 +661,16 @@ def build_application(bridge: Bridge) -> TelegramApp:
     return app
 
 
-async def serve(bridge: Bridge, *, ready: asyncio.Event | None = None) -> None:
-    """Poll Telegram until cancelled; then stop answers, polling and the app cleanly."""
+async def serve(
+    bridge: Bridge, *, ready: asyncio.Event | None = None, routes: Routes | None = None
+) -> None:
+    """Receive updates until cancelled (long polling, or the webhook at TELEGRAM_WEBHOOK_URL
+    served on `routes`); then stop answers, polling and the app cleanly."""
     app = build_application(bridge)
     bot: TelegramBot = app.bot_data[STATE_KEY]
+    webhook_path = bridge.settings.telegram_webhook_path
+    if webhook_path is not None and routes is None:
+        raise SettingsError("TELEGRAM_WEBHOOK_URL is served by BRIDGE_HTTP_ADDR, which is off")
     await app.initialize()
     try:
         try:
@@ -582,19 +678,50 @@ async def serve(bridge: Bridge, *, ready: asyncio.Event | None = None) -> None:
         except TelegramError as exc:
             log.warning("could not set the command list: %s", exc.message)
         await app.start()
-        if app.updater is None:
-            raise RuntimeError("the application has no updater")
-        await app.updater.start_polling(
-            drop_pending_updates=False,
-            allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY],
-        )
-        log.info("Telegram: polling as @%s", app.bot.username)
+        if webhook_path is not None and routes is not None:
+            await _receive_webhooks(app, bridge, routes, webhook_path)
+        else:
+            await _start_polling(app)
         await bridge.end_interrupted(PLATFORM, bot.chat_surface(app.bot))
         if ready is not None:
             ready.set()
         await asyncio.Event().wait()
     finally:
+        if webhook_path is not None and routes is not None:
+            routes.remove_route(webhook_path)  # the webhook stays set: other replicas serve it
         await _shutdown(app, bot)
+
+
+async def _start_polling(app: TelegramApp) -> None:
+    if app.updater is None:
+        raise RuntimeError("the application has no updater")
+    await app.updater.start_polling(
+        drop_pending_updates=False,
+        allowed_updates=ALLOWED_UPDATES,
+    )
+    log.info("Telegram: polling as @%s", app.bot.username)
+
+
+async def _receive_webhooks(app: TelegramApp, bridge: Bridge, routes: Routes, path: str) -> None:
+    """Serve `path`, then tell Telegram to post there (pending updates are kept)."""
+    settings = bridge.settings
+    secret = settings.telegram_webhook_secret
+    if secret is None:  # the settings refuse this; here for the type checker
+        raise SettingsError("TELEGRAM_WEBHOOK_SECRET is not set")
+    routes.add_route(path, WebhookReceiver(app, bridge, secret.get_secret_value()))
+    try:
+        await app.bot.set_webhook(
+            settings.telegram_webhook_url,
+            secret_token=secret.get_secret_value(),
+            allowed_updates=ALLOWED_UPDATES,
+            drop_pending_updates=False,
+        )
+    except TelegramError as exc:
+        raise SettingsError(
+            f"Telegram refused TELEGRAM_WEBHOOK_URL: {exc.message} (Telegram posts only to "
+            "https:// on port 443, 80, 88 or 8443)"
+        ) from None
+    log.info("Telegram: receiving updates as @%s at the webhook path %s", app.bot.username, path)
 
 
 async def _shutdown(app: TelegramApp, bot: TelegramBot) -> None:

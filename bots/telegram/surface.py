@@ -45,6 +45,7 @@ from telegram.warnings import PTBDeprecationWarning
 from bots.telegram.format import cut_utf16, to_entities, utf16_len
 from core.render.limits import Bucket, Limit, Window
 from core.render.surface import (
+    Activity,
     Button,
     MessageRef,
     SurfaceError,
@@ -74,10 +75,16 @@ BOT_WRITES, BOT_SECONDS = 30, 1.0
 PREVIEW_BURST, PREVIEW_INTERVAL = 3, 0.5
 MAX_CALLBACK_DATA = 64
 PLACEHOLDER = "…"
+CHAT_ACTIONS: dict[Activity, str] = {"typing": "typing", "drawing": "upload_photo"}
 
 CALLBACK_STOP = "stop"
 CALLBACK_REGENERATE = "regen"
-_FIXED_CALLBACKS = {"stop": CALLBACK_STOP, "regenerate": CALLBACK_REGENERATE}
+CALLBACK_CONTINUE = "cont"
+_FIXED_CALLBACKS = {
+    "stop": CALLBACK_STOP,
+    "regenerate": CALLBACK_REGENERATE,
+    "continue": CALLBACK_CONTINUE,
+}
 
 
 class _NotModified(SurfaceError):
@@ -102,7 +109,8 @@ def chat_limits(chat_id: int, *, private: bool, prefix: str = "telegram") -> Wri
 
 
 def callback_data(button: Button) -> str:
-    """The callback data of a core button: fixed for stop/regenerate, else its payload."""
+    """The callback data of a core button: fixed for stop/regenerate/continue, else its
+    payload."""
     return _FIXED_CALLBACKS.get(button.action) or button.payload or button.action
 
 
@@ -277,9 +285,10 @@ class TelegramSurface:
         self._replied = True
         return MessageRef(str(message.message_id))
 
-    async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
+    async def activity(self, kind: Activity) -> None:
         """Show "typing…" or "sending photo…" for a few seconds."""
-        await self._call(lambda: self._bot.send_chat_action(self.chat_id, kind))
+        action = CHAT_ACTIONS[kind]
+        await self._call(lambda: self._bot.send_chat_action(self.chat_id, action))
 
     # --- the adapter's own messages (commands, keyboards) --------------------------------------
     async def post(self, text: str, *, markup: InlineKeyboardMarkup | None = None) -> int:

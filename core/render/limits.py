@@ -12,8 +12,8 @@ write draws from: a room's own, a kind's own, a bot-wide one. Two shapes cover w
 
 Writes differ in urgency (see `core.render.scheduler`). Urgent ones may use every write a limit
 has; a routine one (an interim edit, a status line) only its even share: a bucket must be full, so
-the burst stays in reserve, and a window must keep `reserve` writes back and not be used closer than
-`seconds / count` after its last write.
+the burst stays in reserve, and a window must keep back the writes its answers still owe (at most
+half of it, at least a fifth) and not be used closer than `seconds / count` after its last write.
 """
 
 from __future__ import annotations
@@ -79,7 +79,10 @@ class LimitState:
         self._expire(now)
         allowed = limit.count
         if routine:
-            allowed -= max(reserve, math.ceil(limit.count / 5))
+            # Kept back for urgent writes: the writes the room's answers still owe (their first
+            # texts and final writes), at most half the window, at least a fifth of it.
+            owed = min(reserve, limit.count // 2)
+            allowed -= max(owed, math.ceil(limit.count / 5))
             if allowed <= 0:
                 return math.inf
         wait = blocked

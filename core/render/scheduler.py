@@ -2,7 +2,8 @@
 
 A room is where answers share a platform's write limits (one chat or channel). Each answer (a
 `Writer`, see core.render.renderer) tells its room what it would write next and how urgent that is;
-the room makes one platform call at a time, always the most urgent one its limits allow now:
+the room starts the most urgent write its limits allow now (one at a time per answer; answers'
+writes on different limits run side by side):
 
 1. `FIRST_TEXT`: the first text of an answer that shows nothing yet (or a command's reply), in
    asking order;
@@ -13,7 +14,7 @@ the room makes one platform call at a time, always the most urgent one its limit
 
 A write that waits for a limit keeps that limit for itself: no less urgent write takes it first.
 Routine writes (interim, status) use only a limit's even share and leave the rest (the burst, a
-window's reserve of one write per answer that still owes one) to urgent writes, so a Stop, an error
+window's reserve; see core.render.limits) to urgent writes, so a Stop, an error
 or the end of an answer is on screen within one free write, and nobody starves: every answer's
 interim edit eventually becomes the one shown longest ago.
 
@@ -91,8 +92,6 @@ class WriteScheduler:
         self._limits: dict[str, LimitState] = {}
         self._rooms: dict[str, Room] = {}
         self._max_idle = max_idle
-        self.writes = 0
-        self.rate_limited = 0
 
     def room(self, key: str) -> Room:
         room = self._rooms.get(key)
@@ -190,8 +189,8 @@ class Room:
                     await self._pause(wait)
                     continue
                 member, write = choice
-                for state in [self._scheduler.state(limit) for limit in write.limits]:
-                    state.take(self._clock.now())
+                for limit in write.limits:
+                    self._scheduler.state(limit).take(self._clock.now())
                 context = write.context or contextvars.copy_context()
                 loop = asyncio.get_running_loop()
                 self._writing[member] = write
@@ -262,9 +261,6 @@ class Room:
         error: SurfaceError | None = None
         try:
             await write.call()
-        except SurfaceRateLimited as exc:
-            error = exc
-            self._scheduler.rate_limited += 1
         except SurfaceError as exc:
             error = exc
         except Exception as exc:  # a bug in one write must not stop the room's other answers
@@ -279,8 +275,6 @@ class Room:
                     state.penalize(now, error.retry_after)
             self._writing.pop(member, None)
             self.wake()
-        if error is None:
-            self._scheduler.writes += 1
         member.written(write, error)
 
 

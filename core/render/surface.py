@@ -12,6 +12,7 @@ from typing import Literal, Protocol, runtime_checkable
 from core.render.limits import Limit
 
 WriteKind = Literal["send", "edit", "preview"]
+Activity = Literal["typing", "drawing"]  # what the bot is busy with: an answer, an image
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class SurfaceLimits:
     placeholder: shown (with the Stop button) when an answer has no text for a while; None:
         show nothing until the first text.
     max_caption: characters of an upload's caption.
+    buttons: the surface shows buttons (False: a console, where commands stand in for them).
     """
 
     max_length: int
@@ -49,6 +51,7 @@ class SurfaceLimits:
     measure: Literal["chars", "utf16"] = "chars"
     placeholder: str | None = "…"
     max_caption: int = 1024
+    buttons: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,7 @@ class MessageRef:
 class Button:
     """An action a user can take on a message (Stop while streaming, Regenerate after)."""
 
-    action: str  # "stop" | "regenerate" | "select_model" | "page"
+    action: str  # "stop" | "regenerate" | "continue" | "select_model" | "page"
     label: str
     payload: str = ""
 
@@ -129,6 +132,6 @@ class MessageSurface(Protocol):
         states too) are there for platforms that show them apart, e.g. in an embed."""
         ...
 
-    async def activity(self, kind: Literal["typing", "upload_photo"]) -> None:
+    async def activity(self, kind: Activity) -> None:
         """Show that the bot is busy (a few seconds; repeat to keep it shown)."""
         ...

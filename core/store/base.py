@@ -11,7 +11,7 @@ chosen by URL through `open_store`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
@@ -198,6 +198,36 @@ class ConversationStore(Protocol):
 
     async def streaming_answers(self, platform: str) -> list[StreamingAnswer]:
         """The answers recorded as streaming on `platform` (left by a process that died)."""
+        ...
+
+    async def record_tokens(
+        self,
+        turn_id: int,
+        *,
+        user_scope: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        estimated: bool,
+        created_at: float,
+    ) -> None:
+        """Store the tokens an answer (an assistant turn) used, for the user who asked
+        (`user_scope`, opaque); recording a turn again replaces its counts."""
+        ...
+
+    async def tokens_since(self, user_scope: str, since: float) -> int:
+        """The tokens of the user's answers recorded at or after `since` (wall-clock seconds)."""
+        ...
+
+    async def tokens_of_turns(self, turn_ids: Sequence[int]) -> int:
+        """The tokens of those of `turn_ids` that have a count (e.g. one conversation's)."""
+        ...
+
+    async def add_images(self, turn_id: int, images: Sequence[tuple[str, bytes]]) -> None:
+        """Keep images (content type, bytes) with a turn (a user's question)."""
+        ...
+
+    async def images_of(self, turn_ids: Sequence[int]) -> dict[int, list[tuple[str, bytes]]]:
+        """The images kept with each of `turn_ids` that has any, oldest first."""
         ...
 
 

@@ -5,7 +5,7 @@ The schema is versioned in a ``schema_version`` table (one row per applied migra
 migration in order, each in its own transaction together with its row in ``schema_version``,
 holding a transaction-scoped advisory lock, so several replicas starting at once never apply a
 migration twice. Migrations are only ever appended, never edited. The version numbers match the
-SQLite store's (version 3 has the same tables in both).
+SQLite store's (version 5 has the same tables in both).
 
 Text is stored as given, except NUL characters, which PostgreSQL's TEXT cannot hold: they become
 U+FFFD (`storable`). Every method runs one autocommitted statement on a connection borrowed from
@@ -115,7 +115,33 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     ),
-    # 3: answers streaming now, so a crash leaves nothing showing a streaming marker.
+    # 3: tokens per answer (reported by the server, or estimated), by the user who asked.
+    (
+        """
+        CREATE TABLE turn_tokens (
+            turn_id BIGINT PRIMARY KEY REFERENCES turns(id) ON DELETE CASCADE,
+            user_scope TEXT NOT NULL,
+            prompt_tokens BIGINT NOT NULL,
+            completion_tokens BIGINT NOT NULL,
+            estimated BOOLEAN NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX turn_tokens_user ON turn_tokens(user_scope, created_at)",
+    ),
+    # 4: images a user sent with a question, stored once with its turn.
+    (
+        """
+        CREATE TABLE turn_images (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            turn_id BIGINT NOT NULL REFERENCES turns(id) ON DELETE CASCADE,
+            content_type TEXT NOT NULL,
+            data BYTEA NOT NULL
+        )
+        """,
+        "CREATE INDEX turn_images_turn_id ON turn_images(turn_id)",
+    ),
+    # 5: answers streaming now, so a crash leaves nothing showing a streaming marker.
     (
         """
         CREATE TABLE streaming (
@@ -507,6 +533,75 @@ class PostgresConversationStore:
             )
             for chat_id, user_id, question_id, model, messages, answered, updated_at in rows
         ]
+
+    async def record_tokens(
+        self,
+        turn_id: int,
+        *,
+        user_scope: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        estimated: bool,
+        created_at: float,
+    ) -> None:
+        """Store what an answer used; raises `TurnNotFoundError` when the turn is unknown."""
+        await self._run(
+            "INSERT INTO turn_tokens (turn_id, user_scope, prompt_tokens, completion_tokens, "
+            "estimated, created_at) VALUES ($1, $2, $3, $4, $5, $6) "
+            "ON CONFLICT (turn_id) DO UPDATE SET prompt_tokens = excluded.prompt_tokens, "
+            "completion_tokens = excluded.completion_tokens, estimated = excluded.estimated",
+            (
+                turn_id,
+                user_scope,
+                int(prompt_tokens),
+                int(completion_tokens),
+                bool(estimated),
+                float(created_at),
+            ),
+            turn_id=turn_id,
+        )
+
+    async def tokens_since(self, user_scope: str, since: float) -> int:
+        """Tokens of the user's answers stored at or after `since` (wall-clock seconds)."""
+        rows = await self._run(
+            "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM turn_tokens "
+            "WHERE user_scope = $1 AND created_at >= $2",
+            (user_scope, float(since)),
+        )
+        return int(rows[0][0])
+
+    async def tokens_of_turns(self, turn_ids: Sequence[int]) -> int:
+        """Tokens of the answers among `turn_ids` (turns without a count add nothing)."""
+        rows = await self._run(
+            "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM turn_tokens "
+            "WHERE turn_id = ANY($1::bigint[])",
+            (list(turn_ids),),
+        )
+        return int(rows[0][0])
+
+    async def add_images(self, turn_id: int, images: Sequence[tuple[str, bytes]]) -> None:
+        """Keep images (content type, bytes) with a turn; `TurnNotFoundError` when unknown."""
+        if not images:
+            return
+        await self._run(
+            "INSERT INTO turn_images (turn_id, content_type, data) "
+            "SELECT $1, content_type, data FROM unnest($2::text[], $3::bytea[]) "
+            "WITH ORDINALITY AS image(content_type, data, position) ORDER BY position",
+            (turn_id, [t for t, _ in images], [bytes(d) for _, d in images]),
+            turn_id=turn_id,
+        )
+
+    async def images_of(self, turn_ids: Sequence[int]) -> dict[int, list[tuple[str, bytes]]]:
+        """The images kept with each of `turn_ids` that has any, in the order they were added."""
+        rows = await self._run(
+            "SELECT turn_id, content_type, data FROM turn_images "
+            "WHERE turn_id = ANY($1::bigint[]) ORDER BY id",
+            (list(turn_ids),),
+        )
+        found: dict[int, list[tuple[str, bytes]]] = {}
+        for row in rows:
+            found.setdefault(int(row[0]), []).append((str(row[1]), bytes(row[2])))
+        return found
 
     def _open_failed(self, exc: Exception) -> StoreOpenFailed:
         detail = _scrubbed(f"{type(exc).__name__}: {exc}", self._password)

@@ -122,10 +122,33 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) WITHOUT ROWID
         """,
     ),
-)
-
-MIGRATIONS += (
-    # 3: answers streaming now, so a crash leaves nothing showing a streaming marker.
+    # 3: tokens per answer (reported by the server, or estimated), by the user who asked.
+    (
+        """
+        CREATE TABLE turn_tokens (
+            turn_id INTEGER PRIMARY KEY REFERENCES turns(id) ON DELETE CASCADE,
+            user_scope TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            estimated INTEGER NOT NULL,
+            created_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX turn_tokens_user ON turn_tokens(user_scope, created_at)",
+    ),
+    # 4: images a user sent with a question, stored once with its turn.
+    (
+        """
+        CREATE TABLE turn_images (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            turn_id INTEGER NOT NULL REFERENCES turns(id) ON DELETE CASCADE,
+            content_type TEXT NOT NULL,
+            data BLOB NOT NULL
+        )
+        """,
+        "CREATE INDEX turn_images_turn_id ON turn_images(turn_id)",
+    ),
+    # 5: answers streaming now, so a crash leaves nothing showing a streaming marker.
     (
         """
         CREATE TABLE streaming (
@@ -143,6 +166,7 @@ MIGRATIONS += (
         "CREATE INDEX streaming_platform ON streaming(platform)",
     ),
 )
+
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -454,6 +478,82 @@ class SqliteConversationStore:
             )
             for chat_id, user_id, question_id, model, messages, answered, updated_at in rows
         ]
+
+    async def record_tokens(
+        self,
+        turn_id: int,
+        *,
+        user_scope: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        estimated: bool,
+        created_at: float,
+    ) -> None:
+        """Store what an answer used; raises `TurnNotFoundError` when the turn is unknown."""
+        await self._write(
+            "INSERT INTO turn_tokens (turn_id, user_scope, prompt_tokens, completion_tokens, "
+            "estimated, created_at) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (turn_id) DO UPDATE SET prompt_tokens = excluded.prompt_tokens, "
+            "completion_tokens = excluded.completion_tokens, estimated = excluded.estimated",
+            (
+                turn_id,
+                user_scope,
+                int(prompt_tokens),
+                int(completion_tokens),
+                int(estimated),
+                float(created_at),
+            ),
+            turn_id=turn_id,
+        )
+
+    async def tokens_since(self, user_scope: str, since: float) -> int:
+        """Tokens of the user's answers stored at or after `since` (wall-clock seconds)."""
+        rows = await self._read(
+            "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM turn_tokens "
+            "WHERE user_scope = ? AND created_at >= ?",
+            (user_scope, float(since)),
+        )
+        return int(rows[0][0])
+
+    async def tokens_of_turns(self, turn_ids: Sequence[int]) -> int:
+        """Tokens of the answers among `turn_ids` (turns without a count add nothing)."""
+        total = 0
+        ids = list(turn_ids)
+        for start in range(0, len(ids), 500):  # within SQLite's limit of bound parameters
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self._read(
+                "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM turn_tokens "
+                f"WHERE turn_id IN ({marks})",
+                chunk,
+            )
+            total += int(rows[0][0])
+        return total
+
+    async def add_images(self, turn_id: int, images: Sequence[tuple[str, bytes]]) -> None:
+        """Keep images (content type, bytes) with a turn; `TurnNotFoundError` when unknown."""
+        for content_type, data in images:
+            await self._write(
+                "INSERT INTO turn_images (turn_id, content_type, data) VALUES (?, ?, ?)",
+                (turn_id, content_type, data),
+                turn_id=turn_id,
+            )
+
+    async def images_of(self, turn_ids: Sequence[int]) -> dict[int, list[tuple[str, bytes]]]:
+        """The images kept with each of `turn_ids` that has any, in the order they were added."""
+        found: dict[int, list[tuple[str, bytes]]] = {}
+        ids = list(turn_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self._read(
+                f"SELECT turn_id, content_type, data FROM turn_images WHERE turn_id IN ({marks}) "
+                "ORDER BY id",
+                chunk,
+            )
+            for row in rows:
+                found.setdefault(int(row[0]), []).append((str(row[1]), bytes(row[2])))
+        return found
 
     async def _check_writable(self) -> None:
         """Create the directory when missing; `StoreOpenFailed` when anything is unwritable."""

@@ -28,6 +28,11 @@ What users see and when (clock time): every message records when its content fir
 non-empty (`FakeMessage.first_visible_at`), the history of its content
 (`FakeMessage.content_history`, one entry per change) and its last applied write
 (`FakeMessage.last_write_at`), so a benchmark can read "first visible" from the platform's side.
+
+Shards: IDENTIFY's ``shard`` [id, count] is checked (id < count, else close 4010 Invalid shard)
+and routes events as Discord does: the guild belongs to shard ``(guild_id >> 22) % count``, so
+only that session gets it in READY, its GUILD_CREATE and its events; DMs go to shard 0.
+GET /gateway/bot recommends `recommended_shards` (1 by default).
 """
 
 from __future__ import annotations
@@ -262,8 +267,29 @@ class _Bucket:
 class _Session:
     id: str
     intents: int
+    shard: tuple[int, int] = (0, 1)
     seq: int = 0
     backlog: deque[JsonObj] = field(default_factory=lambda: deque(maxlen=1000))
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard a guild's events go to (Discord's formula)."""
+    return (guild_id >> 22) % shard_count
+
+
+def _shard_field(raw: object) -> tuple[int, int] | None:
+    """IDENTIFY's shard [id, count], or None when it is not a valid pair."""
+    if not isinstance(raw, list) or len(raw) != 2:
+        return None
+    shard_id, count = raw
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+        return None
+    return (shard_id, count) if 0 <= shard_id < count else None
+
+
+def _receives(session: _Session, guild_id: int | None) -> bool:
+    shard_id, count = session.shard
+    return shard_id == (0 if guild_id is None else shard_of(guild_id, count))
 
 
 @dataclass(eq=False)
@@ -440,6 +466,7 @@ class FakeDiscord:
         self.rate_limited = 0  # 429s answered, all buckets
         self.rate_limited_by_bucket: dict[str, int] = {}  # 429s per bucket kind
         self.identifies: list[JsonObj] = []
+        self.recommended_shards = 1  # what GET /gateway/bot answers
         self.interactions: dict[int, Interaction] = {}
         self.denied_channels: set[int] = set()  # see deny_writes
 
@@ -449,6 +476,7 @@ class FakeDiscord:
         self.owner_id = 1001
         self.guild_id = self._snowflake()
         self._channels: dict[int, _Channel] = {}
+        self._loose_attachments: dict[int, tuple[int, _Attachment]] = {}  # slash-command files
         self._commands: list[JsonObj] = []
         self._users: dict[int, JsonObj] = {}
         self._buckets: dict[tuple[str, str], _Bucket] = {}
@@ -613,14 +641,29 @@ class FakeDiscord:
         channel_id: int | None = None,
         dm: bool = False,
         subcommand: str | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
     ) -> Interaction:
-        """Dispatch a slash command (INTERACTION_CREATE type 2)."""
+        """Dispatch a slash command (INTERACTION_CREATE type 2). `files`: attachment options,
+        by option name: (file name, bytes, content type), uploaded and resolved like Discord's."""
         channel = self._interaction_channel(channel_id, dm, user_id)
         command = self._find_command(name, channel.guild_id)
-        option_list = self._option_payloads(command, subcommand, options or {})
+        options = dict(options or {})
+        resolved: dict[str, JsonObj] = {}
+        for option, (filename, content, content_type) in (files or {}).items():
+            att = _Attachment(self._snowflake(), filename, content, content_type)
+            self._loose_attachments[att.id] = (channel.id, att)
+            url = f"{self.root_url}/attachments/{channel.id}/{att.id}/{att.filename}"
+            resolved[str(att.id)] = {
+                "id": str(att.id), "filename": filename, "size": len(content), "url": url,
+                "proxy_url": url, "content_type": content_type,
+            }  # fmt: skip
+            options[option] = str(att.id)
+        option_list = self._option_payloads(command, subcommand, options)
         if subcommand is not None:
             option_list = [{"name": subcommand, "type": 1, "options": option_list}]
         data = self._command_data(command, name, option_list)
+        if resolved:
+            data["resolved"] = {"attachments": resolved}
         return await self._interact(2, data, channel, user_id)
 
     async def autocomplete(
@@ -676,8 +719,10 @@ class FakeDiscord:
         user_id: int = 2001,
         mention_bot: bool = False,
         reply_to: int | None = None,
+        files: list[tuple[str, bytes, str]] | None = None,
     ) -> int:
-        """A user posts in a channel (MESSAGE_CREATE); returns the new message id."""
+        """A user posts in a channel (MESSAGE_CREATE), with `files` attached as
+        (file name, bytes, content type); returns the new message id."""
         channel = self._channels[channel_id]
         if mention_bot:
             content = f"<@{self.bot_user_id}> {content}"
@@ -691,6 +736,10 @@ class FakeDiscord:
             type=19 if reply_to is not None else 0,
             reference=reply_to,
             timestamp=_now_iso(),
+            attachments=[
+                _Attachment(self._snowflake(), name, content, kind)
+                for name, content, kind in files or []
+            ],
         )
         channel.messages[msg.id] = msg
         await self._dispatch("MESSAGE_CREATE", self._gateway_message(msg), required=True)
@@ -1124,18 +1173,25 @@ class FakeDiscord:
         if conn.session is not None:
             await conn.ws.close(code=4005, message=b"Already authenticated.")
             return
+        shard = _shard_field(data.get("shard", [0, 1]))
+        if shard is None:
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return
         self.identifies.append(data)
-        session = _Session(id=secrets.token_hex(16), intents=int(data.get("intents", 0)))
+        session = _Session(
+            id=secrets.token_hex(16), intents=int(data.get("intents", 0)), shard=shard
+        )
+        owns_guild = shard_of(self.guild_id, shard[1]) == shard[0]
         self._sessions[session.id] = session
         conn.session = session
         me = {**self._user(self.bot_user_id), "verified": True, "mfa_enabled": False, "flags": 0}
         ready = {
             "v": 10,
             "user": me,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}] if owns_guild else [],
             "session_id": session.id,
             "resume_gateway_url": self.gateway_url,
-            "shard": data.get("shard", [0, 1]),
+            "shard": list(shard),
             "application": {"id": str(self.application_id), "flags": 0},
             "private_channels": [],
             "relationships": [],
@@ -1145,7 +1201,8 @@ class FakeDiscord:
             "geo_ordered_rtc_regions": [],
         }
         await self._send_dispatch(conn, "READY", ready)
-        await self._send_dispatch(conn, "GUILD_CREATE", self._guild_payload())
+        if owns_guild:
+            await self._send_dispatch(conn, "GUILD_CREATE", self._guild_payload())
 
     async def _resume(self, conn: _Conn, data: JsonObj) -> None:
         """RESUME: replay missed events and send RESUMED, or op 9 (not resumable)."""
@@ -1188,8 +1245,15 @@ class FakeDiscord:
         await self._send(conn, frame)
 
     async def _dispatch(self, event: str, data: JsonObj, *, required: bool = False) -> None:
-        """Dispatch an event to every identified connection."""
-        targets = [c for c in self._conns if c.session is not None and not c.ws.closed]
+        """Dispatch an event to every identified connection of the shard it belongs to (the
+        guild's; shard 0 for DMs)."""
+        guild = data.get("guild_id")
+        guild_id = int(guild) if guild is not None else None
+        targets = [
+            c
+            for c in self._conns
+            if c.session is not None and not c.ws.closed and _receives(c.session, guild_id)
+        ]
         if required and not targets:
             raise RuntimeError(f"cannot dispatch {event}: no bot connected to the gateway")
         for conn in targets:
@@ -1200,7 +1264,12 @@ class FakeDiscord:
     async def _cdn(self, request: web.Request) -> web.Response:
         """Serve attachment bytes."""
         attachment_id = int(request.match_info["attachment_id"])
-        channel = self._channels.get(int(request.match_info["channel_id"]))
+        channel_id = int(request.match_info["channel_id"])
+        loose = self._loose_attachments.get(attachment_id)
+        if loose is not None and loose[0] == channel_id:
+            att = loose[1]
+            return web.Response(body=att.data, headers={"Content-Type": att.content_type})
+        channel = self._channels.get(channel_id)
         for msg in channel.messages.values() if channel else ():
             for att in msg.attachments:
                 if att.id == attachment_id:
@@ -1602,7 +1671,7 @@ class FakeDiscord:
         """GET /gateway/bot"""
         return 200, {
             "url": self.gateway_url,
-            "shards": 1,
+            "shards": self.recommended_shards,
             "session_start_limit": {
                 "total": 1000,
                 "remaining": 999,

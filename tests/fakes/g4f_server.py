@@ -87,6 +87,9 @@ SURROGATE_ANSWERS = {
 }
 UNLISTED_MODELS = tuple(SURROGATE_ANSWERS)  # answered, but not in /v1/models (keeps its pages)
 DEFAULT_TOOL_NAME = "get_weather"
+# Models that see images (content parts of type image_url); any other fails such a request with
+# 500 "Request execution failed", as g4f does when no provider of the model takes images.
+VISION_MODELS = ("gpt-4o", "gpt-4.1", "gpt-4o-mini", "slow-first", "trickle")
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,7 @@ class _Chat:
     answer: str
     prompt_tokens: int
     tool_name: str
+    finish_reason: str = "stop"  # "length" when the answer was cut at a token limit
     completion_id: str = field(default_factory=lambda: f"chatcmpl-{secrets.token_hex(12)}")
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -386,8 +390,33 @@ def last_user_prompt(messages: Sequence[JsonDict]) -> str:
     return ""
 
 
+def image_parts(messages: Sequence[JsonDict]) -> list[bytes]:
+    """The bytes of every data-URI image part in the messages, in order.
+
+    Raises ValueError for an image part that is no base64 data URI (the real server fails)."""
+    found: list[bytes] = []
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            url = str((part.get("image_url") or {}).get("url", ""))
+            header, _, payload = url.partition(",")
+            if not (header.startswith("data:image/") and header.endswith(";base64")):
+                raise ValueError(f"not a base64 image data URI: {url[:40]!r}")
+            found.append(base64.b64decode(payload, validate=True))
+    return found
+
+
 def _count_words(messages: Sequence[JsonDict]) -> int:
     return sum(len(message_text(m.get("content")).split()) for m in messages)
+
+
+def prompt_not_answered(server: FakeG4F, prompt: str) -> bool:
+    """The prompt gets the default answer (no answer set for it by a test)."""
+    return prompt not in server.answers
 
 
 def _tool_name(body: JsonDict) -> str:
@@ -470,6 +499,17 @@ class FakeG4F:
         self.answer_words = 0  # > 0: default answers are long (see long_answer)
         # Listed models whose every provider fails now: HTTP 500 like g4f (the server answers).
         self.down_models: set[str] = set()
+        # > 0: every answer stops after this many words with finish_reason "length", as a model
+        # does at its output token limit (max_tokens in a request does the same).
+        self.length_limit_words = 0
+        self.send_usage = True  # False: no usage in replies (like many OpenAI-compatible servers)
+        self.images_received: list[list[bytes]] = []  # per chat request with images, their bytes
+        # With "web_search": true, answers end with these sources as g4f writes them:
+        # quoted lines "> [0] [title](url)" after a blank line.
+        self.web_sources: list[tuple[str, str]] = [
+            ("Example Domain", "https://example.com/page"),
+            ("Another [odd] title", "https://example.org/b?q=1"),
+        ]
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._inflight: dict[int, web.Request] = {}
@@ -682,7 +722,20 @@ class FakeG4F:
         failure = self._planned_failure(model)
         if failure is not None:
             return failure
+        try:
+            images = image_parts(body["messages"])
+        except (ValueError, binascii.Error):
+            return _error(500, EXECUTION_FAILED, model, PROVIDER_NAME)
+        if images:
+            self.images_received.append(images)
+            if model not in VISION_MODELS:
+                return _error(500, EXECUTION_FAILED, model, PROVIDER_NAME)
         chat = self._make_chat(model, body)
+        if images and prompt_not_answered(self, chat.prompt):
+            chat.answer = f"I see {len(images)} image(s). {chat.answer}"
+        if body.get("web_search") is True and self.web_sources:
+            lines = [f"> [{i}] [{t}]({u})" for i, (t, u) in enumerate(self.web_sources)]
+            chat.answer += "\n\n" + "\n".join(lines)
         if body.get("stream"):
             return await self._stream_chat(request, chat)
         return await self._complete_chat(chat)
@@ -692,8 +745,12 @@ class FakeG4F:
         prompt = last_user_prompt(messages)
         answer = self.answers.get(prompt, SURROGATE_ANSWERS.get(model, self.answer_for(prompt)))
         limit = body.get("max_tokens")
-        if isinstance(limit, int) and limit > 0:  # one word stands for one token
+        if not (isinstance(limit, int) and limit > 0):
+            limit = self.length_limit_words
+        finish_reason = "stop"
+        if limit > 0 and len(answer.split()) > limit:  # one word stands for one token
             answer = " ".join(answer.split()[:limit])
+            finish_reason = "length"
         return _Chat(
             model=model,
             reply_model="" if model == "blank-model" else model,
@@ -701,6 +758,7 @@ class FakeG4F:
             answer=answer,
             prompt_tokens=_count_words(messages),
             tool_name=_tool_name(body),
+            finish_reason=finish_reason,
         )
 
     def _planned_failure(self, model: str) -> web.Response | None:
@@ -723,7 +781,9 @@ class FakeG4F:
             )
         return None
 
-    def _usage(self, chat: _Chat) -> JsonDict:
+    def _usage(self, chat: _Chat) -> JsonDict | None:
+        if not self.send_usage:
+            return None
         completion = len(chat.answer.split())
         return {
             "prompt_tokens": chat.prompt_tokens,
@@ -756,7 +816,7 @@ class FakeG4F:
             "tool_calls": None,
             "audio": None,
         }
-        finish_reason = "stop"
+        finish_reason = chat.finish_reason
         if chat.model == "reasoner":
             message["reasoning"] = "".join(REASONING_STEPS)
         elif chat.model == "tools":
@@ -771,7 +831,7 @@ class FakeG4F:
                 "model": chat.reply_model,
                 "provider": PROVIDER_NAME,
                 "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-                "usage": self._usage(chat),
+                **({"usage": usage} if (usage := self._usage(chat)) is not None else {}),
             }
         )
 
@@ -824,7 +884,7 @@ class FakeG4F:
         frames += content
         if chat.model == "cutoff":
             return frames
-        frames.append(self._chunk(chat, {"content": ""}, "stop", self._usage(chat)))
+        frames.append(self._chunk(chat, {"content": ""}, chat.finish_reason, self._usage(chat)))
         return [*frames, _DONE_FRAME]
 
     def _plan_tool_stream(self, chat: _Chat) -> list[Frame]:

@@ -21,6 +21,16 @@ Flood control (only when `enforce_rate_limits`; time comes from the injected `cl
 
 The long poll of `getUpdates` waits in real (event loop) time, not on the injected clock.
 
+Webhooks: after `setWebhook` (url, secret_token, allowed_updates, drop_pending_updates) the
+server POSTs each queued update as JSON to the URL, one at a time in order, with the header
+``X-Telegram-Bot-Api-Secret-Token`` when a secret was set, as Telegram does; an update answered
+2xx is done, any other answer (or no connection) is noted (`getWebhookInfo`'s last_error_*,
+`webhook_deliveries`) and retried after `webhook_retry_seconds` (real time) or on the next update.
+`getUpdates` answers 409 while a webhook is set; `deleteWebhook` goes back to polling.
+`post_update` posts one update (any headers) and `redeliver` posts a delivered update again, as
+Telegram does when a reply did not come in time. Real Telegram accepts only https:// on ports 443,
+80, 88 and 8443; this emulator (loopback, no TLS) takes http:// too unless `webhook_https_only`.
+
 What users see and when (clock time), so a benchmark can read "first visible" from the platform's
 side: every message records when its text (or caption) first became non-empty
 (`FakeMessage.first_visible_at`), the history of that text (`FakeMessage.text_history`, one entry
@@ -46,10 +56,11 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeGuard
+from urllib.parse import urlsplit
 
-from aiohttp import web
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
-__all__ = ["ApiCall", "DraftShown", "FakeMessage", "FakeTelegram"]
+__all__ = ["ApiCall", "DraftShown", "FakeMessage", "FakeTelegram", "WebhookDelivery"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -120,6 +131,30 @@ NOT_MODIFIED = (
 # --------------------------------------------------------------------------- records and state
 
 
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+WEBHOOK_SECRET_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+WEBHOOK_PORTS = frozenset({443, 80, 88, 8443})
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One POST of an update to a webhook: its status (0: no connection), in order."""
+
+    update_id: int
+    url: str
+    status: int
+    at: float
+
+
+@dataclass
+class _Webhook:
+    url: str
+    secret_token: str | None
+    max_connections: int = 40
+    last_error_date: int | None = None
+    last_error_message: str | None = None
+
+
 @dataclass
 class ApiCall:
     """One answered Bot API request, in order of completion."""
@@ -148,6 +183,10 @@ class FakeMessage:
     photo_file_id: str | None = None
     caption: str | None = None
     caption_entities: list[JSONDict] = field(default_factory=list)
+    document_file_id: str | None = None  # a user's document: its file id, name and type
+    document_name: str | None = None
+    document_type: str | None = None
+    media_group_id: str | None = None  # the photos of one album share it
     edits: int = 0
     date: int = 0
     sender: JSONDict = field(default_factory=dict)
@@ -721,6 +760,8 @@ class FakeTelegram:
         clock: Callable[[], float] = time.monotonic,
         enforce_rate_limits: bool = True,
         group_privacy: bool = False,
+        webhook_https_only: bool = False,
+        webhook_retry_seconds: float = 0.5,
     ) -> None:
         """`group_privacy`: deliver only commands, mentions and replies to the bot in groups."""
         self.token = token
@@ -747,6 +788,12 @@ class FakeTelegram:
         self._stopping = False
         self._runner: web.AppRunner | None = None
         self._root_url: str | None = None
+        self.webhook_https_only = webhook_https_only
+        self.webhook_retry_seconds = webhook_retry_seconds
+        self.webhook_deliveries: list[WebhookDelivery] = []
+        self._webhook: _Webhook | None = None
+        self._webhook_task: asyncio.Task[None] | None = None
+        self._posted: dict[int, JSONDict] = {}  # updates posted to a webhook, by update_id
         self._handlers: dict[str, tuple[str, Handler]] = {
             name.lower(): (name, handler) for name, handler in self._handler_table().items()
         }
@@ -776,6 +823,7 @@ class FakeTelegram:
             return
         self._stopping = True
         self._notify()
+        await self._stop_webhook_task()
         runner, self._runner = self._runner, None
         await runner.cleanup()
 
@@ -836,6 +884,15 @@ class FakeTelegram:
             None,
         )
 
+    @property
+    def webhook_url(self) -> str | None:
+        """The URL given to setWebhook (None: polling)."""
+        return self._webhook.url if self._webhook else None
+
+    @property
+    def pending_update_count(self) -> int:
+        return len(self._updates)
+
     def remove_method(self, name: str) -> None:
         """Answer `name` with 404 from now on, like a server that lacks it (e.g. drafts)."""
         self._handlers.pop(name.lower(), None)
@@ -874,6 +931,33 @@ class FakeTelegram:
         first_name: str = "Ann",
     ) -> JSONDict:
         """A user writes `text`; queues a `message` update and returns the Message dict."""
+        update = self.text_update(
+            chat_id,
+            text,
+            user_id=user_id,
+            chat_type=chat_type,
+            reply_to=reply_to,
+            first_name=first_name,
+        )
+        payload: JSONDict = update["message"]
+        chat = self._chats[chat_id]
+        if self._delivered_to_bot(chat, chat.messages[payload["message_id"]]):
+            self._updates.append(update)
+            self._notify()
+        return payload
+
+    def text_update(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        user_id: int = 1001,
+        chat_type: str = "private",
+        reply_to: int | None = None,
+        first_name: str = "Ann",
+    ) -> JSONDict:
+        """A user writes `text`; the Update (with a fresh update_id), not queued: the test
+        delivers it itself (`post_update`)."""
         chat = self._chat(chat_id, chat_type=chat_type, first_name=first_name)
         if reply_to is not None and reply_to not in chat.messages:
             raise ValueError(f"chat {chat_id} has no message {reply_to} to reply to")
@@ -886,6 +970,45 @@ class FakeTelegram:
             reply_to=reply_to,
             date=int(time.time()),
             sender={"id": user_id, "is_bot": False, "first_name": first_name},
+        )
+        chat.messages[message.message_id] = message
+        self._record_write(message)
+        update = {"update_id": self._next_update_id, "message": self._message_json(chat, message)}
+        self._next_update_id += 1
+        return update
+
+    def push_file(
+        self,
+        chat_id: int,
+        data: bytes,
+        *,
+        caption: str | None = None,
+        document: tuple[str, str] | None = None,
+        media_group_id: str | None = None,
+        user_id: int = 1001,
+        chat_type: str = "private",
+        reply_to: int | None = None,
+    ) -> JSONDict:
+        """A user sends a photo (or, with `document` = (file name, MIME type), a file), with
+        an optional caption, as part of an album when `media_group_id` is given."""
+        chat = self._chat(chat_id, chat_type=chat_type, first_name="Ann")
+        file_id = f"user{next(self._file_ids)}"
+        self._files[file_id] = data
+        message = FakeMessage(
+            message_id=self._next_message_id(chat),
+            chat_id=chat_id,
+            from_bot=False,
+            photo=None if document else data,
+            photo_file_id=None if document else file_id,
+            document_file_id=file_id if document else None,
+            document_name=document[0] if document else None,
+            document_type=document[1] if document else None,
+            caption=caption,
+            caption_entities=_entity_mentions(caption or "", self.bot_username),
+            media_group_id=media_group_id,
+            reply_to=reply_to,
+            date=int(time.time()),
+            sender={"id": user_id, "is_bot": False, "first_name": "Ann"},
         )
         chat.messages[message.message_id] = message
         self._record_write(message)
@@ -924,6 +1047,42 @@ class FakeTelegram:
         }
         self._queue_update("callback_query", query)
         return query
+
+    async def post_update(
+        self,
+        update: JSONDict,
+        *,
+        url: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        """POST `update` to `url` (the webhook's by default) with `headers` (by default the
+        webhook's secret header, as Telegram sends it); the HTTP status (0: no connection)."""
+        if url is None:
+            if self._webhook is None:
+                raise RuntimeError("no webhook is set")
+            url = self._webhook.url
+        if headers is None:
+            secret = self._webhook.secret_token if self._webhook else None
+            headers = {SECRET_HEADER: secret} if secret else {}
+        timeout = ClientTimeout(total=10)
+        try:
+            async with (
+                ClientSession(timeout=timeout) as session,
+                session.post(url, json=update, headers=headers) as response,
+            ):
+                await response.read()
+                status = response.status
+        except (ClientError, OSError, TimeoutError):
+            status = 0
+        self._posted[int(update["update_id"])] = update
+        self.webhook_deliveries.append(
+            WebhookDelivery(int(update["update_id"]), url, status, self._clock())
+        )
+        return status
+
+    async def redeliver(self, update_id: int, *, url: str | None = None) -> int:
+        """POST an update already posted to the webhook once more; the HTTP status."""
+        return await self.post_update(self._posted[update_id], url=url)
 
     def delete_message(self, chat_id: int, message_id: int) -> None:
         """The user deletes a message (edits of it then fail with "message to edit not found")."""
@@ -976,8 +1135,19 @@ class FakeTelegram:
             body["text"] = message.text
             if message.entities:
                 body["entities"] = message.entities
-        if message.photo_file_id is not None:
-            body["photo"] = self._photo_sizes(message.photo_file_id)
+        if message.document_file_id is not None:
+            body["document"] = {
+                "file_id": message.document_file_id,
+                "file_unique_id": f"u{message.document_file_id}",
+                "file_name": message.document_name,
+                "mime_type": message.document_type,
+                "file_size": len(self._files.get(message.document_file_id, b"")),
+            }
+        if message.media_group_id is not None:
+            body["media_group_id"] = message.media_group_id
+        if message.photo_file_id is not None or message.document_file_id is not None:
+            if message.photo_file_id is not None:
+                body["photo"] = self._photo_sizes(message.photo_file_id)
             if message.caption:
                 body["caption"] = message.caption
                 if message.caption_entities:
@@ -1021,6 +1191,41 @@ class FakeTelegram:
         """Wake every waiting long poll."""
         self._wakeup.set()
         self._wakeup = asyncio.Event()
+
+    # ------------------------------------------------------------------ webhook delivery
+
+    def _start_webhook_task(self) -> None:
+        if self._webhook_task is None or self._webhook_task.done():
+            self._webhook_task = asyncio.create_task(self._deliver_webhooks(), name="fake-webhook")
+
+    async def _stop_webhook_task(self) -> None:
+        task, self._webhook_task = self._webhook_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _deliver_webhooks(self) -> None:
+        """Post queued updates to the webhook in order until it is deleted or the server stops."""
+        while self._webhook is not None and not self._stopping:
+            wakeup = self._wakeup
+            ready = self._deliverable(1)
+            if not ready:
+                await wakeup.wait()
+                continue
+            update = ready[0]
+            status = await self.post_update(update)
+            if 200 <= status < 300:
+                with contextlib.suppress(ValueError):
+                    self._updates.remove(update)
+                continue
+            if self._webhook is not None:
+                self._webhook.last_error_date = int(time.time())
+                self._webhook.last_error_message = (
+                    f"Wrong response from the webhook: {status}" if status else "Connection refused"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), self.webhook_retry_seconds)
 
     def _confirm(self, offset: object) -> None:
         if not _is_int(offset):
@@ -1119,6 +1324,8 @@ class FakeTelegram:
             "logOut": self._true,
             "close": self._true,
             "deleteWebhook": self._delete_webhook,
+            "setWebhook": self._set_webhook,
+            "getWebhookInfo": self._get_webhook_info,
             "getUpdates": self._get_updates,
             "setMyCommands": self._set_my_commands,
             "getMyCommands": self._get_my_commands,
@@ -1242,13 +1449,71 @@ class FakeTelegram:
     async def _delete_webhook(self, params: Params, files: dict[str, bytes]) -> bool:
         if params.get("drop_pending_updates") is True:
             self._updates.clear()
+        self._webhook = None
+        self._notify()
+        await self._stop_webhook_task()
         return True
+
+    async def _set_webhook(self, params: Params, files: dict[str, bytes]) -> bool:
+        url = str(params.get("url") or "")
+        if not url:  # an empty URL removes the webhook
+            return await self._delete_webhook(params, files)
+        parts = urlsplit(url)
+        schemes = ("https",) if self.webhook_https_only else ("http", "https")
+        if parts.scheme not in schemes or not parts.hostname:
+            raise _bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        if self.webhook_https_only and (parts.port or 443) not in WEBHOOK_PORTS:
+            raise _bad_request(
+                "bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443"
+            )
+        secret = params.get("secret_token")
+        if secret is not None:
+            secret = str(secret)
+            if not 1 <= len(secret) <= 256 or not set(secret) <= WEBHOOK_SECRET_CHARS:
+                raise _bad_request("secret token contains unallowed characters")
+        allowed = params.get("allowed_updates")
+        if isinstance(allowed, list):
+            self._allowed_updates = [str(kind) for kind in allowed]
+        if params.get("drop_pending_updates") is True:
+            self._updates.clear()
+        max_connections = params.get("max_connections")
+        self._webhook = _Webhook(
+            url=url,
+            secret_token=secret,
+            max_connections=max_connections if _is_int(max_connections) else 40,
+        )
+        self._poll_generation += 1  # a pending getUpdates ends with 409
+        self._notify()
+        self._start_webhook_task()
+        return True
+
+    async def _get_webhook_info(self, params: Params, files: dict[str, bytes]) -> JSONDict:
+        hook = self._webhook
+        info: JSONDict = {
+            "url": hook.url if hook else "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._updates),
+        }
+        if hook is not None:
+            info["max_connections"] = hook.max_connections
+            if self._allowed_updates is not None:
+                info["allowed_updates"] = list(self._allowed_updates)
+            if hook.last_error_date is not None:
+                info["last_error_date"] = hook.last_error_date
+                info["last_error_message"] = hook.last_error_message
+        return info
 
     async def _get_updates(self, params: Params, files: dict[str, bytes]) -> list[JSONDict]:
         """Long poll: answers as soon as updates exist, at `timeout`, or when the server stops.
 
         A newer getUpdates terminates a pending one with 409, as Telegram does.
         """
+        if self._webhook is not None:
+            raise ApiError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active;"
+                " use deleteWebhook to delete the webhook first",
+            )
         self._poll_generation += 1
         generation = self._poll_generation
         self._notify()

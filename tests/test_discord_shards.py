@@ -1,0 +1,173 @@
+"""Discord shards: DISCORD_SHARD_COUNT / DISCORD_SHARD_IDS with the real discord.py against
+FakeDiscord, which routes the guild's events to the shard owning it, as Discord does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+import pytest
+
+from bots.discord.app import BridgeClient, ShardedBridgeClient, build_client, serve
+from core.bridge import Bridge
+from core.client import G4FClient
+from core.store.base import open_store
+from tests.conftest import MakeSettings
+from tests.fakes.clock import ScaledClock
+from tests.fakes.discord_server import FakeDiscord, shard_of
+from tests.fakes.g4f_server import FakeG4F
+
+FACTOR = 20.0
+REGEN = "g4f:regen"
+
+
+@dataclass
+class Process:
+    bridge: Bridge
+    task: asyncio.Task[None]
+
+
+@dataclass
+class Fleet:
+    fake: FakeDiscord
+    g4f: FakeG4F
+    start: Callable[..., Awaitable[Process]]
+
+    def answers(self) -> list[str]:
+        """The channel's bot messages that show a finished answer (a Regenerate button)."""
+        shown = []
+        for message in self.fake.messages(self.fake.channel_id):
+            ids = [c["custom_id"] for row in message.components for c in row.get("components", [])]
+            if message.author_id == self.fake.bot_user_id and REGEN in ids:
+                shown.append(message.content)
+        return shown
+
+    def shards_identified(self) -> list[list[int] | None]:
+        return sorted((i.get("shard") for i in self.fake.identifies), key=str)
+
+    def gateway_calls(self, path: str = "/gateway/bot") -> int:
+        return len([c for c in self.fake.calls if c.path == path])
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.fixture
+async def fleet(
+    make_settings: MakeSettings, g4f: FakeG4F, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Fleet]:
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket,
+        "DEFAULT_GATEWAY",
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+    )
+    g4f.trickle_interval = 0.02
+    clock = ScaledClock(FACTOR)
+    async with (
+        FakeDiscord(clock=clock.now, header_time_scale=FACTOR) as fake,
+        contextlib.AsyncExitStack() as stack,
+    ):
+
+        async def start(**overrides: Any) -> Process:
+            """One bridge process serving Discord with these settings."""
+            settings = make_settings(
+                discord_token=fake.token,
+                discord_api_base_url=fake.api_base,
+                discord_gateway_url=fake.gateway_url,
+                **overrides,
+            )
+            store = open_store(settings.bridge_store_url)
+            await store.open()
+            bridge = Bridge(settings, client=G4FClient(settings, clock=clock), store=store)
+            stack.push_async_callback(bridge.close)
+            ready = asyncio.Event()
+            task = asyncio.create_task(serve(bridge, ready=ready, guild_ready_timeout=0.05))
+            stack.push_async_callback(_stop, task)
+            waiter = asyncio.create_task(ready.wait())
+            await asyncio.wait({waiter, task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if not ready.is_set():
+                raise AssertionError(f"not ready: {task.exception() if task.done() else ''}")
+            return Process(bridge, task)
+
+        yield Fleet(fake, g4f, start)
+
+
+async def _ask_once(fleet: Fleet) -> None:
+    """A /ask in the guild is answered, once, by whichever process holds the guild's shard."""
+    fleet.g4f.answers["sharded question"] = "sharded answer"
+    await fleet.fake.slash("ask", {"prompt": "sharded question"})
+    await fleet.fake.wait_for(lambda: len(fleet.answers()) >= 1)
+    assert fleet.answers() == ["sharded answer"]
+    assert len(fleet.g4f.chat_requests()) == 1
+
+
+async def test_two_processes_with_shards_0_and_1_of_2_both_connect(fleet: Fleet) -> None:
+    first = await fleet.start(discord_shard_count="2", discord_shard_ids="0")
+    second = await fleet.start(discord_shard_count="2", discord_shard_ids="1")
+    assert fleet.shards_identified() == [[0, 2], [1, 2]]
+    assert fleet.gateway_calls() == fleet.gateway_calls("/gateway") == 0  # straight to it
+    await _ask_once(fleet)
+    # The process holding the guild's shard answered; the other one never saw the command.
+    owner = [first, second][shard_of(fleet.fake.guild_id, 2)]
+    other = second if owner is first else first
+    await fleet.fake.wait_for(lambda: _answers_counted(owner.bridge) == 1)  # counted after
+    assert _answers_counted(other.bridge) == 0
+
+
+def _answers_counted(bridge: Bridge) -> float:
+    """Answers this process ended on Discord, whatever their outcome."""
+    return sum(
+        sample.value
+        for metric in bridge.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == "g4f_bridge_answers_total" and sample.labels["platform"] == "discord"
+    )
+
+
+async def test_one_process_runs_several_shards(fleet: Fleet) -> None:
+    await fleet.start(discord_shard_count="2", discord_shard_ids="0,1")
+    # Given a count, AutoShardedClient needs no recommendation (GET /gateway/bot) first.
+    assert fleet.gateway_calls() == 0
+    assert fleet.shards_identified() == [[0, 2], [1, 2]]
+    await _ask_once(fleet)
+
+
+async def test_auto_takes_discords_recommended_count(fleet: Fleet) -> None:
+    fleet.fake.recommended_shards = 2
+    await fleet.start(discord_shard_count="auto")
+    assert fleet.gateway_calls() == 1
+    assert fleet.shards_identified() == [[0, 2], [1, 2]]
+    await _ask_once(fleet)
+
+
+async def test_default_is_one_unsharded_connection(fleet: Fleet) -> None:
+    await fleet.start()
+    assert len(fleet.fake.identifies) == 1
+    assert fleet.fake.identifies[0].get("shard") in (None, [0, 1])
+    assert fleet.gateway_calls() == 0
+    await _ask_once(fleet)
+
+
+def test_build_client_picks_the_client_kind(make_settings: MakeSettings) -> None:
+    def built(**overrides: Any) -> BridgeClient:
+        settings = make_settings(discord_token="fake-token-not-real", **overrides)
+        bridge = Bridge(
+            settings, client=G4FClient(settings), store=open_store("sqlite:///:memory:")
+        )
+        return build_client(bridge)
+
+    one = built(discord_shard_count="4", discord_shard_ids="3")
+    assert type(one) is BridgeClient and (one.shard_id, one.shard_count) == (3, 4)
+    several = built(discord_shard_count="4", discord_shard_ids="1,2")
+    assert isinstance(several, ShardedBridgeClient)
+    assert several.shard_ids == [1, 2] and several.shard_count == 4
+    assert type(built()) is BridgeClient and built().shard_id is None
