@@ -198,7 +198,8 @@ class ImageFailed(UpstreamError):
 
 
 class StoreUnavailable(BridgeError):
-    """The conversation store cannot be used right now (locked, read-only, a disk error).
+    """The conversation store cannot be used right now (locked, read-only, a disk error, its
+    server out of reach).
 
     `detail` says what the database reported, for the log.
     """
@@ -219,6 +220,10 @@ class StoreReadOnly(StoreUnavailable):
 
 class StoreDiskError(StoreUnavailable):
     """The disk failed under the database: an I/O error, a full disk, a damaged file."""
+
+
+class StoreUnreachable(StoreUnavailable):
+    """The database server cannot be reached: connection refused, dropped or shut down."""
 
 
 class StoreOpenFailed(StoreUnavailable):

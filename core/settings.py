@@ -135,7 +135,8 @@ class Settings(BaseSettings):
     telegram_webhook_secret: SecretStr | None = None
 
     # --- The bridge ------------------------------------------------------------------------
-    bridge_store_url: str = "sqlite:///./data/g4f-bridge.sqlite3"
+    # Out of reprs: a postgresql:// URL may hold a password.
+    bridge_store_url: str = Field(default="sqlite:///./data/g4f-bridge.sqlite3", repr=False)
     bridge_data_dir: Path = Path("./data")  # the terminal chat's input history and log
     bridge_limits_url: str = "memory://"
     bridge_system_prompt: str = ""

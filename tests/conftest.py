@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+import asyncpg
 import pytest
 
 from core.settings import Settings
@@ -15,6 +18,8 @@ from tests.fakes.g4f_server import FakeG4F
 SETTING_PREFIXES = ("G4F_", "DISCORD_", "TELEGRAM_", "BRIDGE_", "ALLOWED_", "ADMIN_")
 # Read at import: `_hermetic` drops every G4F_ variable before a test runs.
 REQUIRE_SERVICES = bool(os.environ.get("G4F_BRIDGE_REQUIRE_SERVICES"))
+# The machine's PostgreSQL (trust auth); tests make their own database and drop it.
+POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
 def service_missing(reason: str) -> NoReturn:
@@ -57,3 +62,43 @@ def make_settings(g4f: FakeG4F, tmp_path: Path) -> MakeSettings:
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     return make
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(f"{POSTGRES_SERVER}/postgres", timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of this test session's own on the machine's PostgreSQL; dropped at the end.
+
+    Skipped with the reason when the server cannot be reached (failed in CI).
+    """
+    name = f"g4f_bridge_test_{secrets.token_hex(6)}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        service_missing(f"no PostgreSQL at {POSTGRES_SERVER}: {type(exc).__name__}: {exc}")
+    yield f"{POSTGRES_SERVER}/{name}"
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def postgres_url(postgres_database: str) -> AsyncIterator[str]:
+    """A store URL whose tables go in a fresh schema of their own; the schema is dropped after.
+
+    One database for the session and a schema for each test keeps tests apart (ids start at 1)
+    without the cost of a CREATE DATABASE each.
+    """
+    schema = f"t_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(postgres_database, timeout=5)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        yield f"{postgres_database}?search_path={schema}"
+    finally:
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await conn.close()

@@ -28,6 +28,7 @@ from core.results import (
     SystemPromptSet,
 )
 from core.store.base import StreamingAnswer, open_store
+from core.store.postgres import PostgresConversationStore
 from core.texts import models_page_header, stop_text
 from tests.conftest import MakeSettings
 from tests.fakes.clock import ScaledClock
@@ -588,6 +589,40 @@ class TestImagine:
         assert isinstance(result, Refusal) and result.reason is RefusalReason.EMPTY
         too_long = await bridge.imagine(DM, "x" * 20_000, surface(chat))
         assert isinstance(too_long, Refusal) and "too long" in too_long.message
+
+
+@pytest.mark.postgres
+async def test_a_bridge_on_postgresql_answers_and_replies_continue_across_a_restart(
+    make_settings: MakeSettings,
+    g4f: FakeG4F,
+    chat: ChatServer,
+    clock: ScaledClock,
+    postgres_url: str,
+) -> None:
+    settings = make_settings(bridge_store_url=postgres_url)
+    first = await Bridge.open(settings, clock=clock)
+    try:
+        assert isinstance(first.store, PostgresConversationStore)
+        a1 = await ask(first, chat, "q1", GROUP)
+        assert a1.outcome is Outcome.DONE and chat.messages[a1.messages[0].id] == "You said: q1"
+        a2 = await ask(first, chat, "q2", GROUP, reply_to=a1.messages[0].id)
+        assert [m["content"] for m in sent_messages(g4f)] == ["q1", "You said: q1", "q2"]
+    finally:
+        await first.close()
+
+    # Another process on the same database: replying to the last answer goes on with the story.
+    second = await Bridge.open(settings, clock=clock)
+    try:
+        await ask(second, chat, "q3", GROUP, reply_to=a2.messages[0].id)
+        assert [m["content"] for m in sent_messages(g4f)] == [
+            "q1",
+            "You said: q1",
+            "q2",
+            "You said: q2",
+            "q3",
+        ]
+    finally:
+        await second.close()
 
 
 def test_store_file_is_in_the_temp_dir(make_settings: MakeSettings, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.g4f_server import FakeG4F
+from tests.fakes.redis_server import free_port
 
 CLI = [sys.executable, "-m", "bots.cli"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,8 +102,8 @@ async def test_failure_mid_answer_keeps_text_and_says_why(g4f: FakeG4F) -> None:
         ({"BRIDGE_USER_RATE": "lots"}, "invalid setting BRIDGE_USER_RATE:"),
         ({"TELEGRAM_STREAM_MODE": "fast"}, "invalid setting TELEGRAM_STREAM_MODE:"),
         (
-            {"BRIDGE_STORE_URL": "postgres://bridge:pw@db/bridge"},
-            "invalid setting BRIDGE_STORE_URL: PostgreSQL (postgres://) is not supported yet",
+            {"BRIDGE_STORE_URL": "mysql://bridge:pw@db/bridge"},
+            "invalid setting BRIDGE_STORE_URL: MySQL (mysql://) is not supported yet",
         ),
         (
             {"BRIDGE_LIMITS_URL": "redis//localhost:6379"},
@@ -133,6 +134,16 @@ async def test_store_that_cannot_be_opened_is_one_line(
     assert code == 2 and out == ""
     assert err.startswith("g4f-bridge: The conversation store ") and "BRIDGE_STORE_URL" in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+async def test_postgres_store_out_of_reach_is_one_line_without_the_password(g4f: FakeG4F) -> None:
+    url = f"postgresql://bridge:hunter2-pg-secret@127.0.0.1:{free_port()}/bridge"
+    code, out, err = await run_cli("chat", env=api(g4f, BRIDGE_STORE_URL=url))
+    assert code == 2 and out == ""
+    assert err.startswith("g4f-bridge: The conversation store postgresql://bridge@127.0.0.1:")
+    assert "cannot be reached" in err and "BRIDGE_STORE_URL" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "hunter2" not in err
 
 
 async def test_settings_come_from_dotenv_in_the_working_directory(

@@ -70,9 +70,14 @@ def test_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         (
             "BRIDGE_STORE_URL",
-            "postgresql://db/bridge",
-            "invalid setting BRIDGE_STORE_URL: PostgreSQL (postgresql://) is not supported yet; "
-            "supported: sqlite://",
+            "mysql://db/bridge",
+            "invalid setting BRIDGE_STORE_URL: MySQL (mysql://) is not supported yet; "
+            "supported: postgres://, postgresql://, sqlite://",
+        ),
+        (
+            "BRIDGE_STORE_URL",
+            "postgresql://bridge@db:54x2/bridge",
+            "invalid setting BRIDGE_STORE_URL: the PostgreSQL port is not a number",
         ),
         (
             "BRIDGE_STORE_URL",
@@ -133,6 +138,8 @@ def test_invalid_values_name_the_variable(
     [
         ("BRIDGE_STORE_URL", "sqlite:////var/lib/g4f-bridge/store.sqlite3"),
         ("BRIDGE_STORE_URL", "sqlite:///:memory:"),
+        ("BRIDGE_STORE_URL", "postgresql://bridge:pw@db.internal:5432/bridge"),
+        ("BRIDGE_STORE_URL", "postgres://bridge@127.0.0.1/bridge?sslmode=require"),
         ("BRIDGE_LIMITS_URL", "redis://localhost:6379/0"),
         ("BRIDGE_LIMITS_URL", "rediss://:pw@cache.internal:6380"),
         ("BRIDGE_LIMITS_URL", "unix:///run/redis/redis.sock"),
@@ -176,7 +183,8 @@ def test_malformed_tokens_are_refused_without_showing_them(
 
 def test_url_errors_never_repeat_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in (
-        ("BRIDGE_STORE_URL", "postgres://bridge:hunter2-pw@db/bridge"),
+        ("BRIDGE_STORE_URL", "postgres://bridge:hunter2-pw@db:port/bridge"),
+        ("BRIDGE_STORE_URL", "mysql://bridge:hunter2-pw@db/bridge"),
         ("BRIDGE_LIMITS_URL", "redis://:hunter2-pw@cache:port/0"),
         ("BRIDGE_LIMITS_URL", "memcached://:hunter2-pw@cache"),
     ):

@@ -243,12 +243,26 @@ def _check_sqlite(url: str) -> None:
     sqlite_path_from_url(url)
 
 
+def _open_postgres(url: str) -> ConversationStore:
+    from core.store.postgres import PostgresConversationStore
+
+    return PostgresConversationStore(url)
+
+
+def _check_postgres(url: str) -> None:
+    from core.store.postgres import parse_postgres_url
+
+    parse_postgres_url(url)
+
+
 # scheme -> (check the URL, build the store). A new backend registers here.
 _BACKENDS: dict[str, tuple[Callable[[str], None], Callable[[str], ConversationStore]]] = {
     "sqlite": (_check_sqlite, _open_sqlite),
+    "postgresql": (_check_postgres, _open_postgres),
+    "postgres": (_check_postgres, _open_postgres),
 }
 EXAMPLE_URL = "sqlite:///./data/g4f-bridge.sqlite3"
-_NOT_YET = {"postgres": "PostgreSQL", "postgresql": "PostgreSQL", "mysql": "MySQL"}
+_NOT_YET = {"mysql": "MySQL"}
 
 
 def check_store_url(url: str) -> str:
@@ -277,8 +291,9 @@ def check_store_url(url: str) -> str:
 def open_store(url: str) -> ConversationStore:
     """Build the store a URL names; the caller still has to `await store.open()`.
 
-    Supported: ``sqlite:///relative/path.sqlite3``, ``sqlite:////absolute/path.sqlite3``
-    and ``sqlite:///:memory:``. An unknown scheme raises ValueError naming the supported ones.
+    Supported: ``sqlite:///relative/path.sqlite3``, ``sqlite:////absolute/path.sqlite3``,
+    ``sqlite:///:memory:`` and ``postgresql://user:password@host:5432/database`` (or
+    ``postgres://``). An unknown scheme raises ValueError naming the supported ones.
     """
     return _BACKENDS[check_store_url(url)][1](url)
 
