@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
 from pathlib import Path
 
@@ -25,27 +24,11 @@ from tests.conftest import MakeSettings, service_missing
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_cli import CLI, ROOT, api
+from tests.test_cli import CLI
+from tests.test_http import telegram_run_env
 
 GROUP = -100777
 REDIS_URL = "redis://127.0.0.1:6379/15"
-
-
-def _env(g4f: FakeG4F, telegram: FakeTelegram, tmp_path: Path) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("G4F_", "BRIDGE_", "TELEGRAM_"))
-    }
-    env.update(
-        api(g4f),
-        PYTHONPATH=str(ROOT),
-        G4F_DEFAULT_MODEL="trickle",
-        BRIDGE_HTTP_ADDR="off",
-        BRIDGE_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
-        TELEGRAM_TOKEN=telegram.token,
-        TELEGRAM_BASE_URL=telegram.base_url,
-        TELEGRAM_BASE_FILE_URL=telegram.base_file_url,
-    )
-    return env
 
 
 async def _start(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
@@ -78,7 +61,14 @@ async def test_a_killed_answer_is_ended_in_place_and_its_conversation_goes_on(
     g4f.trickle_interval = 0.05
     g4f.answers["tell a long story"] = " ".join(f"w{i}" for i in range(600))  # 30 s
     async with FakeTelegram() as telegram:
-        env = _env(g4f, telegram, tmp_path)
+        env = telegram_run_env(
+            g4f,
+            telegram,
+            tmp_path,
+            G4F_DEFAULT_MODEL="trickle",
+            BRIDGE_HTTP_ADDR="off",
+            BRIDGE_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
+        )
         first = await _start(env, tmp_path)
         try:
             asked = int(

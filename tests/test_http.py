@@ -284,20 +284,7 @@ async def test_run_serves_the_endpoint_with_the_platform_probe(
     g4f: FakeG4F, tmp_path: Path
 ) -> None:
     async with FakeTelegram() as telegram:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("G4F_", "BRIDGE_", "TELEGRAM_"))
-        }
-        env.update(
-            api(g4f),
-            PYTHONPATH=str(ROOT),
-            BRIDGE_HTTP_ADDR="127.0.0.1:0",
-            BRIDGE_STORE_URL=f"sqlite:///{tmp_path}/s.sqlite3",
-            TELEGRAM_TOKEN=telegram.token,
-            TELEGRAM_BASE_URL=telegram.base_url,
-            TELEGRAM_BASE_FILE_URL=telegram.base_file_url,
-        )
+        env = telegram_run_env(g4f, telegram, tmp_path)
         proc = await asyncio.create_subprocess_exec(
             *CLI, "run", env=env, cwd=tmp_path,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -336,21 +323,8 @@ async def test_sigterm_lets_answers_finish_then_ends_the_rest_in_place(
     g4f.answers["short one"] = short_answer
     g4f.answers["long one"] = " ".join(f"w{i}" for i in range(400))  # 20 s at 0.05 s a word
     async with FakeTelegram() as telegram:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("G4F_", "BRIDGE_", "TELEGRAM_"))
-        }
-        env.update(
-            api(g4f),
-            PYTHONPATH=str(ROOT),
-            G4F_DEFAULT_MODEL="trickle",
-            BRIDGE_HTTP_ADDR="127.0.0.1:0",
-            BRIDGE_SHUTDOWN_GRACE="2",
-            BRIDGE_STORE_URL=f"sqlite:///{tmp_path}/s.sqlite3",
-            TELEGRAM_TOKEN=telegram.token,
-            TELEGRAM_BASE_URL=telegram.base_url,
-            TELEGRAM_BASE_FILE_URL=telegram.base_file_url,
+        env = telegram_run_env(
+            g4f, telegram, tmp_path, G4F_DEFAULT_MODEL="trickle", BRIDGE_SHUTDOWN_GRACE="2"
         )
         proc = await asyncio.create_subprocess_exec(
             *CLI, "run", env=env, cwd=tmp_path,
@@ -380,6 +354,27 @@ async def test_sigterm_lets_answers_finish_then_ends_the_rest_in_place(
         assert long.text is not None and long.text.startswith("w0 w1")
         assert long.text.endswith("⏹ Interrupted by a restart: ask again.")
         assert "▌" not in long.text
+
+
+def telegram_run_env(
+    g4f: FakeG4F, telegram: FakeTelegram, tmp_path: Path, **extra: str
+) -> dict[str, str]:
+    """The environment of a real `g4f-bridge run` serving the emulated Telegram (no .env, no
+    bridge variables of the developer's)."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("G4F_", "BRIDGE_", "TELEGRAM_"))
+    }
+    env.update(
+        api(g4f),
+        PYTHONPATH=str(ROOT),
+        BRIDGE_HTTP_ADDR="127.0.0.1:0",
+        BRIDGE_STORE_URL=f"sqlite:///{tmp_path}/s.sqlite3",
+        TELEGRAM_TOKEN=telegram.token,
+        TELEGRAM_BASE_URL=telegram.base_url,
+        TELEGRAM_BASE_FILE_URL=telegram.base_file_url,
+    )
+    env.update(extra)
+    return env
 
 
 async def _endpoint_url(proc: asyncio.subprocess.Process) -> str:
