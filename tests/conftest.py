@@ -12,7 +12,12 @@ from typing import Any, NoReturn
 import asyncpg
 import pytest
 
+from core.bridge import Bridge
+from core.client import G4FClient
+from core.clock import Clock
 from core.settings import Settings
+from core.store.base import open_store
+from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
 
 SETTING_PREFIXES = ("G4F_", "DISCORD_", "TELEGRAM_", "BRIDGE_", "ALLOWED_", "ADMIN_")
@@ -62,6 +67,35 @@ def make_settings(g4f: FakeG4F, tmp_path: Path) -> MakeSettings:
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     return make
+
+
+OpenBridge = Callable[..., Any]
+
+
+@pytest.fixture
+def clock() -> ScaledClock:
+    """Real time, 20 times faster: a 1 s write interval passes in 50 ms (modules with other
+    needs define their own `clock`)."""
+    return ScaledClock(factor=20)
+
+
+@pytest.fixture
+async def open_bridge(make_settings: MakeSettings, clock: Clock) -> AsyncIterator[OpenBridge]:
+    """Open Bridges on the emulated server (`open_bridge(clock=..., **settings)`); all are
+    closed after the test."""
+    opened: list[Bridge] = []
+
+    async def open_(clock: Clock = clock, **overrides: Any) -> Bridge:
+        settings = make_settings(**overrides)
+        store = open_store(settings.bridge_store_url)
+        await store.open()
+        bridge = Bridge(settings, client=G4FClient(settings, clock=clock), store=store, clock=clock)
+        opened.append(bridge)
+        return bridge
+
+    yield open_
+    for bridge in opened:
+        await bridge.close()
 
 
 async def _admin(sql: str) -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from core.bridge import Bridge
-from core.client import G4FClient
 from core.conversations import Where
 from core.echo import MAX_PROMPT_ECHO
 from core.render.renderer import INDICATOR, Outcome
@@ -27,41 +25,16 @@ from core.results import (
     StopResult,
     SystemPromptSet,
 )
-from core.store.base import StreamingAnswer, open_store
+from core.store.base import StreamingAnswer
 from core.store.postgres import PostgresConversationStore
 from core.texts import models_page_header, stop_text
-from tests.conftest import MakeSettings
+from tests.conftest import MakeSettings, OpenBridge
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
 
 DM = Where("test", "dm-1", "u1", is_private=True)
 GROUP = Where("test", "group-1", "u1", guild_id="g1")
-
-OpenBridge = Callable[..., Any]
-
-
-@pytest.fixture
-def clock() -> ScaledClock:
-    # Real time, 20 times faster: a 1 s write interval passes in 50 ms, a 60 s rate window in 3 s.
-    return ScaledClock(factor=20)
-
-
-@pytest.fixture
-async def open_bridge(make_settings: MakeSettings, clock: ScaledClock) -> AsyncIterator[OpenBridge]:
-    opened: list[Bridge] = []
-
-    async def open_(**overrides: Any) -> Bridge:
-        settings = make_settings(**overrides)
-        store = open_store(settings.bridge_store_url)
-        await store.open()
-        bridge = Bridge(settings, client=G4FClient(settings, clock=clock), store=store, clock=clock)
-        opened.append(bridge)
-        return bridge
-
-    yield open_
-    for bridge in opened:
-        await bridge.close()
 
 
 @pytest.fixture

@@ -4,14 +4,11 @@ notes; against the emulated G4F server and a real SQLite store."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
 from core.attachments import ACCEPTED_LINE, MAX_TEXT_FILE_BYTES, NO_VISION, Attachment
 from core.bridge import Bridge
-from core.client import G4FClient
 from core.continuation import (
     CONTINUE_PROMPT,
     LENGTH_NOTE,
@@ -23,10 +20,9 @@ from core.render.renderer import THINKING_NOTE, Outcome
 from core.render.surface import SurfaceLimits
 from core.results import Answered, Refusal, RefusalReason, Status, WebSearchSet
 from core.sources import MAX_SOURCES, Source, SourceCollector
-from core.store.base import open_store
 from core.texts import status_text
 from core.usage import CHARS_PER_TOKEN, estimate_tokens
-from tests.conftest import MakeSettings
+from tests.conftest import OpenBridge
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F, build_png
 from tests.fakes.surface import ChatServer, RecordingSurface
@@ -34,30 +30,6 @@ from tests.fakes.surface import ChatServer, RecordingSurface
 DM = Where("test", "dm-1", "u1", is_private=True)
 OTHER = Where("test", "dm-2", "u2", is_private=True)
 GROUP = Where("test", "group-1", "u1", guild_id="g1")
-
-OpenBridge = Callable[..., Any]
-
-
-@pytest.fixture
-def clock() -> ScaledClock:
-    return ScaledClock(factor=20)
-
-
-@pytest.fixture
-async def open_bridge(make_settings: MakeSettings, clock: ScaledClock) -> AsyncIterator[OpenBridge]:
-    opened: list[Bridge] = []
-
-    async def open_(**overrides: Any) -> Bridge:
-        settings = make_settings(**overrides)
-        store = open_store(settings.bridge_store_url)
-        await store.open()
-        bridge = Bridge(settings, client=G4FClient(settings, clock=clock), store=store, clock=clock)
-        opened.append(bridge)
-        return bridge
-
-    yield open_
-    for bridge in opened:
-        await bridge.close()
 
 
 @pytest.fixture

@@ -16,15 +16,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.bridge import Bridge
-from core.client import G4FClient
 from core.conversations import Where
 from core.errors import ModelProviderFailed, UpstreamTimeout
 from core.http import API_PROBE_TTL, HealthServer, HttpAddressError, serve_bridge
 from core.metrics import Metrics, error_kind
 from core.results import Answered
-from core.store.base import open_store
 from tests.conftest import MakeSettings
-from tests.fakes.clock import InstantClock, ScaledClock
+from tests.fakes.clock import InstantClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
 from tests.fakes.telegram_server import FakeTelegram
@@ -32,24 +30,6 @@ from tests.test_cli import CLI, ROOT, api, run_cli
 
 WHERE = Where("test", "chat-4242", "user-7777", is_private=True)
 OpenBridge = Callable[..., Awaitable[Bridge]]
-
-
-@pytest.fixture
-async def open_bridge(make_settings: MakeSettings) -> AsyncIterator[OpenBridge]:
-    opened: list[Bridge] = []
-
-    async def open_(clock: Any = None, **overrides: Any) -> Bridge:
-        settings = make_settings(**overrides)
-        store = open_store(settings.bridge_store_url)
-        await store.open()
-        clock = clock or ScaledClock(factor=20)
-        bridge = Bridge(settings, client=G4FClient(settings, clock=clock), store=store, clock=clock)
-        opened.append(bridge)
-        return bridge
-
-    yield open_
-    for bridge in opened:
-        await bridge.close()
 
 
 @pytest.fixture
