@@ -31,7 +31,7 @@ from core.attachments import (
     sort_attachments,
 )
 from core.client import G4FClient
-from core.clock import Clock, SystemClock
+from core.clock import Clock, SystemClock, wait_for_event
 from core.continuation import CONTINUE_PROMPT, NOTHING_TO_CONTINUE, mark_cut
 from core.conversations import History, Where, build_history, find_parent
 from core.deliveries import FirstSeen, MemoryFirstSeen
@@ -173,6 +173,8 @@ class Bridge:
         self._refused: set[tuple[str, str]] = set()
         self._closing = False
         self._sweeps: dict[str, asyncio.Task[None]] = {}  # per platform, when replicas share
+        self._all_ended = asyncio.Event()  # set while no answer is streaming
+        self._all_ended.set()
         self._on_close: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
@@ -222,15 +224,10 @@ class Bridge:
         to `grace` seconds, then end the rest in place (`shutdown`) and wait for their final
         writes (a few seconds at most)."""
         self._closing = True
-        deadline = self.clock.now() + grace
-        while self._running and self.clock.now() < deadline:
-            await self.clock.sleep(min(0.1, deadline - self.clock.now()))
-        if self._running:
+        if not await wait_for_event(self.clock, self._all_ended, grace):
             log.info("ending %d answers still streaming", len(set(self._running.values())))
             self.shutdown()
-        final_deadline = self.clock.now() + FINAL_WRITE_GRACE
-        while self._running and self.clock.now() < final_deadline:
-            await self.clock.sleep(0.1)
+            await wait_for_event(self.clock, self._all_ended, FINAL_WRITE_GRACE)
 
     async def close(self) -> None:
         self.shutdown()
@@ -864,6 +861,7 @@ class _Answer:
             options=self.options,
         )
         bridge._running[self.keys[0]] = self
+        bridge._all_ended.clear()
         if bridge._closing:  # shut down while this answer was being prepared
             self.renderer.stop(INTERRUPTED_NOTE)
         try:
@@ -871,6 +869,8 @@ class _Answer:
         finally:
             for key in self.keys:
                 bridge._running.pop(key, None)
+            if not bridge._running:
+                bridge._all_ended.set()
             await self._forget_streaming()
         bridge.metrics.answer_finished(self.where.platform, result)
         await self._link_late_messages()
@@ -913,13 +913,7 @@ class _Answer:
                 self._recorded = True
             except Exception:  # a lost record only costs the recovery of this answer
                 log.warning("could not record a streaming answer", exc_info=True)
-            news = asyncio.ensure_future(self._news.wait())
-            refresh = asyncio.ensure_future(clock.sleep(RECORD_REFRESH))
-            try:
-                await asyncio.wait({news, refresh}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                news.cancel()
-                refresh.cancel()
+            await wait_for_event(clock, self._news, RECORD_REFRESH)
 
     def _streaming(self, shown: list[tuple[MessageRef, str]]) -> StreamingAnswer:
         return StreamingAnswer(

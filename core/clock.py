@@ -7,6 +7,7 @@ when the test advances it, so timing behaviour is asserted exactly and no test s
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Protocol
 
@@ -38,3 +39,18 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+
+async def wait_for_event(clock: Clock, event: asyncio.Event, seconds: float) -> bool:
+    """Wait until `event` is set or `seconds` pass on `clock` (inf: no limit); True if set."""
+    if event.is_set():
+        return True
+    waiters: set[asyncio.Future[object]] = {asyncio.ensure_future(event.wait())}
+    if math.isfinite(seconds):
+        waiters.add(asyncio.ensure_future(clock.sleep(seconds)))
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return event.is_set()

@@ -109,7 +109,7 @@ class LimitState:
         """The write taken with `take` completed (or failed after reaching the platform).
 
         It counts from when the platform answered it where that was observed: a library may
-        hold a call back after the answer (discord.py sleeps out an exhausted bucket before it
+        hold a call back after the answer (one sleeps out an exhausted bucket before it
         returns), and that wait is no write."""
         self._in_flight = max(0, self._in_flight - 1)
         taken = self._taken.popleft() if self._taken else now

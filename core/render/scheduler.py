@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Protocol, TypeVar, cast
 
-from core.clock import Clock
+from core.clock import Clock, wait_for_event
 from core.render.limits import Limit, LimitState
 from core.render.surface import SurfaceError, SurfaceRateLimited, SurfaceUnavailable
 
@@ -241,20 +241,10 @@ class Room:
 
     async def _pause(self, seconds: float) -> None:
         """Until `seconds` pass or a member has news."""
-        if seconds <= 0 or self._changed.is_set():
+        if seconds <= 0:
             await asyncio.sleep(0)
             return
-        waiters: set[asyncio.Future[None]] = {asyncio.ensure_future(self._wait_changed())}
-        if math.isfinite(seconds):
-            waiters.add(asyncio.ensure_future(self._clock.sleep(seconds)))
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-
-    async def _wait_changed(self) -> None:
-        await self._changed.wait()
+        await wait_for_event(self._clock, self._changed, seconds)
 
     async def _perform(self, member: Writer, write: Write) -> None:
         """Make the call (its limits were taken), release them, tell the member how it went."""
