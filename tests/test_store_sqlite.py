@@ -12,11 +12,8 @@ import aiosqlite
 import pytest
 
 from core.store.base import (
-    ChatKey,
-    ConversationStore,
     Head,
     MessageKey,
-    Role,
     StoreError,
     Turn,
     open_store,
@@ -30,9 +27,7 @@ from core.store.sqlite import (
     sqlite_path_from_url,
     user_version,
 )
-
-T0 = 1_800_000_000.0
-CHAT = ChatKey("alpha", "100")
+from tests.test_store_contract import CHAT, T0, add
 
 
 @pytest.fixture
@@ -46,18 +41,6 @@ async def store(db_path: Path) -> AsyncIterator[SqliteConversationStore]:
     await s.open()
     yield s
     await s.close()
-
-
-async def add(
-    store: ConversationStore, parent: Turn | None, content: str, role: Role = "user"
-) -> Turn:
-    return await store.add_turn(
-        parent_id=None if parent is None else parent.id,
-        role=role,
-        content=content,
-        model="m1" if role == "assistant" else None,
-        created_at=T0 + len(content),
-    )
 
 
 async def read_version(path: Path) -> int:
