@@ -58,18 +58,18 @@ from core.limits import (
 )
 from core.limits_redis import RedisDown
 from core.logs import follows_answer
+from core.menus import MODELS_PAGE_SIZE
 from core.render.renderer import (
     INDICATOR,
-    KEEPALIVE_INTERVAL,
     Outcome,
     RenderOptions,
     StreamRenderer,
+    keep_active,
     utf16_length,
 )
 from core.render.scheduler import WriteScheduler
 from core.render.split import join_parts
 from core.render.surface import (
-    Activity,
     Button,
     MessageRef,
     MessageSurface,
@@ -742,7 +742,7 @@ class Bridge:
         if refusal is not None:
             return refusal
         chosen = model or self.settings.g4f_image_model
-        activity = asyncio.create_task(self._keep_activity(surface, "drawing"))
+        activity = asyncio.create_task(keep_active(surface, "drawing", self.clock))
         try:
             async with self.gate.slot():
                 image = await self.client.generate_image(prompt, model=chosen, size=size)
@@ -770,14 +770,6 @@ class Bridge:
             return Imagined(image.model, ref, error="upload failed")
         return Imagined(image.model, ref, revised_prompt=image.revised_prompt)
 
-    async def _keep_activity(self, surface: MessageSurface, kind: Activity) -> None:
-        while True:
-            try:
-                await surface.activity(kind)
-            except SurfaceError:
-                return
-            await self.clock.sleep(KEEPALIVE_INTERVAL)
-
     # --- models -----------------------------------------------------------------------------
     async def _models(self) -> list[ModelInfo] | Refusal:
         try:
@@ -792,7 +784,7 @@ class Bridge:
         *,
         query: str = "",
         page: int = 0,
-        page_size: int = 10,
+        page_size: int = MODELS_PAGE_SIZE,
         kind: ModelKind = "chat",
     ) -> ModelPage | Refusal:
         """One page of the models (chat models by default), filtered by a substring."""
