@@ -19,14 +19,14 @@ from bots.telegram.surface import chat_limits
 from core.bridge import Bridge
 from core.bridge.base import CRASH_NOTE, JUST_STARTED
 from core.clock import Clock, SystemClock
-from core.conversations import ChatKey, Where
+from core.conversations import Where
 from core.limits_redis import RedisLink
 from core.render.renderer import INDICATOR, Outcome, RenderOptions, RenderResult, StreamRenderer
 from core.render.scheduler import WriteScheduler
 from core.render.surface import WriteLimits
 from core.results import Answered, StopResult
 from core.shared.fleet import Fleet, open_fleet
-from core.store.base import StreamingAnswer
+from core.store.base import ChatKey, StreamingAnswer
 from tests.conftest import MakeSettings, RedisDb
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
