@@ -432,7 +432,7 @@ class BridgeClient(discord.Client):
         result = await self.bridge.ask(where, prompt, surface, reply_to=reply_to, attachments=files)
         if isinstance(result, Refusal) and (text := result.shown) is not None:
             # A reply of our own, within the channel's write budget shared with the answers.
-            await self.bridge.paced(surface, lambda: surface.send(text))
+            await self.bridge.write_within_budget(surface, lambda: surface.send(text))
 
     def prompt_of(self, message: discord.Message) -> str | None:
         """The prompt in a message addressed to the bot (mention removed), else None."""

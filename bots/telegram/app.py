@@ -291,22 +291,22 @@ class TelegramBot:
 
         return surface_for
 
-    async def paced(self, surface: TelegramSurface, call: Callable[[], Awaitable[T]]) -> T | None:
+    async def write_within_budget(self, surface: TelegramSurface, call: Callable[[], Awaitable[T]]) -> T | None:
         """A write of our own, inside the chat's write budget that answers share."""
-        return await self.bridge.paced(surface, call)
+        return await self.bridge.write_within_budget(surface, call)
 
     async def say(
         self, surface: TelegramSurface, text: str, buttons: tuple[Button, ...] = ()
     ) -> MessageRef | None:
         """Send markdown `text` where the answer would go; the message, None on failure."""
-        return await self.paced(surface, lambda: surface.send(text, buttons=buttons))
+        return await self.write_within_budget(surface, lambda: surface.send(text, buttons=buttons))
 
     async def revise(
         self, surface: TelegramSurface, message_id: int, text: str, buttons: tuple[Button, ...] = ()
     ) -> None:
         """Edit one of the bot's messages (a model list) to show `text` and `buttons`."""
         ref = MessageRef(str(message_id))
-        await self.paced(surface, lambda: surface.edit(ref, text, buttons=buttons))
+        await self.write_within_budget(surface, lambda: surface.edit(ref, text, buttons=buttons))
 
     async def refuse(self, surface: TelegramSurface, refusal: Refusal) -> None:
         """Show a refusal's message (plain text), unless it is quiet (the user was told)."""

@@ -270,7 +270,7 @@ class BridgeBase:
             )
         return None
 
-    async def paced(
+    async def write_within_budget(
         self,
         surface: MessageSurface,
         write: Callable[[], Awaitable[T]],
