@@ -291,7 +291,9 @@ class TelegramBot:
 
         return surface_for
 
-    async def write_within_budget(self, surface: TelegramSurface, call: Callable[[], Awaitable[T]]) -> T | None:
+    async def write_within_budget(
+        self, surface: TelegramSurface, call: Callable[[], Awaitable[T]]
+    ) -> T | None:
         """A write of our own, inside the chat's write budget that answers share."""
         return await self.bridge.write_within_budget(surface, call)
 
