@@ -19,7 +19,7 @@ import difflib
 import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Literal, ParamSpec, TypeVar
 
@@ -148,6 +148,7 @@ class Bridge:
         limiter: RateLimiter | None = None,
         locks: LockManager | None = None,
         deliveries: FirstSeen | None = None,
+        allowed_spaces: Iterable[str] = (),
     ) -> None:
         self.settings = settings
         self.client = client
@@ -164,7 +165,7 @@ class Bridge:
         self.writes = WriteScheduler(self.clock)
         self.policy = AccessPolicy.from_lists(
             settings.allowed_user_ids,
-            settings.allowed_guild_ids,
+            allowed_spaces,
             settings.allowed_chat_ids,
             settings.admin_user_ids,
         )
@@ -178,13 +179,22 @@ class Bridge:
         self._on_close: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
-    async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Bridge:
-        """Open the store, the limits backend and the API client named by the settings."""
+    async def open(
+        cls, settings: Settings, *, clock: Clock | None = None, allowed_spaces: Iterable[str] = ()
+    ) -> Bridge:
+        """Open the store, the limits backend and the API client named by the settings.
+        `allowed_spaces`: the spaces answered in, from the adapters' settings (access policy)."""
         clock = clock or SystemClock()
         store = open_store(settings.bridge_store_url)
         await store.open()
         if settings.bridge_limits_url.startswith("memory://"):
-            return cls(settings, client=G4FClient(settings, clock=clock), store=store, clock=clock)
+            return cls(
+                settings,
+                client=G4FClient(settings, clock=clock),
+                store=store,
+                clock=clock,
+                allowed_spaces=allowed_spaces,
+            )
         from core.limits_redis import open_redis_limits
 
         shared = await open_redis_limits(settings.bridge_limits_url, clock)
@@ -196,6 +206,7 @@ class Bridge:
             limiter=shared.limiter,
             locks=shared.locks,
             deliveries=shared.deliveries,
+            allowed_spaces=allowed_spaces,
         )
         bridge.limits_health = shared.link
         bridge._on_close.append(shared.aclose)
@@ -251,7 +262,7 @@ class Bridge:
             platform=where.platform,
             user_id=where.user_id,
             chat_id=where.chat_id,
-            guild_id=where.guild_id,
+            space_id=where.space_id,
             is_private=where.is_private,
         )
         if allowed:

@@ -95,14 +95,19 @@ class JsonFormatter(logging.Formatter):
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    values = (settings.g4f_api_key, settings.discord_token, settings.telegram_token)
-    return [v.get_secret_value() for v in values if v is not None]
+    return settings.secret_values()
 
 
 def configure_logging(
-    settings: Settings, *, quiet: bool = False, noisy: tuple[str, ...] = ()
+    settings: Settings,
+    *,
+    quiet: bool = False,
+    noisy: tuple[str, ...] = (),
+    extra_secrets: Iterable[str] = (),
 ) -> None:
     """Install one stderr handler with the configured level, format and secret scrubbing.
+
+    `extra_secrets`: more values to scrub (the adapters' tokens), besides the settings' own.
 
     `quiet` (one-shot commands): only warnings, unless BRIDGE_LOG_LEVEL was set explicitly.
     `noisy`: more loggers whose INFO lines are noise (the platform libraries').
@@ -115,7 +120,7 @@ def configure_logging(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s%(answer)s: %(message)s")
         )
     handler.addFilter(AnswerIdFilter())
-    handler.addFilter(RedactingFilter(secrets_of(settings)))
+    handler.addFilter(RedactingFilter([*secrets_of(settings), *extra_secrets]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     explicit = "bridge_log_level" in settings.model_fields_set
