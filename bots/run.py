@@ -54,6 +54,12 @@ def choose_platforms(platforms: PlatformSettings, requested: Sequence[str] | Non
     return chosen
 
 
+async def open_bridge(settings: Settings, sections: PlatformSettings) -> Bridge:
+    """Core, given what it needs of the adapters' sections in its own terms: Discord's
+    allowed servers (ALLOWED_GUILD_IDS) are its allowed spaces, whichever platforms run."""
+    return await Bridge.open(settings, allowed_spaces=sections.discord.allowed_guild_ids)
+
+
 def _server(platform: str, sections: PlatformSettings) -> Serve:
     """The platform's `serve`, given its settings section."""
     if platform == "telegram":
@@ -70,8 +76,7 @@ async def run(
 ) -> int:
     """Start the adapters (or the terminal chat) and serve until stopped."""
     platforms = choose_platforms(sections, requested)
-    # Discord's allowed servers are core's allowed spaces (whichever platforms run, as ever).
-    bridge = await Bridge.open(settings, allowed_spaces=sections.discord.allowed_guild_ids)
+    bridge = await open_bridge(settings, sections)
     health: HealthServer | None = None
     embedded: EmbeddedG4F | None = None
     try:

@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from bots.discord.settings import DiscordSettings
+from bots.run import open_bridge
 from bots.settings import PlatformSettings, load_platform_settings
 from bots.telegram.settings import TelegramSettings
 from core.logs import RedactingFilter, configure_logging
@@ -51,6 +52,18 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
 def test_sections_share_no_variable() -> None:
     names = [name for section in SECTIONS for name in section.model_fields]
     assert len(names) == len(set(names))
+
+
+async def test_allowed_guild_ids_are_the_spaces_core_allows(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BRIDGE_STORE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    monkeypatch.setenv("ALLOWED_GUILD_IDS", "111, discord:222")
+    bridge = await open_bridge(*load_all(None))
+    try:
+        assert bridge.policy.allowed_spaces == {"111", "discord:222"}
+    finally:
+        await bridge.close()
 
 
 def test_every_setting_has_a_comment_line() -> None:
