@@ -74,7 +74,9 @@ class Recovering(BridgeBase):
             return not alive and age >= self.settings.bridge_replica_lease
         return age >= STALE_AFTER
 
-    async def _end_abandoned(self, where: Where, message_id: str) -> bool:
+    async def _end_abandoned(
+        self, where: Where, message_id: str, *, dead: str | None = None
+    ) -> bool:
         """End the answer showing in `message_id` now if no live replica streams it."""
         surface_for = self._surface_for.get(where.platform)
         if surface_for is None:
@@ -86,20 +88,21 @@ class Recovering(BridgeBase):
             return False
         for record in recorded:
             shows = any(shown_id == message_id for shown_id, _ in record.messages)
-            if record.chat.chat_id == where.chat_id and shows and await self._unheld(record):
+            if record.chat.chat_id == where.chat_id and shows and await self._unheld(record, dead):
                 await self._end_recorded([record], surface_for)
                 return True
         return False
 
-    async def _unheld(self, record: StreamingAnswer) -> bool:
-        """Whether no live replica holds the recorded answer (False when it cannot be told)."""
+    async def _unheld(self, record: StreamingAnswer, dead: str | None = None) -> bool:
+        """Whether no live replica holds the recorded answer (False when it cannot be told).
+        `dead`: a replica known to be gone, whose leases have not run out yet."""
         keys = record_keys(record)
         if self.answers is None or any(key in self._running for key in keys):
             return False
-        if self.clock.wall() - record.updated_at < JUST_STARTED:
+        if dead is None and self.clock.wall() - record.updated_at < JUST_STARTED:
             return False  # its replica may not have registered it yet
         try:
-            return not await self.answers.alive(keys)
+            return not await self.answers.alive(keys, dead=dead)
         except RedisDown:
             return False
 

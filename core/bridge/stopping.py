@@ -7,6 +7,7 @@ from core.bridge.recovery import Recovering
 from core.conversations import Where
 from core.limits_redis import RedisDown
 from core.results import StopResult
+from core.shared.answers import Delivery
 
 
 class Stopping(Recovering):
@@ -59,5 +60,11 @@ class Stopping(Recovering):
             return StopResult.NOT_YOURS
         if owner.replica == self.answers.replica:  # ours, and it ended meanwhile
             return StopResult.FINISHED
-        sent = await self.answers.stop(owner, key)
-        return StopResult.STOPPED if sent else StopResult.FINISHED
+        delivery = await self.answers.stop(owner, key)
+        if delivery is Delivery.HEARD:
+            return StopResult.STOPPED
+        if delivery is Delivery.GONE and message_id is not None:
+            # Its replica died (its leases still run): end the answer in place at once.
+            ended = await self._end_abandoned(where, message_id, dead=owner.replica)
+            return StopResult.STOPPED if ended else StopResult.FINISHED
+        return StopResult.FINISHED

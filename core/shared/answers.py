@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from redis.asyncio import Redis
@@ -35,6 +36,14 @@ _FORGET = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+class Delivery(Enum):
+    """What became of an order to another replica."""
+
+    HEARD = "heard"
+    GONE = "gone"  # nobody listens on its channel: the replica died
+    UNKNOWN = "unknown"  # Redis is down
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,23 +109,26 @@ class AnswerRegistry:
         value = await self._link.call(lambda: self._redis.get(self._prefix + key))
         if value is None:
             return None
-        replica, _, user_id = (value.decode() if isinstance(value, bytes) else value).partition(
-            SEPARATOR
-        )
+        replica, _, user_id = _text(value).partition(SEPARATOR)
         return Owner(replica, user_id)
 
-    async def alive(self, keys: list[str]) -> bool:
-        """Whether any of `keys` belongs to an answer a live replica streams; `RedisDown` if
-        unknown."""
+    async def alive(self, keys: list[str], *, dead: str | None = None) -> bool:
+        """Whether any of `keys` belongs to an answer a live replica streams (not counting the
+        replica `dead`, known to be gone); `RedisDown` if unknown."""
         if not keys:
             return False
-        found = await self._link.call(lambda: self._redis.exists(*(self._prefix + k for k in keys)))
-        return bool(found)
+        values = await self._link.call(lambda: self._redis.mget([self._prefix + k for k in keys]))
+        owners = [_text(v).partition(SEPARATOR)[0] for v in values if v is not None]
+        return any(owner != dead for owner in owners)
 
-    async def stop(self, owner: Owner, key: str) -> bool:
-        """Ask `owner` to stop the answer found by `key`; False when the order could not go."""
+    async def stop(self, owner: Owner, key: str) -> Delivery:
+        """Ask `owner` to stop the answer found by `key`. Nobody listening on its channel means
+        the replica is gone (a live one always listens), though its leases still run."""
         order = json.dumps({"stop": key})
-        return await self._bus.publish(self._control + owner.replica, order)
+        heard = await self._bus.publish(self._control + owner.replica, order)
+        if heard is None:
+            return Delivery.UNKNOWN
+        return Delivery.HEARD if heard else Delivery.GONE
 
     async def start(self) -> None:
         self._keeper = asyncio.create_task(self._keep(), name="answer-registry")
@@ -176,3 +188,7 @@ class AnswerRegistry:
             for key, value in gone.items():
                 self._gone.setdefault(key, value)
             raise
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -45,13 +45,13 @@ class Bus:
         """Call `callback` after the connection was lost and is back (messages may be lost)."""
         self._on_reconnect.append(callback)
 
-    async def publish(self, channel: str, data: str) -> bool:
-        """Publish `data`; False when Redis is down (nobody hears it)."""
+    async def publish(self, channel: str, data: str) -> int | None:
+        """Publish `data`: how many processes heard it; None when Redis is down."""
         try:
-            await self._link.call(lambda: self._redis.publish(channel, data))
+            heard = await self._link.call(lambda: self._redis.publish(channel, data))
         except Exception:  # RedisDown, or a failure the link already reported
-            return False
-        return True
+            return None
+        return int(heard)
 
     async def start(self) -> None:
         """Subscribe, waiting a moment for the first subscription (not at all if Redis is down)."""
