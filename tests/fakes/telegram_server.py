@@ -865,6 +865,11 @@ class FakeTelegram:
         chat = self._chats.get(chat_id)
         return list(chat.messages.values()) if chat else []
 
+    @property
+    def chat_ids(self) -> list[int]:
+        """Every chat the emulator knows (a user wrote there or the bot did)."""
+        return list(self._chats)
+
     def bot_messages(self, chat_id: int) -> list[FakeMessage]:
         return [message for message in self.messages(chat_id) if message.from_bot]
 
