@@ -69,6 +69,12 @@ class Plan:
     long_words: int = 600  # the answers stopped and killed (a minute long)
     load_within: float = 90.0  # seconds for the load's answers to complete
 
+    def __post_init__(self) -> None:
+        # Each user asks once per round, each round in the next chat: one answer per user and
+        # chat at a time (a second would be refused as busy), so rounds must not wrap around.
+        if -(-self.questions // self.users) > self.chats:
+            raise ValueError(f"{self.questions} questions need more than {self.chats} chats")
+
     @property
     def kill_within(self) -> float:
         """The bound on the survivor ending a dead replica's answers: a lease, a sweep interval
@@ -418,7 +424,7 @@ async def _telegram_load(
     began = time.monotonic()
     for i in range(plan.questions):
         # Each user asks in a different chat each time: one answer per user and chat at a time.
-        user, chat = 7000 + i % plan.users, chats[(i + i // plan.users) % plan.chats]
+        user, chat = 7000 + i % plan.users, chats[(i % plan.users + i // plan.users) % plan.chats]
         g4f.answers[f"question {i}"] = expected = _answer(i, plan.words)
         message = telegram.push_text(
             chat, f"/ask question {i}", user_id=user, chat_type="supergroup", first_name=f"U{user}"
@@ -645,7 +651,10 @@ async def _discord_load(
     per_shard = [0, 0]
     began = time.monotonic()
     for i in range(plan.questions):
-        user, channel = 8000 + i % plan.users, channels[(i + i // plan.users) % plan.chats]
+        user, channel = (
+            8000 + i % plan.users,
+            channels[(i % plan.users + i // plan.users) % plan.chats],
+        )
         g4f.answers[f"question {i}"] = expected = _answer(i, plan.words)
         try:
             inter = await fake.slash(
