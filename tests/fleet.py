@@ -102,9 +102,19 @@ class Ended:
             found.append(f"{self.label}: still shows the streaming marker: {self.text[-80:]!r}")
         if not any(self.text.endswith(note) for note in self.notes):
             found.append(f"{self.label}: ends {self.text[-60:]!r}, not with one of {self.notes}")
-        kept = self.shown_before.strip()[:40]
-        if kept and not self.text.startswith(kept):
-            found.append(f"{self.label}: text not kept: was {kept!r}, now {self.text[:60]!r}")
+        body = self.text
+        for note in self.notes:
+            body = body.removesuffix(note)
+        body, before = body.strip(), self.shown_before.strip()
+        # Kept: what it shows now and what it showed then are one the start of the other (a
+        # stopped answer may show a few words more, one ended by another replica those its last
+        # record held), and it keeps the words it showed when it was seen mid-answer.
+        if len(body.split()) < SHOWN_WORDS or not (
+            body.startswith(before) or before.startswith(body)
+        ):
+            found.append(
+                f"{self.label}: text not kept: it showed {before[:60]!r}..., now {body[:60]!r}"
+            )
         if self.buttons != [regen]:
             found.append(f"{self.label}: buttons {self.buttons}, expected only {regen!r}")
         if self.upstream_cut is False:
