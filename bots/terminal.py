@@ -214,14 +214,14 @@ class TerminalChat:
         if task is None or task.done():
             return False
         if self._answering:
-            if not self.bridge.stop_current(self.where):
+            if not self.bridge.stop_current_here(self.where):
                 self._stop_pending = True  # the answer has not started: stop it when it does
         else:
             task.cancel()
         return True
 
     def _on_write(self) -> None:
-        if self._stop_pending and self.bridge.stop_current(self.where):
+        if self._stop_pending and self.bridge.stop_current_here(self.where):
             self._stop_pending = False
 
     # --- the session ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
 
 from core.api_models import ChatMessage, ModelInfo, StreamDelta
 from core.attachments import (
@@ -48,6 +48,7 @@ from core.errors import (
 from core.limits import (
     AccessPolicy,
     ConcurrencyGate,
+    Gate,
     Lease,
     LimitsHealth,
     LockManager,
@@ -55,6 +56,7 @@ from core.limits import (
     MemoryRateLimiter,
     RateLimiter,
 )
+from core.limits_redis import RedisDown
 from core.logs import follows_answer
 from core.render.renderer import (
     INDICATOR,
@@ -94,6 +96,10 @@ from core.text import clean_text
 from core.usage import AnswerTally, start_of_day
 
 log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from core.shared.answers import AnswerRegistry
+    from core.shared.fleet import Fleet
+
 T = TypeVar("T")
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -105,6 +111,7 @@ QUEUE_LINE = "⏳ Waiting for a free slot: you are number {position} in line."
 INTERRUPTED_NOTE = "⏹ Interrupted by a restart: ask again."
 RECORD_REFRESH = 30.0  # seconds: a streaming answer's record is refreshed at least this often
 STALE_AFTER = 4 * RECORD_REFRESH  # seconds unrefreshed before another process may end it
+JUST_STARTED = 2.0  # seconds: a record this young may belong to an answer not registered yet
 CRASH_NOTE = "⏹ Interrupted: ask again."  # what a process that died left streaming
 FINAL_WRITE_GRACE = 5.0  # seconds for ended answers to make their final writes at shutdown
 
@@ -148,6 +155,7 @@ class Bridge:
         limiter: RateLimiter | None = None,
         locks: LockManager | None = None,
         deliveries: FirstSeen | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -158,10 +166,14 @@ class Bridge:
         # Which platform deliveries were handled already (by this process, or all sharing Redis).
         self.deliveries: FirstSeen = deliveries or MemoryFirstSeen()
         self.limits_health: LimitsHealth | None = None  # None: the limits are per process
-        self.gate = ConcurrencyGate(settings.bridge_max_concurrency)
+        # Replicas sharing Redis share the cap, the write limits and the running answers.
+        self.gate: Gate = fleet.gate if fleet else ConcurrencyGate(settings.bridge_max_concurrency)
         self.metrics = client.metrics  # one set of figures per process (core.metrics)
         self.metrics.watch_gate(self.gate)
-        self.writes = WriteScheduler(self.clock)
+        self.writes = WriteScheduler(self.clock, shared=fleet.writes if fleet else None)
+        self.answers: AnswerRegistry | None = fleet.answers if fleet else None
+        if self.answers is not None:
+            self.answers.on_stop(self._stop_here)
         self.policy = AccessPolicy.from_lists(
             settings.allowed_user_ids,
             settings.allowed_guild_ids,
@@ -173,6 +185,7 @@ class Bridge:
         self._refused: set[tuple[str, str]] = set()
         self._closing = False
         self._sweeps: dict[str, asyncio.Task[None]] = {}  # per platform, when replicas share
+        self._surface_for: dict[str, Callable[[str], MessageSurface | None]] = {}
         self._all_ended = asyncio.Event()  # set while no answer is streaming
         self._all_ended.set()
         self._on_close: list[Callable[[], Awaitable[None]]] = []
@@ -186,8 +199,18 @@ class Bridge:
         if settings.bridge_limits_url.startswith("memory://"):
             return cls(settings, client=G4FClient(settings, clock=clock), store=store, clock=clock)
         from core.limits_redis import open_redis_limits
+        from core.shared.fleet import open_fleet
 
-        shared = await open_redis_limits(settings.bridge_limits_url, clock)
+        prefix = settings.bridge_limits_prefix
+        shared = await open_redis_limits(settings.bridge_limits_url, clock, prefix=prefix)
+        fleet = await open_fleet(
+            shared.redis,
+            shared.link,
+            clock,
+            max_concurrency=settings.bridge_max_concurrency,
+            lease=settings.bridge_replica_lease,
+            prefix=prefix,
+        )
         bridge = cls(
             settings,
             client=G4FClient(settings, clock=clock),
@@ -196,9 +219,10 @@ class Bridge:
             limiter=shared.limiter,
             locks=shared.locks,
             deliveries=shared.deliveries,
+            fleet=fleet,
         )
         bridge.limits_health = shared.link
-        bridge._on_close.append(shared.aclose)
+        bridge._on_close += [fleet.aclose, shared.aclose]
         return bridge
 
     @property
@@ -404,23 +428,71 @@ class Bridge:
         await self.store.set_preference(_chat_scope(where), "web_search", "on" if on else None)
         return WebSearchSet(on)
 
-    def stop(self, where: Where, message_id: str) -> StopResult:
-        """Stop the answer showing in `message_id` (its asker or an admin may)."""
-        answer = self._running.get(_message_key(where, message_id))
-        if answer is None or answer.renderer.ended:  # a late press: its final write is under way
+    async def stop(self, where: Where, message_id: str) -> StopResult:
+        """Stop the answer showing in `message_id` (its asker or an admin may), wherever it
+        streams: here, or on another replica sharing Redis."""
+        key = _message_key(where, message_id)
+        answer = self._running.get(key)
+        if answer is None:
+            return await self._stop_elsewhere(where, key, message_id)
+        if answer.renderer.ended:  # a late press: its final write is under way
             return StopResult.FINISHED
         if answer.where.user_id != where.user_id and not self.is_admin(where):
             return StopResult.NOT_YOURS
         answer.renderer.stop()
         return StopResult.STOPPED
 
-    def stop_current(self, where: Where) -> bool:
-        """Stop the user's own answer streaming in this chat (e.g. a /stop command)."""
+    async def stop_current(self, where: Where) -> bool:
+        """Stop the user's own answer streaming in this chat (e.g. a /stop command), on this
+        replica or another."""
+        if self.stop_current_here(where):
+            return True
+        found = await self._stop_elsewhere(where, _inflight_key(where), None)
+        return found is StopResult.STOPPED
+
+    def stop_current_here(self, where: Where) -> bool:
+        """Stop the user's own answer in this chat if it streams in this process."""
         answer = self._running.get(_inflight_key(where))
         if answer is None:
             return False
         answer.renderer.stop()
         return True
+
+    async def _stop_elsewhere(self, where: Where, key: str, message_id: str | None) -> StopResult:
+        """Send Stop to the replica streaming the answer found by `key`; or, when no live
+        replica streams the answer showing in `message_id`, end it in place now."""
+        if self.answers is None:
+            return StopResult.FINISHED
+        try:
+            owner = await self.answers.owner(key)
+        except RedisDown:
+            return StopResult.FINISHED
+        if owner is None:
+            if message_id is not None and await self._end_abandoned(where, message_id):
+                return StopResult.STOPPED
+            return StopResult.FINISHED
+        if owner.user_id != where.user_id and not self.is_admin(where):
+            return StopResult.NOT_YOURS
+        if owner.replica == self.answers.replica:  # ours, and it ended meanwhile
+            return StopResult.FINISHED
+        sent = await self.answers.stop(owner, key)
+        return StopResult.STOPPED if sent else StopResult.FINISHED
+
+    def _stop_here(self, key: str) -> None:
+        """Another replica passed on a Stop for an answer streaming here."""
+        answer = self._running.get(key)
+        if answer is not None and not answer.renderer.ended:
+            answer.renderer.stop()
+
+    def _track(self, key: str, answer: _Answer) -> None:
+        self._running[key] = answer
+        if self.answers is not None:
+            self.answers.add(key, answer.where.user_id)
+
+    def _untrack(self, key: str) -> None:
+        self._running.pop(key, None)
+        if self.answers is not None:
+            self.answers.remove(key)
 
     async def _answer(
         self,
@@ -517,26 +589,73 @@ class Bridge:
         Regenerate, and the question and the partial answer stay in the conversation, so a
         reply to it continues. `surface_for(chat_id)` is where a chat's messages are edited
         (None: they cannot be). Adapters call it once connected; returns how many it ended."""
+        self._surface_for[platform] = surface_for
         if self.limits_health is not None and platform not in self._sweeps:
             # Replicas share the store: an answer another one streams is not ours to end. Only
-            # records left unrefreshed for a while are, and they are looked for now and then.
+            # answers no live replica holds are, and they are looked for now and then.
             self._sweeps[platform] = asyncio.create_task(self._sweep(platform, surface_for))
             return 0
-        return await self._end_left_streaming(platform, surface_for, stale_after=0.0)
+        return await self._end_left_streaming(platform, surface_for, shared=False)
 
     async def _sweep(
         self, platform: str, surface_for: Callable[[str], MessageSurface | None]
     ) -> None:
+        every = self.settings.bridge_replica_lease / 3 if self.answers else STALE_AFTER / 2
         while True:
-            await self._end_left_streaming(platform, surface_for, stale_after=STALE_AFTER)
-            await self.clock.sleep(STALE_AFTER / 2)
+            await self._end_left_streaming(platform, surface_for, shared=True)
+            await self.clock.sleep(every)
+
+    async def _abandoned(self, record: StreamingAnswer, now: float) -> bool:
+        """Whether no process streams the recorded answer any more (`shared`: replicas may).
+        With the running answers in Redis: none holds its keys and its record is older than
+        a lease. Without them (or while Redis is down): its record is `STALE_AFTER` old."""
+        keys = _record_keys(record)
+        if any(key in self._running for key in keys):
+            return False
+        age = now - record.updated_at
+        if self.answers is not None:
+            try:
+                alive = await self.answers.alive(keys)
+            except RedisDown:
+                return age >= STALE_AFTER
+            return not alive and age >= self.settings.bridge_replica_lease
+        return age >= STALE_AFTER
+
+    async def _end_abandoned(self, where: Where, message_id: str) -> bool:
+        """End the answer showing in `message_id` now if no live replica streams it."""
+        surface_for = self._surface_for.get(where.platform)
+        if surface_for is None:
+            return False
+        try:
+            recorded = await self.store.streaming_answers(where.platform)
+        except Exception:
+            log.warning("could not read the answers left streaming", exc_info=True)
+            return False
+        for record in recorded:
+            shows = any(shown_id == message_id for shown_id, _ in record.messages)
+            if record.chat.chat_id == where.chat_id and shows and await self._unheld(record):
+                await self._end_recorded([record], surface_for)
+                return True
+        return False
+
+    async def _unheld(self, record: StreamingAnswer) -> bool:
+        """Whether no live replica holds the recorded answer (False when it cannot be told)."""
+        keys = _record_keys(record)
+        if self.answers is None or any(key in self._running for key in keys):
+            return False
+        if self.clock.wall() - record.updated_at < JUST_STARTED:
+            return False  # its replica may not have registered it yet
+        try:
+            return not await self.answers.alive(keys)
+        except RedisDown:
+            return False
 
     async def _end_left_streaming(
         self,
         platform: str,
         surface_for: Callable[[str], MessageSurface | None],
         *,
-        stale_after: float,
+        shared: bool,
     ) -> int:
         try:
             recorded = await self.store.streaming_answers(platform)
@@ -544,8 +663,22 @@ class Bridge:
             log.warning("could not read the answers left streaming", exc_info=True)
             return 0
         now = self.clock.wall()
-        answers = [a for a in recorded if now - a.updated_at >= stale_after]
+        answers = [a for a in recorded if not shared or await self._abandoned(a, now)]
+        await self._end_recorded(answers, surface_for)
+        if answers:
+            log.info("ended %d answers a previous run left streaming", len(answers))
+        return len(answers)
+
+    async def _end_recorded(
+        self,
+        answers: list[StreamingAnswer],
+        surface_for: Callable[[str], MessageSurface | None],
+    ) -> None:
         for answer in answers:
+            # Replicas sweeping at once: one of them ends each answer.
+            lease = await self.locks.try_acquire(f"ending:{answer.key}", ttl=60.0)
+            if lease is None:
+                continue
             try:
                 await self._end_interrupted(answer, surface_for(answer.chat.chat_id))
             except Exception:
@@ -553,9 +686,6 @@ class Bridge:
             finally:
                 with contextlib.suppress(Exception):
                     await self.store.drop_streaming(answer.key)
-        if answers:
-            log.info("ended %d answers a previous run left streaming", len(answers))
-        return len(answers)
 
     async def _end_interrupted(
         self, answer: StreamingAnswer, surface: MessageSurface | None
@@ -860,7 +990,7 @@ class _Answer:
             clock=bridge.clock,
             options=self.options,
         )
-        bridge._running[self.keys[0]] = self
+        bridge._track(self.keys[0], self)
         bridge._all_ended.clear()
         if bridge._closing:  # shut down while this answer was being prepared
             self.renderer.stop(INTERRUPTED_NOTE)
@@ -868,7 +998,7 @@ class _Answer:
             result = await self.renderer.run()
         finally:
             for key in self.keys:
-                bridge._running.pop(key, None)
+                bridge._untrack(key)
             if not bridge._running:
                 bridge._all_ended.set()
             await self._forget_streaming()
@@ -889,7 +1019,7 @@ class _Answer:
     def shown(self, ref: MessageRef) -> None:
         self.messages.append(ref)
         self.keys.append(_message_key(self.where, ref.id))
-        self.bridge._running[self.keys[-1]] = self
+        self.bridge._track(self.keys[-1], self)
 
     # --- what the messages show, in case this process dies mid-answer -----------------------
     def showing(self, shown: list[tuple[MessageRef, str]], answered: bool) -> None:
@@ -1021,6 +1151,12 @@ def _inflight_key(where: Where) -> str:
 
 def _message_key(where: Where, message_id: str) -> str:
     return f"message:{where.platform}:{where.chat_id}:{message_id}"
+
+
+def _record_keys(record: StreamingAnswer) -> list[str]:
+    """The keys a recorded answer's process found it by (core.shared.answers registers them)."""
+    where = Where(record.chat.platform, record.chat.chat_id, record.user_id)
+    return [_inflight_key(where)] + [_message_key(where, shown) for shown, _ in record.messages]
 
 
 def _user_scope(where: Where, *, per_chat: bool) -> str:

@@ -290,6 +290,24 @@ class _Waiter:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class Gate(Protocol):
+    """A cap on concurrent upstream requests with a fair queue (`ConcurrencyGate` in one
+    process, `core.shared.gate.SharedGate` across replicas)."""
+
+    @property
+    def limit(self) -> int: ...
+
+    @property
+    def in_use(self) -> int: ...
+
+    @property
+    def waiting(self) -> int: ...
+
+    def slot(
+        self, *, on_position: PositionCallback | None = None
+    ) -> AbstractAsyncContextManager[None]: ...
+
+
 class ConcurrencyGate:
     """A cap on concurrent upstream requests with a fair (FIFO) queue.
 

@@ -28,6 +28,7 @@ Rules across an outage:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -243,6 +244,9 @@ class RedisLink:
                 continue
             self.probes += 1
             break
+        # Connections made before the outage lead nowhere now: drop the idle ones.
+        with contextlib.suppress(*REDIS_FAILURES):
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
         self._degraded = False
         self._probe = None
         log.info("Redis at %s is back; rate limits and locks are shared again", self._where)

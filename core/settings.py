@@ -139,6 +139,8 @@ class Settings(BaseSettings):
     bridge_store_url: str = Field(default="sqlite:///./data/g4f-bridge.sqlite3", repr=False)
     bridge_data_dir: Path = Path("./data")  # the terminal chat's input history and log
     bridge_limits_url: str = "memory://"
+    # Prefix of every Redis key and channel: fleets sharing one Redis keep apart by it.
+    bridge_limits_prefix: str = Field("g4f-bridge:", min_length=1, max_length=64)
     bridge_system_prompt: str = ""
     bridge_conversation_idle_minutes: float = Field(60.0, ge=0)
     bridge_history_max_messages: int = Field(40, ge=1)
@@ -146,6 +148,9 @@ class Settings(BaseSettings):
     bridge_user_rate: str = "10/minute"
     bridge_max_concurrency: int = Field(8, ge=1)
     bridge_shutdown_grace: float = Field(20.0, ge=0, le=600)
+    # With Redis limits: seconds a replica that stopped refreshing its answers and slots still
+    # counts as alive; then another replica ends its half-written messages in place.
+    bridge_replica_lease: float = Field(15.0, ge=1, le=600)
     bridge_show_reasoning: bool = False
     allowed_user_ids: CommaList = ()
     allowed_guild_ids: CommaList = ()

@@ -6,11 +6,14 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import asyncpg
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core.bridge import Bridge
 from core.client import G4FClient
@@ -129,8 +132,38 @@ async def postgres_url(postgres_database: str) -> AsyncIterator[str]:
         await conn.close()
 
 
+# The machine's Redis (database 15); each test gets its own key prefix, removed afterwards.
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+@dataclass(frozen=True)
+class RedisDb:
+    """A client of the machine's Redis and a key prefix no other test uses."""
+
+    client: Redis
+    prefix: str
+    url: str = REDIS_URL
+
+
 @pytest.fixture
-async def redis_db() -> AsyncIterator[str]:
+async def redis_db() -> AsyncIterator[RedisDb]:
+    """The machine's Redis for one test (skipped when absent, required in CI)."""
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        await client.aclose()
+        service_missing(f"no Redis at {REDIS_URL}: {exc}")
+    prefix = f"g4f-bridge-test-{secrets.token_hex(4)}:"
+    yield RedisDb(client, prefix)
+    keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+async def redis_process_db() -> AsyncIterator[str]:
     """The URL of a whole Redis database of this test's own, for bridge processes (they keep
     their keys under the fixed prefix ``g4f-bridge:``); its keys are deleted afterwards."""
     try:

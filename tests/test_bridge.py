@@ -436,14 +436,14 @@ class TestFailures:
             await asyncio.sleep(0.01)
         message_id = chat.writes[0].message_id
         stranger = Where("test", GROUP.chat_id, "u2", guild_id="g1")
-        assert bridge.stop(stranger, message_id) is StopResult.NOT_YOURS
-        assert bridge.stop(GROUP, message_id) is StopResult.STOPPED
+        assert await bridge.stop(stranger, message_id) is StopResult.NOT_YOURS
+        assert await bridge.stop(GROUP, message_id) is StopResult.STOPPED
         result = await task
         assert isinstance(result, Answered) and result.outcome is Outcome.STOPPED
         assert chat.messages[message_id].endswith("\n\n⏹ Stopped.")
         assert result.text and result.turn_id is not None
         # The asker pressing Stop again is told it has finished, not that it is someone else's.
-        assert bridge.stop(GROUP, message_id) is StopResult.FINISHED
+        assert await bridge.stop(GROUP, message_id) is StopResult.FINISHED
         assert "already finished" in stop_text(StopResult.FINISHED)
 
     async def test_stop_pressed_while_the_final_write_is_under_way_says_finished(
@@ -456,7 +456,8 @@ class TestFailures:
         task = asyncio.create_task(bridge.ask(DM, "late", held, model="trickle"))
         await asyncio.wait_for(held.final_started.wait(), 10)
         message_id = chat.writes[0].message_id
-        assert bridge.stop(DM, message_id) is StopResult.FINISHED  # not "Stopping…" for nothing
+        # not "Stopping…" for nothing
+        assert await bridge.stop(DM, message_id) is StopResult.FINISHED
         held.release.set()
         result = await task
         assert isinstance(result, Answered) and result.outcome is Outcome.DONE
@@ -471,11 +472,11 @@ class TestFailures:
         while not g4f.chat_requests():
             await asyncio.sleep(0.01)
         other = Where("test", DM.chat_id, "u2", is_private=True)
-        assert not bridge.stop_current(other)
-        assert bridge.stop_current(DM)
+        assert not await bridge.stop_current(other)
+        assert await bridge.stop_current(DM)
         result = await task
         assert isinstance(result, Answered) and result.outcome is Outcome.STOPPED
-        assert not bridge.stop_current(DM)
+        assert not await bridge.stop_current(DM)
 
     async def test_shutdown_stops_answers_and_refuses_new_ones(
         self, open_bridge: OpenBridge, g4f: FakeG4F, chat: ChatServer

@@ -38,14 +38,14 @@ def _check(figures: Figures, tmp_path: Path) -> None:
 
 
 async def test_telegram_two_replicas_behind_a_balancer(
-    g4f: FakeG4F, postgres_url: str, redis_db: str, tmp_path: Path
+    g4f: FakeG4F, postgres_url: str, redis_process_db: str, tmp_path: Path
 ) -> None:
-    figures = await run_telegram(g4f, postgres_url, redis_db, tmp_path, TELEGRAM)
+    figures = await run_telegram(g4f, postgres_url, redis_process_db, tmp_path, TELEGRAM)
     _check(figures, tmp_path)
 
 
 async def test_discord_two_shards_in_two_processes(
-    g4f: FakeG4F, postgres_url: str, redis_db: str, tmp_path: Path
+    g4f: FakeG4F, postgres_url: str, redis_process_db: str, tmp_path: Path
 ) -> None:
-    figures = await run_discord(g4f, postgres_url, redis_db, tmp_path, DISCORD)
+    figures = await run_discord(g4f, postgres_url, redis_process_db, tmp_path, DISCORD)
     _check(figures, tmp_path)

@@ -385,7 +385,7 @@ class BridgeClient(discord.Client):
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
         """Stop: end the answer streaming in the clicked message (its asker or an admin)."""
-        result = self.bridge.stop(where_of_interaction(interaction), str(message.id))
+        result = await self.bridge.stop(where_of_interaction(interaction), str(message.id))
         if result is StopResult.STOPPED:
             await interaction.response.defer()  # the answer's own final edit shows "Stopped"
         else:

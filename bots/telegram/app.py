@@ -437,7 +437,7 @@ class TelegramBot:
         """/stop: stop the user's answer being written in this chat (drafts included)."""
         if (cmd := self.command(update, context)) is None:
             return
-        if self.bridge.stop_current(cmd.where):
+        if await self.bridge.stop_current(cmd.where):
             return  # the answer itself now says "Stopped"
         if (refusal := self.bridge.check_access(cmd.where)) is not None:
             return await self.refuse(cmd.surface, refusal)
@@ -520,7 +520,7 @@ class TelegramBot:
         if (found := _button(update)) is None:
             return await _answer_stale(update)
         query, message, user = found
-        result = self.bridge.stop(where_of(message.chat, user), str(message.message_id))
+        result = await self.bridge.stop(where_of(message.chat, user), str(message.message_id))
         await CallbackAck(query)(stop_text(result))
 
     async def on_regenerate_button(self, update: Update, context: Context) -> None:

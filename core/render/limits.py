@@ -44,6 +44,17 @@ class Window:
 Limit = Bucket | Window
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What limits shared with other processes say of one write: it may start (`ticket` names
+    it there; None when nothing was counted there), or `wait` seconds until `limit` (the one
+    holding it back) may allow it."""
+
+    ticket: str | None
+    wait: float = 0.0
+    limit: Limit | None = None
+
+
 class LimitState:
     """How much of one limit is used, and when the next write may start."""
 
@@ -104,6 +115,19 @@ class LimitState:
         self._in_flight += 1
         self._taken.append(now)
         self.last_used = now
+
+    def untake(self) -> None:
+        """The write taken with `take` did not start after all (another replica's writes
+        fill the limit): give back what `take` took."""
+        if isinstance(self.limit, Bucket):
+            self._tokens += 1.0
+        self._in_flight = max(0, self._in_flight - 1)
+        if self._taken:
+            self._taken.pop()
+
+    def hold(self, until: float) -> None:
+        """No write before `until` (writes this process does not count fill the limit)."""
+        self._blocked_until = max(self._blocked_until, until)
 
     def release(self, now: float) -> None:
         """The write taken with `take` completed (or failed after reaching the platform).

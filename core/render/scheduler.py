@@ -21,6 +21,10 @@ interim edit eventually becomes the one shown longest ago.
 Limits are shared by key across rooms (a bot-wide limit), and each is counted from write
 completions (core.render.limits). When the platform says "retry after", every limit the refused
 write drew from waits that long.
+
+Replicas answering in the same rooms share the limits too (`SharedLimits`, core.shared.writes):
+a write the local count allows also asks the shared ledger before it starts; when other
+replicas' writes fill a limit, the write goes back to its member and the limit waits here.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from enum import IntEnum
 from typing import Any, Protocol, TypeVar, cast
 
 from core.clock import Clock, wait_for_event
-from core.render.limits import Limit, LimitState
+from core.render.limits import Limit, LimitState, Verdict
 from core.render.surface import SurfaceError, SurfaceRateLimited, SurfaceUnavailable
 
 log = logging.getLogger(__name__)
@@ -84,11 +88,28 @@ class Writer(Protocol):
         ...
 
 
+class SharedLimits(Protocol):
+    """Write limits counted across processes (None in `WriteScheduler`: this process only)."""
+
+    async def take(self, limits: tuple[Limit, ...], *, routine: bool, reserve: int) -> Verdict:
+        """Count one write on every limit, or say how long until they allow it."""
+        ...
+
+    async def release(
+        self, ticket: str, limits: tuple[Limit, ...], *, retry_after: float = 0.0
+    ) -> None:
+        """The write counted under `ticket` completed (refused: with the platform's wait)."""
+        ...
+
+
 class WriteScheduler:
     """The rooms and limits of one platform connection (or of the whole process)."""
 
-    def __init__(self, clock: Clock, *, max_idle: float = 600.0) -> None:
+    def __init__(
+        self, clock: Clock, *, max_idle: float = 600.0, shared: SharedLimits | None = None
+    ) -> None:
         self.clock = clock
+        self.shared = shared
         self._limits: dict[str, LimitState] = {}
         self._rooms: dict[str, Room] = {}
         self._max_idle = max_idle
@@ -184,7 +205,7 @@ class Room:
         try:
             while self._members or self._writing:
                 self._changed.clear()
-                choice, wait = self._choose(self._clock.now())
+                choice, wait, reserve = self._choose(self._clock.now())
                 if choice is None:
                     await self._pause(wait)
                     continue
@@ -195,7 +216,7 @@ class Room:
                 loop = asyncio.get_running_loop()
                 self._writing[member] = write
                 self._tasks.add(
-                    task := loop.create_task(self._perform(member, write), context=context)
+                    task := loop.create_task(self._perform(member, write, reserve), context=context)
                 )
                 task.add_done_callback(self._tasks.discard)
         finally:
@@ -203,8 +224,9 @@ class Room:
                 task.cancel()
             self._scheduler._forget(self)
 
-    def _choose(self, now: float) -> tuple[tuple[Writer, Write] | None, float]:
-        """The most urgent write its limits allow now, else how long until one may go."""
+    def _choose(self, now: float) -> tuple[tuple[Writer, Write] | None, float, int]:
+        """The most urgent write its limits allow now, else how long until one may go; and
+        the writes the room's answers still owe."""
         wanted = [
             (w, m)
             for m in self._members
@@ -233,11 +255,11 @@ class Room:
             if keys & held:
                 continue  # it waits for the more urgent write holding its limits
             if own_wait <= 0 and limit_wait <= 0:
-                return (member, write), 0.0
+                return (member, write), 0.0, reserve
             if own_wait <= 0:
                 held |= keys
             soonest = min(soonest, max(own_wait, limit_wait))
-        return None, soonest
+        return None, soonest, reserve
 
     async def _pause(self, seconds: float) -> None:
         """Until `seconds` pass or a member has news."""
@@ -246,8 +268,17 @@ class Room:
             return
         await wait_for_event(self._clock, self._changed, seconds)
 
-    async def _perform(self, member: Writer, write: Write) -> None:
+    async def _perform(self, member: Writer, write: Write, reserve: int) -> None:
         """Make the call (its limits were taken), release them, tell the member how it went."""
+        shared, ticket = self._scheduler.shared, None
+        if shared is not None:
+            verdict = await shared.take(
+                write.limits, routine=write.urgency.routine, reserve=reserve
+            )
+            if verdict.ticket is None and verdict.wait > 0:
+                self._back_off(member, write, verdict)
+                return
+            ticket = verdict.ticket
         error: SurfaceError | None = None
         try:
             await write.call()
@@ -258,14 +289,27 @@ class Room:
             error = SurfaceError(repr(exc))
         finally:
             now = self._clock.now()
+            retry_after = error.retry_after if isinstance(error, SurfaceRateLimited) else 0.0
             for limit in write.limits:
                 state = self._scheduler.state(limit)
                 state.release(now)
-                if isinstance(error, SurfaceRateLimited):
-                    state.penalize(now, error.retry_after)
+                if retry_after:
+                    state.penalize(now, retry_after)
             self._writing.pop(member, None)
             self.wake()
         member.written(write, error)
+        if shared is not None and ticket is not None:
+            await shared.release(ticket, write.limits, retry_after=retry_after)
+
+    def _back_off(self, member: Writer, write: Write, verdict: Verdict) -> None:
+        """Other processes' writes fill a limit: the write did not start; the limit waits."""
+        now = self._clock.now()
+        for limit in write.limits:
+            self._scheduler.state(limit).untake()
+        if verdict.limit is not None:
+            self._scheduler.state(verdict.limit).hold(now + verdict.wait)
+        self._writing.pop(member, None)
+        self.wake()
 
 
 _asked = itertools.count()
