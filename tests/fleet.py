@@ -65,8 +65,8 @@ class Plan:
     cap: int = 3  # BRIDGE_MAX_CONCURRENCY, for the whole fleet
     lease: float = 3.0  # BRIDGE_REPLICA_LEASE
     words: int = 8  # words per answer of the load
-    interval: float = 0.1  # seconds between streamed words
-    long_words: int = 600  # the answers stopped and killed (a minute long)
+    interval: float = 0.03  # seconds between streamed words (the load's answers: a quarter s)
+    long_words: int = 2000  # the answers stopped and killed (a minute long)
     load_within: float = 90.0  # seconds for the load's answers to complete
 
     def __post_init__(self) -> None:
@@ -143,7 +143,7 @@ class Figures:
     delivered: list[int] = field(default_factory=list)  # Telegram: updates each replica got
     stop: Ended | None = None
     killed: list[Ended] = field(default_factory=list)
-    stop_before_sweep: bool | None = None  # Telegram: the pressed dead answer ended first
+    stop_before_sweep: bool | None = None  # Telegram: the pressed dead answer ended at once
     streaming_left: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what could not be observed, and logs
 
@@ -186,8 +186,9 @@ class Figures:
             found += ended.problems(self.regen)
         if self.stop_before_sweep is False:
             found.append(
-                "Stop pressed on a dead replica's answer did not end it at once (the other one,"
-                " left to the sweep, ended first or with it)"
+                "Stop pressed on a dead replica's answer did not end it at once: not before"
+                f" 2/3 of a lease ({plan.lease * 2 / 3:g} s) from the kill, when no lease of the"
+                " dead replica can have run out yet, with the other one still streaming"
             )
         found += [f"still streaming at the end: {s}" for s in self.streaming_left]
         return found
@@ -220,9 +221,7 @@ class Figures:
         for ended in self.killed:
             out.append(f"  after SIGKILL, {ended.label}: ended after {secs(ended.seconds)}")
         if self.stop_before_sweep is not None:
-            out.append(
-                f"  pressed dead answer ended before the swept one: {self.stop_before_sweep}"
-            )
+            out.append(f"  pressed dead answer ended at once: {self.stop_before_sweep}")
         out.append(f"  left streaming: {len(self.streaming_left)}")
         out += [f"  note: {note}" for note in self.notes]
         return out
@@ -575,8 +574,15 @@ async def _telegram_kill(
                 ended.text, ended.buttons = shown.text or "", _tg_buttons(shown)
                 ended.seconds = time.monotonic() - killed_at
                 if ended is pressed:
+                    # At once: before any lease of the dead replica could run out (they are
+                    # renewed every lease/3, so none runs out within 2/3 of a lease of the
+                    # kill), while the other answer still shows it is being written.
                     other = message(targets[1][1], targets[1][3])
-                    figures.stop_before_sweep = other is not None and MARKER in (other.text or "")
+                    figures.stop_before_sweep = (
+                        ended.seconds < plan.lease * 2 / 3
+                        and other is not None
+                        and MARKER in (other.text or "")
+                    )
         await asyncio.sleep(0.01)
     if pressed.text is None:
         figures.stop_before_sweep = False
