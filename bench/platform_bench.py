@@ -51,9 +51,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bots.discord import app as discord_app  # noqa: E402
-from bots.discord.surface import REGENERATE_ID  # noqa: E402
+from bots.discord.surface import ANSWER_IDS  # noqa: E402
 from bots.telegram import app as telegram_app  # noqa: E402
-from bots.telegram.surface import CALLBACK_REGENERATE  # noqa: E402
+from bots.telegram.surface import ANSWER_DATA  # noqa: E402
 from core.bridge import Bridge  # noqa: E402
 from core.client import G4FClient  # noqa: E402
 from core.clock import SystemClock  # noqa: E402
@@ -224,7 +224,7 @@ class DiscordWorld:
             first_visible_at=message.first_visible_at,
             last_write_at=message.last_write_at,
             text=message.content,
-            has_final_buttons=REGENERATE_ID in buttons,
+            has_final_buttons=ANSWER_IDS.id_of("regenerate") in buttons,
         )
 
     def _by_interaction(self, channel: int, interaction_id: int) -> list[Shown]:
@@ -309,7 +309,7 @@ class TelegramWorld:
             first_visible_at=message.first_visible_at,
             last_write_at=message.last_write_at,
             text=message.visible_text,
-            has_final_buttons=CALLBACK_REGENERATE in data,
+            has_final_buttons=ANSWER_DATA.id_of("regenerate") in data,
         )
 
     def _all_of(self, chat: int) -> list[Shown]:

@@ -40,22 +40,8 @@ from core.render.surface import (
     SurfaceRejected,
     WriteLimits,
 )
-from core.results import (
-    ConversationReset,
-    ModelChosen,
-    Refusal,
-    Status,
-    SystemPromptSet,
-    WebSearchSet,
-)
-from core.texts import (
-    current_model_text,
-    model_chosen_text,
-    persona_text,
-    reset_text,
-    status_text,
-    web_search_text,
-)
+from core.results import Answered, Imagined, Refusal
+from core.texts import Reply, current_model_text, reply_text
 
 # The terminal's limits, in this one place: no platform rate limit, only its own redraw rate
 # (at most one redraw of a streaming answer per REDRAW_INTERVAL seconds).
@@ -338,8 +324,7 @@ class TerminalChat:
             self._answering = False
             if surface.wrote:
                 self.view.end_answer()
-        if isinstance(result, Refusal) and not result.quiet:
-            self.view.say(result.message, "refusal")
+        self._show(result)
 
     async def _continue(self) -> None:
         surface = self._surface()
@@ -350,8 +335,7 @@ class TerminalChat:
             self._answering = False
             if surface.wrote:
                 self.view.end_answer()
-        if isinstance(result, Refusal) and not result.quiet:
-            self.view.say(result.message, "refusal")
+        self._show(result)
 
     async def _show_models(self) -> None:
         if self._models_next is None:
@@ -373,22 +357,14 @@ class TerminalChat:
         ) + "/models TEXT: filter · /model NAME: choose"
         self.view.show_models(page, hint)
 
-    def _show(self, result: object) -> None:
-        view = self.view
+    def _show(self, result: Reply | Refusal | Answered | Imagined) -> None:
+        """A result's text, or the refusal's (unless quiet). An answer or an image was shown by
+        the surface already (an image saved, or the error in its place)."""
         if isinstance(result, Refusal):
-            if not result.quiet:
-                view.say(result.message, "refusal")
-        elif isinstance(result, ModelChosen):
-            view.say(model_chosen_text(result))
-        elif isinstance(result, SystemPromptSet):
-            view.say(persona_text(result))
-        elif isinstance(result, ConversationReset):
-            view.say(reset_text(result))
-        elif isinstance(result, Status):
-            view.say(status_text(result))
-        elif isinstance(result, WebSearchSet):
-            view.say(web_search_text(result))
-        # An image (Imagined) was shown by the surface: saved, or the error in its place.
+            if (text := result.shown) is not None:
+                self.view.say(text, "refusal")
+        elif not isinstance(result, Answered | Imagined):
+            self.view.say(reply_text(result))
 
 
 def _read_capped(path: Path) -> tuple[bytes, bool]:

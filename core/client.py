@@ -60,6 +60,7 @@ from core.images import ImageFetcher
 from core.metrics import Metrics
 from core.settings import Settings
 from core.text import SurrogateJoiner, clean_text
+from core.wire import parse_retry_after, read_capped
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -509,7 +510,7 @@ class G4FClient:
         if response.is_success:
             return response
         try:
-            body = await _read_capped(response)
+            body, _ = await read_capped(response.aiter_bytes(), ERROR_BODY_LIMIT)
         finally:
             await response.aclose()
         if model is None and request.method == "POST":
@@ -680,17 +681,6 @@ def _worth_another_model(exc: UpstreamError) -> bool:
     return isinstance(exc, ModelUnavailable | ProviderFailed | RateLimited | UpstreamTimeout)
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= ERROR_BODY_LIMIT:
-            break
-    return b"".join(chunks)[:ERROR_BODY_LIMIT]
-
-
 def _model_of(request: httpx.Request) -> str | None:
     try:
         body = json.loads(request.content or b"{}")
@@ -719,16 +709,6 @@ def _raw_error_message(data: Any) -> str:
     return str(data)[:300]
 
 
-def _parse_retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
 def _status_error(
     status: int, body: bytes, headers: httpx.Headers, model: str | None, url: str
 ) -> UpstreamError:
@@ -753,7 +733,7 @@ def _status_error(
     if status in (400, 413, 422):
         return RequestRejected(detail=detail)
     if status == 429:
-        return RateLimited(_parse_retry_after(headers), detail=detail)
+        return RateLimited(parse_retry_after(headers.get("retry-after")), detail=detail)
     if status >= 500 and model and "Request execution failed" in message:
         return ModelUnavailable(model, detail=detail)
     if status >= 500:

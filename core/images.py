@@ -21,6 +21,7 @@ import httpx
 from core.api_models import ImageItem
 from core.errors import ImageFailed
 from core.settings import Settings
+from core.wire import read_capped
 
 MAX_REDIRECTS = 5
 ALLOWED_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
@@ -148,14 +149,10 @@ class ImageFetcher:
         length = response.headers.get("content-length")
         if length and length.isdigit() and int(length) > cap:
             raise _too_big(cap)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > cap:
-                raise _too_big(cap)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        data, more = await read_capped(response.aiter_bytes(), cap)
+        if more:
+            raise _too_big(cap)
+        return data
 
     def _checked(self, data: bytes, declared: str | None) -> tuple[bytes, str]:
         cap = self._settings.g4f_image_max_bytes

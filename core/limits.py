@@ -1,22 +1,30 @@
 """Access control and limits: who may use the bridge, how often, and how many requests at once.
 
-Rate limits and locks are defined as protocols over two primitives any shared store offers
-(counters with expiry, keys with expiry), so a Redis implementation can replace the in-memory
-ones here when several processes share the limits. The concurrency gate is per process.
+Rate limits and locks are defined as protocols, so a Redis implementation can replace the
+in-memory ones here when several processes share the limits. Rate limits are the `limits`
+library's moving window, on its memory or Redis storage. The concurrency gate is per process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import math
 import re
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from types import ModuleType
+from typing import Any, Protocol
+
+import limits.aio.storage.memory
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
 
 from core.clock import Clock
 
@@ -121,79 +129,116 @@ class RateLimiter(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class _Window:
-    """The monotonic times of the hits still inside one (key, rate) window, oldest first."""
-
-    period: float
-    hits: deque[float] = field(default_factory=deque)
-
-    def trim(self, now: float) -> None:
-        while self.hits and self.hits[0] + self.period <= now:
-            self.hits.popleft()
+# The `limits` storages read the time with `time.time()` in their own modules. So that a limiter
+# follows the `Clock` it was given (tests drive time, and every process sharing a Redis uses wall
+# time), each storage module's `time` is replaced by `_LIBRARY_TIME`, whose `time()` returns the
+# clock bound for the current call (a contextvar: tasks a call starts, such as the memory
+# storage's expiry pass, inherit it) and the real time when none is bound.
+_TIME_SOURCE: contextvars.ContextVar[Callable[[], float] | None] = contextvars.ContextVar(
+    "limits_time_source", default=None
+)
 
 
-def _decide(window: _Window | None, rate: Rate, now: float) -> RateDecision:
-    """The decision for one more hit, given the hits already in the window."""
-    used = len(window.hits) if window is not None else 0
-    if window is None or used < rate.count:
-        return RateDecision(allowed=True, remaining=rate.count - used, retry_after=0.0)
-    oldest_blocking = window.hits[used - rate.count]
-    return RateDecision(allowed=False, remaining=0, retry_after=oldest_blocking + rate.period - now)
+class _LibraryTime:
+    """Stands in for the `time` module inside a `limits` storage module."""
+
+    @staticmethod
+    def time() -> float:
+        source = _TIME_SOURCE.get()
+        return time.time() if source is None else source()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
 
 
-class MemoryRateLimiter:
-    """`RateLimiter` in process memory: an exact sliding-window log per (key, rate).
+_LIBRARY_TIME = _LibraryTime()
+
+
+def follow_clock(module: ModuleType) -> None:
+    """Make a `limits` storage module read the time from the clock bound by `LimitsRateLimiter`."""
+    current = getattr(module, "time", None)
+    if current is not time and current is not _LIBRARY_TIME:
+        raise RuntimeError(f"{module.__name__} does not read the time from the time module")
+    setattr(module, "time", _LIBRARY_TIME)  # noqa: B010
+
+
+follow_clock(limits.aio.storage.memory)
+
+
+def rate_item(rate: Rate, namespace: str = "rate") -> RateLimitItem:
+    """`rate` as a `limits` item. Its windows are whole seconds: a fractional period is rounded
+    up (``2/0.5s`` limits like ``2/1s``)."""
+    return RateLimitItemPerSecond(rate.count, max(1, math.ceil(rate.period)), namespace=namespace)
+
+
+class LimitsRateLimiter:
+    """`RateLimiter` on a `limits` storage: its moving window (an exact log of hit times).
 
     With 3/minute, hits at t=0, 1, 2 are allowed, a hit at t=3 is refused with retry_after=57
-    and a hit at t=60 is allowed again. Keys whose window has emptied are dropped, so memory
-    holds only the hits of the last period.
+    and a hit just after t=60 is allowed again (a hit counts for `period` seconds, including the
+    instant it expires). `time_source` is the clock the storage reads (see `follow_clock`).
+    """
+
+    def __init__(self, storage: Storage, time_source: Callable[[], float]) -> None:
+        self._storage = storage
+        self._strategy = MovingWindowRateLimiter(storage)
+        self._time_source = time_source
+
+    async def hit(self, key: str, rate: Rate) -> RateDecision:
+        """Check the limit and count the hit when it is allowed."""
+        item = rate_item(rate)
+        token = _TIME_SOURCE.set(self._time_source)
+        try:
+            allowed = await self._strategy.hit(item, key)
+            return await self._decision(item, key, allowed=allowed)
+        finally:
+            _TIME_SOURCE.reset(token)
+
+    async def peek(self, key: str, rate: Rate) -> RateDecision:
+        """Check the limit without counting anything."""
+        item = rate_item(rate)
+        token = _TIME_SOURCE.set(self._time_source)
+        try:
+            return await self._decision(item, key, allowed=None)
+        finally:
+            _TIME_SOURCE.reset(token)
+
+    async def _decision(
+        self, item: RateLimitItem, key: str, *, allowed: bool | None
+    ) -> RateDecision:
+        stats = await self._strategy.get_window_stats(item, key)
+        remaining = max(0, stats.remaining)
+        if allowed is None:
+            allowed = remaining > 0
+        if allowed:
+            return RateDecision(allowed=True, remaining=remaining, retry_after=0.0)
+        # Refused although the window shows room: the instant a hit expires (`limits` still
+        # counts it then, and no longer a moment later).
+        retry_after = 0.0 if stats.remaining > 0 else stats.reset_time - self._time_source()
+        return RateDecision(allowed=False, remaining=0, retry_after=max(0.0, retry_after))
+
+
+class MemoryRateLimiter(LimitsRateLimiter):
+    """`RateLimiter` in process memory (`limits`' memory storage) on the clock's monotonic time.
+
+    The storage drops the windows whose every hit has expired in a pass it starts after each
+    counted hit, so memory holds only the hits of the last period.
     """
 
     def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._windows: dict[tuple[str, Rate], _Window] = {}
-        self._expiries: list[tuple[float, str, Rate]] = []
+        self._memory = MemoryStorage()
+        super().__init__(self._memory, clock.now)
 
     @property
     def tracked_keys(self) -> int:
         """How many (key, rate) windows are held in memory."""
-        return len(self._windows)
+        return len(self._memory.events)
 
-    async def hit(self, key: str, rate: Rate) -> RateDecision:
-        """Check the limit and count the hit when it is allowed."""
-        now = self._clock.now()
-        window = self._window(key, rate, now)
-        decision = _decide(window, rate, now)
-        if not decision.allowed:
-            return decision
-        if window is None:
-            window = self._windows[(key, rate)] = _Window(rate.period)
-        window.hits.append(now)
-        heapq.heappush(self._expiries, (now + rate.period, key, rate))
-        return RateDecision(allowed=True, remaining=decision.remaining - 1, retry_after=0.0)
-
-    async def peek(self, key: str, rate: Rate) -> RateDecision:
-        """Check the limit without counting anything."""
-        now = self._clock.now()
-        return _decide(self._window(key, rate, now), rate, now)
-
-    def _window(self, key: str, rate: Rate, now: float) -> _Window | None:
-        self._evict(now)
-        window = self._windows.get((key, rate))
-        if window is not None:
-            window.trim(now)
-        return window
-
-    def _evict(self, now: float) -> None:
-        """Drop windows whose every hit has expired (each hit scheduled one check)."""
-        while self._expiries and self._expiries[0][0] <= now:
-            _, key, rate = heapq.heappop(self._expiries)
-            window = self._windows.get((key, rate))
-            if window is not None:
-                window.trim(now)
-                if not window.hits:
-                    del self._windows[(key, rate)]
+    async def expired(self) -> None:
+        """Wait for the expiry pass started by the last counted hit (if it is still running)."""
+        timer = self._memory.timer
+        if timer is not None:
+            await timer
 
 
 # --- Locks --------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Rate limits, in-flight locks and seen deliveries in Redis, shared by every bridge process
 using that Redis.
 
-Same contracts as `MemoryRateLimiter` and `MemoryLockManager` (core.limits). Each operation is
-one Lua script, so it is atomic across processes. Times come from the `Clock`'s wall time (all
-instances share it), passed to the script so tests can drive it.
+Same contracts as `MemoryRateLimiter` and `MemoryLockManager` (core.limits). Rate limits are
+the `limits` library's Redis moving window; a lock release is one Lua script. Counting a hit
+and releasing a lock are atomic across processes. Times come from the `Clock`'s wall time (all
+instances share it), so tests can drive it.
 
 Redis going away never fails a request. `RedisLink` watches one Redis: the first failed call
 marks it down (one WARNING in the log) and starts a probe that pings it with backoff (1 s,
@@ -36,6 +37,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import limits.aio.storage.redis.redispy
+from limits.aio.storage import RedisStorage
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -43,12 +46,14 @@ from core.clock import Clock
 from core.deliveries import FirstSeen, MemoryFirstSeen, RedisFirstSeen
 from core.limits import (
     Lease,
+    LimitsRateLimiter,
     LockManager,
     MemoryLockManager,
     MemoryRateLimiter,
     Rate,
     RateDecision,
     RateLimiter,
+    follow_clock,
 )
 
 log = logging.getLogger(__name__)
@@ -60,22 +65,7 @@ MAX_PROBE = 30.0
 # Everything a Redis call raises when Redis is unreachable, hung, restarting or refusing work.
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
 
-# KEYS[1] = window (sorted set of hit times); ARGV = now, period, count, count_it, member
-_HIT = """
-local now, period, count = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
-local used = redis.call('ZCARD', KEYS[1])
-if used < count then
-  if ARGV[4] == '1' then
-    redis.call('ZADD', KEYS[1], now, ARGV[5])
-    redis.call('PEXPIRE', KEYS[1], math.ceil(period * 1000))
-    used = used + 1
-  end
-  return {1, count - used, '0'}
-end
-local oldest = redis.call('ZRANGE', KEYS[1], used - count, used - count, 'WITHSCORES')
-return {0, 0, tostring(tonumber(oldest[2]) + period - now)}
-"""
+follow_clock(limits.aio.storage.redis.redispy)
 
 # KEYS[1] = lock; ARGV[1] = token
 _RELEASE = """
@@ -84,29 +74,20 @@ return 0
 """
 
 
-class RedisRateLimiter:
-    """`RateLimiter` in Redis: an exact sliding-window log per (key, rate)."""
+class RedisRateLimiter(LimitsRateLimiter):
+    """`RateLimiter` in Redis: `limits`' Redis storage (its moving-window scripts) on this
+    client's connections, on the clock's wall time (which every process shares).
+
+    Keys are ``{prefix}rate/{key}/{count}/{seconds}/second``: processes using the same prefix on
+    one Redis share each key's limit.
+    """
 
     def __init__(self, redis: Redis, clock: Clock, *, prefix: str = "g4f-bridge:") -> None:
-        self._redis = redis
-        self._clock = clock
-        self._prefix = prefix
-        self._script: Any = redis.register_script(_HIT)
-
-    async def hit(self, key: str, rate: Rate) -> RateDecision:
-        return await self._run(key, rate, count_it=True)
-
-    async def peek(self, key: str, rate: Rate) -> RateDecision:
-        return await self._run(key, rate, count_it=False)
-
-    async def _run(self, key: str, rate: Rate, *, count_it: bool) -> RateDecision:
-        window = f"{self._prefix}rate:{rate}:{key}"
-        now = self._clock.wall()
-        member = f"{now:.6f}:{secrets.token_hex(4)}"
-        allowed, remaining, retry_after = await self._script(
-            keys=[window], args=[repr(now), repr(rate.period), rate.count, int(count_it), member]
+        shared: dict[str, Any] = {"connection_pool": redis.connection_pool}
+        storage = RedisStorage(
+            "redis://", implementation="redispy", key_prefix=prefix.removesuffix(":"), **shared
         )
-        return RateDecision(bool(allowed), int(remaining), max(0.0, float(retry_after)))
+        super().__init__(storage, clock.wall)
 
 
 class RedisLockManager:

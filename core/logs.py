@@ -1,30 +1,55 @@
 """Logging setup: text or JSON lines, secrets scrubbed, and the answer each line belongs to.
 
 Libraries log URLs (some platforms put the bot token in the URL), so a filter replaces every
-configured secret with `***` in each record's final message, whatever logger emitted it.
+secret of the settings (each `SecretStr` field, whatever its name) with `***` in each record's
+final message and traceback, whatever logger emitted it.
 
-Every answer (ask, regenerate, imagine) runs under one short random answer id (a contextvar, so
-the tasks it starts inherit it): every record logged meanwhile, by core, the API client, the
-renderer or the platform library, carries it (` [a1b2c3d4]` in text, "answer_id" in JSON).
+Every answer (ask, regenerate, imagine) runs under one short random answer id, bound in
+structlog's context variables (so the tasks it starts inherit it): every record logged
+meanwhile, by core, the API client, the renderer or the platform library, carries it
+(` [a1b2c3d4]` in text, "answer_id" in JSON). JSON lines are rendered by structlog's
+`ProcessorFormatter` for the standard library's records.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
-import json
 import logging
 import secrets
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
+
+import structlog
+from pydantic import BaseModel, SecretBytes, SecretStr
+from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 from core.settings import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-ANSWER_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("answer_id", default=None)
+_ANSWER_KEY = "answer_id"
+
+
+class _AnswerId:
+    """The current answer id, kept in structlog's context variables (None outside an answer)."""
+
+    def get(self) -> str | None:
+        value = get_contextvars().get(_ANSWER_KEY)
+        return value if isinstance(value, str) else None
+
+    def set(self, answer_id: str) -> contextvars.Token[Any]:
+        """Bind `answer_id`; pass the token to `reset` to restore what was bound before."""
+        return bind_contextvars(**{_ANSWER_KEY: answer_id})[_ANSWER_KEY]
+
+    def reset(self, token: contextvars.Token[Any]) -> None:
+        reset_contextvars(**{_ANSWER_KEY: token})
+
+
+ANSWER_ID = _AnswerId()
 
 
 def follows_answer(use_case: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -76,46 +101,95 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        answer_id = getattr(record, "answer_id", None)
-        if answer_id:
-            entry["answer_id"] = answer_id
-        if record.exc_text:
-            entry["exception"] = record.exc_text
-        elif record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+def secrets_of(*models: BaseModel) -> list[str]:
+    """The value of every `SecretStr` / `SecretBytes` field of `models`, nested models and
+    collections of them included."""
+    return sorted(set(_secret_values(models)))
 
 
-def secrets_of(settings: Settings) -> list[str]:
-    values = (settings.g4f_api_key, settings.discord_token, settings.telegram_token)
-    return [v.get_secret_value() for v in values if v is not None]
+def _secret_values(value: object) -> Iterator[str]:
+    if isinstance(value, SecretStr):
+        yield value.get_secret_value()
+    elif isinstance(value, SecretBytes):
+        yield value.get_secret_value().decode("utf-8", "replace")
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _secret_values(getattr(value, name))
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _secret_values(item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from _secret_values(item)
+
+
+# --- JSON lines (structlog) ---------------------------------------------------------------
+
+_JSON_ORDER = ("time", "level", "logger", "message", _ANSWER_KEY, "exception")
+
+
+def _record_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Level and logger name from the standard library's record; a traceback the redacting
+    filter already formatted (and scrubbed) as `exception`."""
+    record: logging.LogRecord = event_dict["_record"]
+    event_dict["level"] = record.levelname
+    event_dict["logger"] = record.name
+    if record.exc_text and "exc_info" not in event_dict:
+        event_dict["exception"] = record.exc_text
+    return event_dict
+
+
+def _json_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """The fields of a JSON line, in a stable order; no answer id outside an answer."""
+    if not event_dict.get(_ANSWER_KEY):
+        event_dict.pop(_ANSWER_KEY, None)
+    ordered = {key: event_dict.pop(key) for key in _JSON_ORDER if key in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
+def json_formatter() -> logging.Formatter:
+    """One JSON object a line: time, level, logger, message, answer_id (in an answer), and the
+    exception's traceback when there is one."""
+    pre_chain: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.TimeStamper(fmt="%Y-%m-%dT%H:%M:%S", utc=False, key="time"),
+        _record_fields,
+    ]
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=pre_chain,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.EventRenamer("message"),
+            _json_fields,
+            structlog.processors.JSONRenderer(ensure_ascii=False),
+        ],
+    )
+
+
+def text_formatter() -> logging.Formatter:
+    return logging.Formatter("%(asctime)s %(levelname)s %(name)s%(answer)s: %(message)s")
 
 
 def configure_logging(
-    settings: Settings, *, quiet: bool = False, noisy: tuple[str, ...] = ()
+    settings: Settings,
+    *,
+    quiet: bool = False,
+    noisy: tuple[str, ...] = (),
+    more_settings: Iterable[BaseModel] = (),
 ) -> None:
     """Install one stderr handler with the configured level, format and secret scrubbing.
 
     `quiet` (one-shot commands): only warnings, unless BRIDGE_LOG_LEVEL was set explicitly.
     `noisy`: more loggers whose INFO lines are noise (the platform libraries').
+    `more_settings`: further settings objects whose secrets are scrubbed too (`settings`' are).
     """
     handler = logging.StreamHandler(sys.stderr)
-    if settings.bridge_log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s%(answer)s: %(message)s")
-        )
+    json_lines = settings.bridge_log_format == "json"
+    handler.setFormatter(json_formatter() if json_lines else text_formatter())
     handler.addFilter(AnswerIdFilter())
-    handler.addFilter(RedactingFilter(secrets_of(settings)))
+    handler.addFilter(RedactingFilter(secrets_of(settings, *more_settings)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     explicit = "bridge_log_level" in settings.model_fields_set

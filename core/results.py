@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 from core.api_models import ModelInfo
 from core.render.renderer import Outcome
@@ -42,6 +43,11 @@ class Refusal:
     quiet: bool = False
     suggestions: tuple[str, ...] = ()
     retry_after: float | None = None
+
+    @property
+    def shown(self) -> str | None:
+        """The message to show the user; None when quiet (they were told already)."""
+        return None if self.quiet else self.message
 
 
 class StopResult(StrEnum):
@@ -89,10 +95,13 @@ class ModelPage:
     query: str = ""
 
 
+ModelScope = Literal["user", "chat"]  # the user's model everywhere, or in one chat only
+
+
 @dataclass(frozen=True, slots=True)
 class ModelChosen:
     model: str
-    scope: str  # "user" | "chat"
+    scope: ModelScope
 
 
 @dataclass(frozen=True, slots=True)

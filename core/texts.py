@@ -11,6 +11,7 @@ from core.results import (
     ConversationReset,
     ModelChosen,
     ModelPage,
+    Refusal,
     Status,
     StopResult,
     SystemPromptSet,
@@ -24,6 +25,8 @@ STOP_TEXTS: dict[StopResult, str] = {
     ),
     StopResult.NOT_YOURS: "Only the person who asked (or an admin) can stop this answer.",
 }
+# The results of the commands that answer with a few lines of text.
+Reply = ModelChosen | SystemPromptSet | ConversationReset | Status | WebSearchSet
 STALE_BUTTON = "This button is no longer valid. Ask again, or open /models for a fresh list."
 
 
@@ -109,3 +112,19 @@ def web_search_text(result: WebSearchSet) -> str:
     if result.on:
         return "🔎 Web search is on in this chat: answers may search the web and list sources."
     return "Web search is off in this chat."
+
+
+def reply_text(result: Reply | Refusal) -> str:
+    """What a command's result says: its text, or the refusal's message (plain text, not
+    markdown; whether a quiet refusal is shown at all is the caller's: `Refusal.shown`)."""
+    if isinstance(result, Refusal):
+        return result.message
+    if isinstance(result, ModelChosen):
+        return model_chosen_text(result)
+    if isinstance(result, SystemPromptSet):
+        return persona_text(result)
+    if isinstance(result, ConversationReset):
+        return reset_text(result)
+    if isinstance(result, Status):
+        return status_text(result)
+    return web_search_text(result)

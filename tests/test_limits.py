@@ -18,6 +18,7 @@ from core.limits import (
     Rate,
     RateDecision,
     RateLimiter,
+    rate_item,
 )
 from tests.fakes.clock import ManualClock
 
@@ -89,6 +90,23 @@ def test_rate_rejects_bad_fields(count: int, period: float) -> None:
         Rate(count, period)
 
 
+@pytest.mark.parametrize(
+    ("rate", "seconds"), [(Rate(3, 60), 60), (Rate(2, 0.5), 1), (Rate(1, 90.2), 91)]
+)
+def test_the_limiter_counts_whole_seconds(rate: Rate, seconds: int) -> None:
+    item = rate_item(rate)
+    assert (item.amount, item.get_expiry()) == (rate.count, seconds)
+
+
+async def test_a_fractional_period_is_rounded_up(
+    clock: ManualClock, limiter: MemoryRateLimiter
+) -> None:
+    rate = Rate.parse("1/0.5s")
+    assert (await limiter.hit("u", rate)).allowed
+    await clock.advance(0.75)
+    assert await limiter.hit("u", rate) == RateDecision(False, 0, 0.25)
+
+
 # --- MemoryRateLimiter --------------------------------------------------------------------
 
 PER_MINUTE_3 = Rate(3, 60)
@@ -117,10 +135,12 @@ async def test_sliding_window_exact(clock: ManualClock, limiter: MemoryRateLimit
     assert await hit_at(clock, limiter, 2) == RateDecision(True, 0, 0.0)
     assert await hit_at(clock, limiter, 3) == RateDecision(False, 0, 57.0)
     assert await hit_at(clock, limiter, 59.5) == RateDecision(False, 0, 0.5)
-    assert await hit_at(clock, limiter, 60) == RateDecision(True, 0, 0.0)
-    assert await hit_at(clock, limiter, 60) == RateDecision(False, 0, 1.0)
-    assert await hit_at(clock, limiter, 61) == RateDecision(True, 0, 0.0)
-    assert await hit_at(clock, limiter, 61.25) == RateDecision(False, 0, 0.75)
+    # The instant the first hit expires it still counts (`limits`), and the window is free then.
+    assert await hit_at(clock, limiter, 60) == RateDecision(False, 0, 0.0)
+    assert await hit_at(clock, limiter, 60.5) == RateDecision(True, 0, 0.0)
+    assert await hit_at(clock, limiter, 60.5) == RateDecision(False, 0, 0.5)
+    assert await hit_at(clock, limiter, 61.5) == RateDecision(True, 0, 0.0)
+    assert await hit_at(clock, limiter, 61.75) == RateDecision(False, 0, 0.25)
 
 
 async def test_refused_hits_are_not_counted(clock: ManualClock, limiter: MemoryRateLimiter) -> None:
@@ -128,8 +148,8 @@ async def test_refused_hits_are_not_counted(clock: ManualClock, limiter: MemoryR
         assert (await hit_at(clock, limiter, t)).allowed
     for t in (10, 20, 30, 40, 50):
         assert not (await hit_at(clock, limiter, t)).allowed
-    assert await hit_at(clock, limiter, 60) == RateDecision(True, 0, 0.0)
-    assert await hit_at(clock, limiter, 62) == RateDecision(True, 1, 0.0)  # hits 60 and 62
+    assert await hit_at(clock, limiter, 60.5) == RateDecision(True, 0, 0.0)
+    assert await hit_at(clock, limiter, 62.5) == RateDecision(True, 1, 0.0)  # hits 60.5, 62.5
 
 
 async def test_peek_does_not_count(clock: ManualClock, limiter: MemoryRateLimiter) -> None:
@@ -142,7 +162,7 @@ async def test_peek_does_not_count(clock: ManualClock, limiter: MemoryRateLimite
     await clock.advance(5)
     assert await limiter.peek("u", PER_MINUTE_3) == RateDecision(False, 0, 45.0)
     assert await limiter.peek("u", PER_MINUTE_3) == RateDecision(False, 0, 45.0)
-    await clock.advance(45)
+    await clock.advance(45.5)
     assert await limiter.peek("u", PER_MINUTE_3) == RateDecision(True, 1, 0.0)
     assert limiter.tracked_keys == 1
     assert await limiter.peek("nobody", PER_MINUTE_3) == RateDecision(True, 3, 0.0)
@@ -161,17 +181,22 @@ async def test_keys_and_rates_are_independent(
 
 
 async def test_idle_keys_are_evicted(clock: ManualClock, limiter: MemoryRateLimiter) -> None:
+    """The storage drops expired windows in a pass after each counted hit."""
     for i in range(100):
         await limiter.hit(f"user{i}", PER_MINUTE_3)
     await clock.advance(30)
     await limiter.hit("late", PER_MINUTE_3)
+    await limiter.expired()
     assert limiter.tracked_keys == 101
     await clock.advance(30)
     await limiter.peek("anything", PER_MINUTE_3)
+    await limiter.hit("later", PER_MINUTE_3)
+    await limiter.expired()
+    assert limiter.tracked_keys == 2  # "late" and "later"
+    await clock.advance(60)
+    await limiter.hit("last", PER_MINUTE_3)
+    await limiter.expired()
     assert limiter.tracked_keys == 1
-    await clock.advance(30)
-    await limiter.peek("anything", PER_MINUTE_3)
-    assert limiter.tracked_keys == 0
 
 
 async def test_a_busy_key_is_kept_until_its_last_hit_expires(
@@ -181,11 +206,15 @@ async def test_a_busy_key_is_kept_until_its_last_hit_expires(
     await clock.advance(50)
     await limiter.hit("u", PER_MINUTE_3)
     await clock.advance(10)
+    await limiter.hit("v", PER_MINUTE_3)
+    await limiter.expired()
     assert await limiter.peek("u", PER_MINUTE_3) == RateDecision(True, 2, 0.0)
-    assert limiter.tracked_keys == 1
+    assert limiter.tracked_keys == 2
     await clock.advance(50)
+    await limiter.hit("v", PER_MINUTE_3)
+    await limiter.expired()
     assert await limiter.peek("u", PER_MINUTE_3) == RateDecision(True, 3, 0.0)
-    assert limiter.tracked_keys == 0
+    assert limiter.tracked_keys == 1  # "v"
 
 
 # --- MemoryLockManager --------------------------------------------------------------------

@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from core.bridge import Bridge
 from core.clock import SystemClock
 from core.conversations import Where
-from core.limits import Rate
+from core.limits import Rate, RateDecision
 from core.limits_redis import RedisLockManager, RedisRateLimiter
 from core.results import Answered, Refusal, RefusalReason
 from tests.conftest import MakeSettings, service_missing
@@ -58,7 +58,9 @@ async def test_sliding_window_exact(redis: Redis) -> None:
     refused = await limiter.hit("u1", rate)
     assert not refused.allowed and refused.retry_after == pytest.approx(57.0)
     assert (await limiter.hit("u2", rate)).allowed
-    await clock.advance(57)
+    await clock.advance(57)  # the first hit expires now: `limits` still counts it this instant
+    assert await limiter.peek("u1", rate) == RateDecision(False, 0, 0.0)
+    await clock.advance(0.5)
     assert (await limiter.peek("u1", rate)).remaining == 1
     assert (await limiter.hit("u1", rate)).allowed
     assert not (await limiter.hit("u1", rate)).allowed

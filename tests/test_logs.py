@@ -9,11 +9,12 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from pydantic import BaseModel, SecretStr
 
 from core.bridge import Bridge
 from core.client import G4FClient
 from core.conversations import Where
-from core.logs import ANSWER_ID, configure_logging, follows_answer
+from core.logs import ANSWER_ID, configure_logging, follows_answer, secrets_of
 from core.results import Answered
 from core.settings import Settings
 from core.store.base import open_store
@@ -113,3 +114,54 @@ async def test_an_id_set_by_the_caller_is_kept() -> None:
         assert await inner() == "adapter1"
     finally:
         ANSWER_ID.reset(token)
+
+
+class _Token(BaseModel):
+    token: SecretStr
+
+
+class _PlatformSettings(BaseModel):
+    """Settings of some adapter: secrets under any name, nested or in a list."""
+
+    name: str = "visible-name"
+    login: _Token
+    spares: list[_Token] = []
+    maybe: SecretStr | None = None
+
+
+def test_every_secret_field_is_a_secret_whatever_its_name() -> None:
+    settings = _PlatformSettings(
+        login=_Token(token=SecretStr("nested-secret")),
+        spares=[_Token(token=SecretStr("listed-secret"))],
+    )
+    assert secrets_of(settings) == ["listed-secret", "nested-secret"]
+    assert secrets_of(_PlatformSettings(login=_Token(token=SecretStr("x")))) == ["x"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_lines_scrub_the_secrets_of_more_settings_and_keep_tracebacks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    adapter = _PlatformSettings(login=_Token(token=SecretStr("adapter-secret")))
+    settings = Settings(_env_file=None, bridge_log_format="json")  # type: ignore[call-arg]
+    configure_logging(settings, more_settings=[adapter])
+    log = logging.getLogger("bots.some")
+    log.warning("connecting with %s", "adapter-secret")
+    try:
+        raise RuntimeError("failed with adapter-secret")
+    except RuntimeError:
+        log.exception("boom")
+    configure_logging(settings)  # nothing to scrub: the traceback comes from the record itself
+    try:
+        raise ValueError("plain failure")
+    except ValueError:
+        log.exception("again")
+    first, second, third = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert (first["level"], first["logger"], first["message"]) == (
+        "WARNING",
+        "bots.some",
+        "connecting with ***",
+    )
+    assert second["message"] == "boom" and "RuntimeError: failed with ***" in second["exception"]
+    assert third["level"] == "ERROR" and "ValueError: plain failure" in third["exception"]
+    assert "adapter-secret" not in json.dumps([first, second, third])

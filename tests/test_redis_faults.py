@@ -88,7 +88,7 @@ async def stored_keys(server: RedisServer, pattern: str = "g4f-bridge:*") -> lis
 
 
 def rate_pattern(user: str) -> str:
-    return f"g4f-bridge:rate:*:{user}"
+    return f"g4f-bridge:rate/*:{user}/*"
 
 
 # --- the whole bridge ---------------------------------------------------------------------

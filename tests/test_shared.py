@@ -17,6 +17,7 @@ import pytest
 
 from bots.telegram.surface import chat_limits
 from core.bridge import Bridge
+from core.bridge.base import CRASH_NOTE, JUST_STARTED
 from core.clock import Clock, SystemClock
 from core.conversations import Where
 from core.limits_redis import RedisLink
@@ -25,6 +26,7 @@ from core.render.scheduler import WriteScheduler
 from core.render.surface import WriteLimits
 from core.results import Answered, StopResult
 from core.shared.fleet import Fleet, open_fleet
+from core.store.base import ChatKey, StreamingAnswer
 from tests.conftest import MakeSettings, RedisDb
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
@@ -257,3 +259,55 @@ async def test_stop_pressed_on_another_bridge_stops_the_answer(
     finally:
         await other.close()
         await streaming.close()
+
+
+# --- a replica that died mid-answer ---------------------------------------------------------
+async def test_answers_no_live_replica_holds_are_ended_by_the_sweep_or_a_stop_press(
+    make_settings: MakeSettings, redis_db: RedisDb, fleets: JoinFleet
+) -> None:
+    """Three recorded answers, as a replica that streams and one that died would leave them:
+    the one a live replica holds stays; one abandoned for longer than the lease is ended by
+    the sweep; one abandoned a moment ago is ended at once when Stop is pressed on it. Each
+    ended one keeps its text and says it was interrupted, with Regenerate."""
+    settings = make_settings(
+        bridge_limits_url=redis_db.url,
+        bridge_limits_prefix=redis_db.prefix,
+        bridge_replica_lease=1.0,
+    )
+    bridge = await Bridge.open(settings)
+    live = await fleets(SystemClock(), lease=1.0)
+    try:
+        chat = ChatServer(clock=bridge.clock, interval=0.001, burst=10)
+        surface = RecordingSurface(chat, chat="room", max_length=4000)
+        now = bridge.clock.wall()
+        refs = {}
+        for name, age in (("held", 5.0), ("abandoned", 5.0), ("pressed", JUST_STARTED + 0.5)):
+            ref = refs[name] = await surface.send(f"{name} text" + INDICATOR)
+            question = await bridge.store.add_turn(
+                parent_id=None, role="user", content=name, model=None, created_at=now
+            )
+            await bridge.store.save_streaming(
+                StreamingAnswer(
+                    ChatKey("test", "room"), "u1", question.id, "m",
+                    ((ref.id, f"{name} text" + INDICATOR),), now - age,
+                )
+            )  # fmt: skip
+        live.answers.add(f"message:test:room:{refs['held'].id}", "u1")
+        asker = Where("test", "room", "u1")
+        async with asyncio.timeout(5):
+            while not await live.answers.alive([f"message:test:room:{refs['held'].id}"]):
+                await asyncio.sleep(0.01)
+        assert await bridge.end_interrupted("test", lambda _chat_id: surface) == 0  # swept later
+        assert await bridge.stop(asker, refs["pressed"].id) is StopResult.STOPPED
+        assert chat.messages[refs["pressed"].id] == f"pressed text\n\n{CRASH_NOTE}"
+        assert chat.buttons[refs["pressed"].id] == ("regenerate",)
+        async with asyncio.timeout(10):
+            while not chat.messages[refs["abandoned"].id].endswith(CRASH_NOTE):
+                await asyncio.sleep(0.01)
+        assert chat.messages[refs["abandoned"].id] == f"abandoned text\n\n{CRASH_NOTE}"
+        await asyncio.sleep(1.0)  # a few sweeps more (every lease / 3)
+        assert chat.messages[refs["held"].id] == "held text" + INDICATOR
+        left = await bridge.store.streaming_answers("test")
+        assert [a.messages[0][0] for a in left] == [refs["held"].id]
+    finally:
+        await bridge.close()

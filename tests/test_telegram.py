@@ -343,6 +343,26 @@ async def test_deleted_message_ends_the_stream_and_the_request(harness: Harness)
     harness.assert_clean()
 
 
+async def test_a_chat_that_forbids_writes_is_logged_once(
+    tg: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    tg.fake.block(PRIVATE)
+
+    def refused_texts() -> int:  # each answer ends at its first refused text
+        texts = ("sendmessagedraft", "sendmessage")
+        return len([c for c in tg.fake.calls if c.error_code == 403 and c.name.lower() in texts])
+
+    tg.ask(PRIVATE, "first try")
+    await tg.until(lambda: refused_texts() >= 1)
+    tg.ask(PRIVATE, "second try")  # a new answer on a new surface, in the same chat
+    await tg.until(lambda: refused_texts() >= 2)
+    await tg.stop()  # every handler has finished (and logged) by now
+    assert len(tg.g4f.chat_requests()) == 2
+    warnings = [r for r in caplog.records if "check the bot's permissions" in r.getMessage()]
+    assert len(warnings) == 1 and f"telegram:{PRIVATE}" in warnings[0].getMessage()
+    assert tg.bot(PRIVATE) == []
+
+
 # --- images ------------------------------------------------------------------------------------
 
 

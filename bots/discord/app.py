@@ -35,39 +35,26 @@ from discord import app_commands
 from bots.discord.inflight import InFlight
 from bots.discord.media import attachments_of
 from bots.discord.surface import (
-    CONTINUE_ID,
+    ANSWER_IDS,
     DEFAULT_ATTACHMENT_LIMIT,
-    REGENERATE_ID,
-    STOP_ID,
     ChannelSurface,
     InteractionSurface,
-    PermissionNotices,
     buttons_view,
     rate_limit_observer,
 )
-from bots.discord.texts import (
-    SORRY,
-    models_message,
-    parse_page_id,
-)
+from bots.discord.texts import SORRY, parse_page_id
 from core.bridge import Bridge, ModelKind
 from core.conversations import Where
 from core.http import Routes
+from core.menus import model_menu
+from core.notices import ForbiddenNotices
 from core.results import ModelPage, Refusal, StopResult
 from core.settings import Settings, SettingsError
-from core.texts import (
-    STALE_BUTTON,
-    model_chosen_text,
-    persona_text,
-    reset_text,
-    status_text,
-    stop_text,
-)
+from core.texts import STALE_BUTTON, reply_text, stop_text
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
-MODELS_PAGE_SIZE = 10
 MAX_CHOICES = 25
 PROMPT_MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 INTENTS_NOTICE = (
@@ -145,7 +132,7 @@ class BridgeTree(app_commands.CommandTree["BridgeClient"]):
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         """Every command may run (access is the core's decision); count it for shutdown."""
-        self.client.inflight.enter()
+        self.client.inflight.track_current()
         return True
 
 
@@ -171,7 +158,7 @@ class BridgeClient(discord.Client):
         )
         self.bridge = bridge
         self.tree = BridgeTree(self)
-        self.notices = PermissionNotices()
+        self.notices = ForbiddenNotices()
         self.inflight = InFlight()
         self.ready_event: asyncio.Event | None = None
         self._synced = False
@@ -260,7 +247,7 @@ class BridgeClient(discord.Client):
         surface = InteractionSurface(
             interaction, clock=self.bridge.clock, notices=self.notices, ephemeral=ephemeral
         )
-        self.inflight.enter()
+        self.inflight.track_current()
         if not text_soon:
             await surface.defer()
         acknowledge = asyncio.create_task(surface.respond_in_time())
@@ -307,9 +294,7 @@ class BridgeClient(discord.Client):
     async def cmd_models(self, interaction: discord.Interaction, query: str) -> None:
         """/models: the first page of the (filtered) model list, privately."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        page = await self.bridge.models(
-            where_of_interaction(interaction), query=query, page_size=MODELS_PAGE_SIZE
-        )
+        page = await self.bridge.models(where_of_interaction(interaction), query=query)
         await self.show_models(interaction, page)
 
     async def show_models(
@@ -319,8 +304,8 @@ class BridgeClient(discord.Client):
         if isinstance(page, Refusal):
             await interaction.edit_original_response(content=page.message, view=None)
             return
-        text, buttons = models_message(page)
-        await interaction.edit_original_response(content=text, view=buttons_view(buttons))
+        menu = model_menu(page, choices=False)  # the models are listed in the text
+        await interaction.edit_original_response(content=menu.text, view=buttons_view(menu.buttons))
 
     async def cmd_model(self, interaction: discord.Interaction, name: str, here: bool) -> None:
         """/model: choose the user's model (everywhere, or only in this channel)."""
@@ -328,8 +313,7 @@ class BridgeClient(discord.Client):
         result = await self.bridge.set_model(
             where_of_interaction(interaction), name, scope="chat" if here else "user"
         )
-        text = result.message if isinstance(result, Refusal) else model_chosen_text(result)
-        await self.reply(interaction, text)
+        await self.reply(interaction, reply_text(result))
 
     async def model_choices(
         self, interaction: discord.Interaction, current: str, kind: ModelKind
@@ -345,36 +329,34 @@ class BridgeClient(discord.Client):
     async def cmd_reset(self, interaction: discord.Interaction) -> None:
         """/reset: start a new conversation in this channel."""
         result = await self.bridge.reset(where_of_interaction(interaction))
-        text = result.message if isinstance(result, Refusal) else reset_text(result)
-        await self.reply(interaction, text)
+        await self.reply(interaction, reply_text(result))
 
     async def cmd_system(self, interaction: discord.Interaction, prompt: str) -> None:
         """/system: set this channel's system prompt (the core lets only admins)."""
         result = await self.bridge.set_system_prompt(where_of_interaction(interaction), prompt)
-        text = result.message if isinstance(result, Refusal) else persona_text(result)
-        await self.reply(interaction, text)
+        await self.reply(interaction, reply_text(result))
 
     async def cmd_status(self, interaction: discord.Interaction) -> None:
         """/status: the user's model, limits and this channel's conversation."""
         result = await self.bridge.status(where_of_interaction(interaction))
-        text = result.message if isinstance(result, Refusal) else status_text(result)
-        await self.reply(interaction, text)
+        await self.reply(interaction, reply_text(result))
 
     # --- buttons ----------------------------------------------------------------------------
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Route button clicks (custom ids g4f:*); slash commands go through the tree."""
         if interaction.type is not discord.InteractionType.component:
             return
-        self.inflight.enter()
+        self.inflight.track_current()
         custom_id = str(interaction.data.get("custom_id", "")) if interaction.data else ""
         message = interaction.message
         if message is None:
             return
-        if custom_id == STOP_ID:
+        action = ANSWER_IDS.action_of(custom_id)
+        if action == "stop":
             await self.stop_clicked(interaction, message)
-        elif custom_id == REGENERATE_ID:
+        elif action == "regenerate":
             await self.regenerate_clicked(interaction, message)
-        elif custom_id == CONTINUE_ID:
+        elif action == "continue":
             await self.continue_clicked(interaction, message)
         elif (page := parse_page_id(custom_id)) is not None:
             await self.page_clicked(interaction, *page)
@@ -420,9 +402,7 @@ class BridgeClient(discord.Client):
     async def page_clicked(self, interaction: discord.Interaction, page: int, query: str) -> None:
         """Turn a page of a /models list."""
         await interaction.response.defer()
-        result = await self.bridge.models(
-            where_of_interaction(interaction), query=query, page=page, page_size=MODELS_PAGE_SIZE
-        )
+        result = await self.bridge.models(where_of_interaction(interaction), query=query, page=page)
         await self.show_models(interaction, result)
 
     # --- messages ---------------------------------------------------------------------------
@@ -447,12 +427,12 @@ class BridgeClient(discord.Client):
             attachment_limit=guild.filesize_limit if guild else DEFAULT_ATTACHMENT_LIMIT,
         )
         where = where_of_message(message)
-        self.inflight.enter()
+        self.inflight.track_current()
         files = await attachments_of(message.attachments)
         result = await self.bridge.ask(where, prompt, surface, reply_to=reply_to, attachments=files)
-        if isinstance(result, Refusal) and not result.quiet:
+        if isinstance(result, Refusal) and (text := result.shown) is not None:
             # A reply of our own, within the channel's write budget shared with the answers.
-            await self.bridge.paced(surface, lambda: surface.send(result.message))
+            await self.bridge.write_within_budget(surface, lambda: surface.send(text))
 
     def prompt_of(self, message: discord.Message) -> str | None:
         """The prompt in a message addressed to the bot (mention removed), else None."""

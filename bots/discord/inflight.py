@@ -24,8 +24,8 @@ class InFlight:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def enter(self) -> None:
-        """Count the current task (an event or command handler) until it ends."""
+    def track_current(self) -> None:
+        """Count the current task (an event or command handler); it is dropped when it ends."""
         task = asyncio.current_task()
         if task is not None and task not in self._tasks:
             self._tasks.add(task)

@@ -38,10 +38,13 @@ import aiohttp
 import discord
 
 from core.clock import Clock
+from core.notices import ForbiddenNotices
 from core.render.limits import Window
 from core.render.surface import (
     Activity,
+    AnswerButtonIds,
     Button,
+    ButtonAction,
     MessageRef,
     SurfaceError,
     SurfaceForbidden,
@@ -52,6 +55,7 @@ from core.render.surface import (
     SurfaceUnavailable,
     WriteLimits,
 )
+from core.wire import parse_retry_after
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,12 +71,11 @@ TOKEN_LIFETIME = 14.5 * 60  # interaction tokens live 15 minutes; stop using the
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 CHANNEL_PLACEHOLDER = "…"
 
-STOP_ID = "g4f:stop"
-REGENERATE_ID = "g4f:regen"
-CONTINUE_ID = "g4f:continue"
 CUSTOM_ID_PREFIX = "g4f:"
-_CUSTOM_IDS = {"stop": STOP_ID, "regenerate": REGENERATE_ID, "continue": CONTINUE_ID}
-_STYLES = {
+ANSWER_IDS = AnswerButtonIds(
+    {"stop": "g4f:stop", "regenerate": "g4f:regen", "continue": "g4f:continue"}
+)
+_STYLES: dict[ButtonAction, discord.ButtonStyle] = {
     "stop": discord.ButtonStyle.danger,
     "regenerate": discord.ButtonStyle.secondary,
     "continue": discord.ButtonStyle.primary,
@@ -162,7 +165,7 @@ def rate_limit_observer(observe: Callable[[str, int, float], None]) -> aiohttp.T
 
 def custom_id_for(button: Button) -> str:
     """The component custom id of a core button: g4f:stop, g4f:regen, g4f:<action>:<payload>."""
-    known = _CUSTOM_IDS.get(button.action)
+    known = ANSWER_IDS.get(button.action)
     if known is not None:
         return known
     return f"{CUSTOM_ID_PREFIX}{button.action}:{button.payload}"[:100]
@@ -197,31 +200,6 @@ def buttons_view(buttons: Sequence[Button]) -> ButtonsView | None:
     return ButtonsView(buttons) if buttons else None
 
 
-class PermissionNotices:
-    """Explains missing permissions once per channel: a warning in the log, and one message."""
-
-    def __init__(self) -> None:
-        self._told: set[int] = set()
-
-    async def explain(self, channel_id: int, exc: discord.Forbidden, tell: Tell | None) -> None:
-        """Log the refusal and, the first time for this channel, tell the user if we can."""
-        if channel_id in self._told:
-            return
-        self._told.add(channel_id)
-        log.warning(
-            "Discord refused a write in channel %s (code %s: %s); check the bot's permissions",
-            channel_id,
-            exc.code,
-            exc.text,
-        )
-        if tell is None or exc.code == CANNOT_MESSAGE_USER:
-            return
-        try:
-            await tell(FORBIDDEN_NOTICE)
-        except (discord.DiscordException, aiohttp.ClientError, OSError) as err:
-            log.info("could not explain the missing permissions in %s: %r", channel_id, err)
-
-
 def translate(exc: BaseException) -> SurfaceError:
     """The core's view of a Discord failure (rate limit, message gone, forbidden, rejected)."""
     if isinstance(exc, discord.RateLimited):
@@ -251,11 +229,10 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _retry_after(exc: discord.HTTPException) -> float:
-    raw = exc.response.headers.get("Retry-After", "") if exc.response is not None else ""
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        return 1.0
+    """The Retry-After of a 429 that discord.py passed on; 1 s when it says none."""
+    raw = exc.response.headers.get("Retry-After") if exc.response is not None else None
+    seconds = parse_retry_after(raw)
+    return 1.0 if seconds is None else seconds
 
 
 _PLATFORM_ERRORS = (discord.DiscordException, aiohttp.ClientError, OSError, TimeoutError)
@@ -274,13 +251,14 @@ def _image_embed(prompt: str, model: str, filename: str) -> discord.Embed:
 
 
 class _Base:
-    """What both surfaces share: limits, error translation, the permission notice."""
+    """What both surfaces share: limits, error translation, the permission notice (explained
+    once per channel: one warning in the log and, where possible, one message)."""
 
     def __init__(
         self,
         channel: discord.PartialMessageable,
         *,
-        notices: PermissionNotices,
+        notices: ForbiddenNotices,
         attachment_limit: int,
         placeholder: str | None,
     ) -> None:
@@ -318,7 +296,7 @@ class _Base:
         try:
             yield
         except discord.Forbidden as exc:
-            await self._notices.explain(self._channel.id, exc, self._tell())
+            await self._explain(exc)
             raise translate(exc) from exc
         except SurfaceError:
             raise
@@ -326,6 +304,18 @@ class _Base:
             if is_transient(exc):
                 raise SurfaceUnavailable(repr(exc)) from exc
             raise translate(exc) from exc
+
+    async def _explain(self, exc: discord.Forbidden) -> None:
+        """The first refusal in this channel: tell the user if we can (the log says it too)."""
+        if not self._notices.first(self._limits.room, f"code {exc.code}: {exc.text}"):
+            return
+        tell = self._tell()
+        if tell is None or exc.code == CANNOT_MESSAGE_USER:
+            return
+        try:
+            await tell(FORBIDDEN_NOTICE)
+        except (discord.DiscordException, aiohttp.ClientError, OSError) as err:
+            log.info("could not explain the missing permissions in %s: %r", self._channel.id, err)
 
     def _file(self, data: bytes, filename: str) -> discord.File:
         if len(data) > self._attachment_limit:
@@ -351,7 +341,7 @@ class ChannelSurface(_Base):
         self,
         channel: discord.PartialMessageable,
         *,
-        notices: PermissionNotices,
+        notices: ForbiddenNotices,
         reply_to: discord.Message | None = None,
         attachment_limit: int = DEFAULT_ATTACHMENT_LIMIT,
     ) -> None:
@@ -417,7 +407,7 @@ class InteractionSurface(_Base):
         interaction: discord.Interaction,
         *,
         clock: Clock,
-        notices: PermissionNotices,
+        notices: ForbiddenNotices,
         ephemeral: bool = False,
         token_lifetime: float = TOKEN_LIFETIME,
     ) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from telegram import (
@@ -23,8 +23,6 @@ from telegram import (
     BotCommand,
     CallbackQuery,
     Chat,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
     Message,
     MessageEntity,
     Update,
@@ -45,9 +43,7 @@ from telegram.ext import (
 from bots.telegram.format import cut_utf16
 from bots.telegram.media import PHOTO_HINT, Albums, attachments_of, has_media
 from bots.telegram.surface import (
-    CALLBACK_CONTINUE,
-    CALLBACK_REGENERATE,
-    CALLBACK_STOP,
+    ANSWER_DATA,
     MAX_CALLBACK_DATA,
     SentMessages,
     StreamMode,
@@ -58,21 +54,18 @@ from core.attachments import Attachment
 from core.bridge import Bridge
 from core.conversations import Where
 from core.http import Routes
-from core.results import (
-    ModelPage,
-    Refusal,
-)
+from core.menus import ModelMenu, model_menu, parse_page_payload
+from core.notices import ForbiddenNotices
+from core.render.surface import Button, MessageRef
+from core.results import ModelPage, Refusal
 from core.settings import SettingsError
 from core.texts import (
     STALE_BUTTON,
+    Reply,
     current_model_text,
     model_chosen_text,
-    models_page_header,
-    persona_text,
-    reset_text,
-    status_text,
+    reply_text,
     stop_text,
-    web_search_text,
 )
 
 log = logging.getLogger(__name__)
@@ -83,9 +76,8 @@ TelegramApp = Application[Any, Any, Any, Any, Any, Any]
 
 STATE_KEY = "g4f_bridge"
 PLATFORM = "telegram"
-MODELS_PER_PAGE = 10
 MAX_CALLBACK_ANSWER = 200
-# The callback data of the model list's buttons (see `model_callback` and `models_view`).
+# The callback data of the model list's buttons (see `model_callback` and `menu_buttons`).
 MODEL_PAGE_DATA = re.compile(r"mp:(\d{1,6})")
 MODEL_NAME_DATA = re.compile(r"m:\S.*")
 MODEL_INDEX_DATA = re.compile(r"mi:(\d{1,6}):(\d{1,3})")
@@ -180,27 +172,25 @@ def model_callback(page: ModelPage, index: int) -> str:
     return data if len(data.encode()) <= MAX_CALLBACK_DATA else f"mi:{page.page}:{index}"
 
 
-def models_view(page: ModelPage) -> tuple[str, InlineKeyboardMarkup | None]:
-    """The /models message: text and a keyboard of models with ◀ ▶ paging."""
-    if not page.items:
-        return "The server lists no chat models.", None
-    buttons = [
-        InlineKeyboardButton(
-            f"✅ {model.id}" if model.id == page.current else model.id,
-            callback_data=model_callback(page, index),
-        )
-        for index, model in enumerate(page.items)
+def menu_buttons(menu: ModelMenu) -> tuple[Button, ...]:
+    """The /models menu's buttons, their payloads set to Telegram's callback data: a model's
+    `model_callback`, a page turn's mp:<page> (Telegram's list has no filter)."""
+    choices = [
+        replace(button, payload=model_callback(menu.page, index))
+        for index, button in enumerate(menu.choices)
     ]
-    rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
-    nav = []
-    if page.page > 0:
-        nav.append(InlineKeyboardButton("◀", callback_data=f"mp:{page.page - 1}"))
-    if page.page < page.pages - 1:
-        nav.append(InlineKeyboardButton("▶", callback_data=f"mp:{page.page + 1}"))
-    if nav:
-        rows.append(nav)
-    text = f"{models_page_header(page)}\n{current_model_text(page.current)}"
-    return text, InlineKeyboardMarkup(rows)
+    turns = [
+        replace(button, payload=f"mp:{turn[0]}")
+        for button in menu.turns
+        if (turn := parse_page_payload(button.payload)) is not None
+    ]
+    return (*choices, *turns)
+
+
+def models_view(page: ModelPage) -> tuple[str, tuple[Button, ...]]:
+    """The /models message: text and buttons of models (in rows of two) with ◀ ▶ paging."""
+    menu = model_menu(page, choices=True)
+    return menu.text, menu_buttons(menu)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +202,6 @@ class Command:
     surface: TelegramSurface
 
 
-R = TypeVar("R")
-Render = Callable[[R], str]
 ButtonHandler = Callable[[Update, Context], Awaitable[None]]
 
 
@@ -240,6 +228,7 @@ class TelegramBot:
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
         self.sent = SentMessages()
+        self.notices = ForbiddenNotices()  # a chat that forbids writes is logged once
         self.no_drafts: set[int] = set()  # chats whose server refused sendMessageDraft
         self.albums = Albums(bridge.clock)  # the photos of an album, asked about together
 
@@ -285,6 +274,7 @@ class TelegramBot:
             mode=self.stream_mode(chat.id, private),
             reply_to=reply_to,
             sent=self.sent,
+            notices=self.notices,
             on_draft_refused=lambda: self.no_drafts.add(chat.id),
             on_first_write=on_first_write,
         )
@@ -295,24 +285,35 @@ class TelegramBot:
 
         def surface_for(chat_id: str) -> TelegramSurface:
             chat = int(chat_id)
-            return TelegramSurface(bot, chat, private=chat > 0, sent=self.sent)
+            return TelegramSurface(
+                bot, chat, private=chat > 0, sent=self.sent, notices=self.notices
+            )
 
         return surface_for
 
-    async def paced(self, surface: TelegramSurface, call: Callable[[], Awaitable[T]]) -> T | None:
+    async def write_within_budget(
+        self, surface: TelegramSurface, call: Callable[[], Awaitable[T]]
+    ) -> T | None:
         """A write of our own, inside the chat's write budget that answers share."""
-        return await self.bridge.paced(surface, call)
+        return await self.bridge.write_within_budget(surface, call)
 
     async def say(
-        self, surface: TelegramSurface, text: str, markup: InlineKeyboardMarkup | None = None
-    ) -> int | None:
-        """Post markdown `text` where the answer would go; the message id, None on failure."""
-        return await self.paced(surface, lambda: surface.post(text, markup=markup))
+        self, surface: TelegramSurface, text: str, buttons: tuple[Button, ...] = ()
+    ) -> MessageRef | None:
+        """Send markdown `text` where the answer would go; the message, None on failure."""
+        return await self.write_within_budget(surface, lambda: surface.send(text, buttons=buttons))
+
+    async def revise(
+        self, surface: TelegramSurface, message_id: int, text: str, buttons: tuple[Button, ...] = ()
+    ) -> None:
+        """Edit one of the bot's messages (a model list) to show `text` and `buttons`."""
+        ref = MessageRef(str(message_id))
+        await self.write_within_budget(surface, lambda: surface.edit(ref, text, buttons=buttons))
 
     async def refuse(self, surface: TelegramSurface, refusal: Refusal) -> None:
-        """Show a refusal's message, unless it is quiet (the user was told already)."""
-        if not refusal.quiet:
-            await self.say(surface, escape_markdown(refusal.message))
+        """Show a refusal's message (plain text), unless it is quiet (the user was told)."""
+        if (text := refusal.shown) is not None:
+            await self.say(surface, escape_markdown(text))
 
     # --- messages ---------------------------------------------------------------------------
     def command(self, update: Update, context: Context) -> Command | None:
@@ -323,12 +324,12 @@ class TelegramBot:
         surface = self.surface(context, chat, reply_to=message.message_id)
         return Command(message, where_of(chat, user), surface)
 
-    async def show(self, surface: TelegramSurface, result: R | Refusal, text: Render[R]) -> None:
+    async def show(self, surface: TelegramSurface, result: Reply | Refusal) -> None:
         """A use case's result as a reply: its text, or the refusal (unless quiet)."""
         if isinstance(result, Refusal):
             await self.refuse(surface, result)
         else:
-            await self.say(surface, text(result))
+            await self.say(surface, reply_text(result))
 
     async def on_help(self, update: Update, context: Context) -> None:
         """/start and /help: what the bot does, the user's model, the commands."""
@@ -357,7 +358,7 @@ class TelegramBot:
             replied = replied_bot_message(cmd.message, context.bot.id)
             await self.answer(update, context, question, replied, web_search=True)
             return
-        await self.show(cmd.surface, await self.bridge.set_web_search(cmd.where), web_search_text)
+        await self.show(cmd.surface, await self.bridge.set_web_search(cmd.where))
 
     async def on_text(self, update: Update, context: Context) -> None:
         """Plain text: a prompt in private chats; in groups only if it mentions/replies to us."""
@@ -455,20 +456,18 @@ class TelegramBot:
         """/models: the first page of chat models as buttons."""
         if (cmd := self.command(update, context)) is None:
             return
-        page = await self.bridge.models(cmd.where, page_size=MODELS_PER_PAGE)
+        page = await self.bridge.models(cmd.where)
         if isinstance(page, Refusal):
             return await self.refuse(cmd.surface, page)
-        text, markup = models_view(page)
-        await self.say(cmd.surface, text, markup)
+        text, buttons = models_view(page)
+        await self.say(cmd.surface, text, buttons)
 
     async def on_model(self, update: Update, context: Context) -> None:
         """/model NAME: choose a model by name (suggestions come with a refusal)."""
         if (cmd := self.command(update, context)) is None:
             return
         if name := command_argument(cmd.message):
-            return await self.show(
-                cmd.surface, await self.bridge.set_model(cmd.where, name), model_chosen_text
-            )
+            return await self.show(cmd.surface, await self.bridge.set_model(cmd.where, name))
         if (refusal := self.bridge.check_access(cmd.where)) is not None:
             return await self.refuse(cmd.surface, refusal)
         await self.say(cmd.surface, current_model_text(await self.bridge.model_for(cmd.where)))
@@ -476,18 +475,18 @@ class TelegramBot:
     async def on_reset(self, update: Update, context: Context) -> None:
         """/reset and /new: the next message starts a new conversation."""
         if (cmd := self.command(update, context)) is not None:
-            await self.show(cmd.surface, await self.bridge.reset(cmd.where), reset_text)
+            await self.show(cmd.surface, await self.bridge.reset(cmd.where))
 
     async def on_system(self, update: Update, context: Context) -> None:
         """/system TEXT: this chat's persona (admins; core refuses others); empty: default."""
         if (cmd := self.command(update, context)) is not None:
             result = await self.bridge.set_system_prompt(cmd.where, command_argument(cmd.message))
-            await self.show(cmd.surface, result, persona_text)
+            await self.show(cmd.surface, result)
 
     async def on_status(self, update: Update, context: Context) -> None:
         """/status: a few lines about the user's model, limits and conversation."""
         if (cmd := self.command(update, context)) is not None:
-            await self.show(cmd.surface, await self.bridge.status(cmd.where), status_text)
+            await self.show(cmd.surface, await self.bridge.status(cmd.where))
 
     # --- buttons ----------------------------------------------------------------------------
     async def on_button(self, update: Update, context: Context) -> None:
@@ -501,11 +500,12 @@ class TelegramBot:
 
     def button_handler(self, data: str | None) -> ButtonHandler | None:
         """The handler for a button's callback data, None when it is none of ours."""
-        if data == CALLBACK_STOP:
+        action = ANSWER_DATA.action_of(data)
+        if action == "stop":
             return self.on_stop_button
-        if data == CALLBACK_REGENERATE:
+        if action == "regenerate":
             return self.on_regenerate_button
-        if data == CALLBACK_CONTINUE:
+        if action == "continue":
             return self.on_continue_button
         if data is None:
             return None
@@ -534,7 +534,7 @@ class TelegramBot:
         surface = self.surface(context, message.chat, reply_to=asker, on_first_write=ack)
         result = await self.bridge.regenerate(where, str(message.message_id), surface)
         if isinstance(result, Refusal):
-            await ack(None if result.quiet else result.message)
+            await ack(result.shown)
         else:
             await ack()
 
@@ -552,7 +552,7 @@ class TelegramBot:
             where, surface, message_id=str(message.message_id)
         )
         if isinstance(result, Refusal):
-            await ack(None if result.quiet else result.message)
+            await ack(result.shown)
         else:
             await ack()
 
@@ -563,16 +563,14 @@ class TelegramBot:
         query, message, user = found
         ack = CallbackAck(query)
         number = int((query.data or "mp:0").removeprefix("mp:"))
-        page = await self.bridge.models(
-            where_of(message.chat, user), page=number, page_size=MODELS_PER_PAGE
-        )
+        page = await self.bridge.models(where_of(message.chat, user), page=number)
         if isinstance(page, Refusal):
-            await ack(None if page.quiet else page.message)
+            await ack(page.shown)
             return
         await ack()
-        text, markup = models_view(page)
+        text, buttons = models_view(page)
         surface = self.surface(context, message.chat, reply_to=None)
-        await self.paced(surface, lambda: surface.revise(message.message_id, text, markup=markup))
+        await self.revise(surface, message.message_id, text, buttons)
 
     async def on_model_button(self, update: Update, context: Context) -> None:
         """A model under the model list: choose it, and say so in place of the list."""
@@ -587,18 +585,17 @@ class TelegramBot:
             return
         result = await self.bridge.set_model(where, name)
         if isinstance(result, Refusal):
-            await ack(None if result.quiet else result.message)
+            await ack(result.shown)
             return
         await ack(f"✅ {result.model}")
         surface = self.surface(context, message.chat, reply_to=None)
-        text = model_chosen_text(result)
-        await self.paced(surface, lambda: surface.revise(message.message_id, text))
+        await self.revise(surface, message.message_id, model_chosen_text(result))
 
     async def _model_of_button(self, where: Where, data: str) -> str | None:
         if data.startswith("m:"):
             return data.removeprefix("m:")
         _, page_number, index = data.split(":")
-        page = await self.bridge.models(where, page=int(page_number), page_size=MODELS_PER_PAGE)
+        page = await self.bridge.models(where, page=int(page_number))
         if isinstance(page, Refusal) or page.page != int(page_number):
             return None
         items = page.items

@@ -20,7 +20,6 @@ import secrets
 import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Literal, TypeVar
 
 from telegram import (
@@ -43,9 +42,11 @@ from telegram.error import (
 from telegram.warnings import PTBDeprecationWarning
 
 from bots.telegram.format import cut_utf16, to_entities, utf16_len
+from core.notices import ForbiddenNotices
 from core.render.limits import Bucket, Limit, Window
 from core.render.surface import (
     Activity,
+    AnswerButtonIds,
     Button,
     MessageRef,
     SurfaceError,
@@ -57,6 +58,7 @@ from core.render.surface import (
     SurfaceUnavailable,
     WriteLimits,
 )
+from core.wire import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +79,8 @@ MAX_CALLBACK_DATA = 64
 PLACEHOLDER = "…"
 CHAT_ACTIONS: dict[Activity, str] = {"typing": "typing", "drawing": "upload_photo"}
 
-CALLBACK_STOP = "stop"
-CALLBACK_REGENERATE = "regen"
-CALLBACK_CONTINUE = "cont"
-_FIXED_CALLBACKS = {
-    "stop": CALLBACK_STOP,
-    "regenerate": CALLBACK_REGENERATE,
-    "continue": CALLBACK_CONTINUE,
-}
+ANSWER_DATA = AnswerButtonIds({"stop": "stop", "regenerate": "regen", "continue": "cont"})
+CHOICES_PER_ROW = 2  # "choose_model" buttons (a model list) stand in rows of two
 
 
 class _NotModified(SurfaceError):
@@ -110,18 +106,28 @@ def chat_limits(chat_id: int, *, private: bool, prefix: str = "telegram") -> Wri
 
 def callback_data(button: Button) -> str:
     """The callback data of a core button: fixed for stop/regenerate/continue, else its
-    payload."""
-    return _FIXED_CALLBACKS.get(button.action) or button.payload or button.action
+    payload (which the adapter set to the callback data, see bots.telegram.app)."""
+    return ANSWER_DATA.get(button.action) or button.payload or button.action
 
 
 def keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
-    """One row of inline buttons (None without buttons, which also removes a keyboard)."""
-    row = [
-        InlineKeyboardButton(b.label, callback_data=data)
+    """Inline buttons: the choices of a list in rows of two, then one row of the others (None
+    without buttons, which also removes a keyboard). Data Telegram would refuse is left out."""
+    shown = [
+        (b, data)
         for b in buttons
         if 0 < len((data := callback_data(b)).encode()) <= MAX_CALLBACK_DATA
     ]
-    return InlineKeyboardMarkup([row]) if row else None
+    choices = [InlineKeyboardButton(b.label, callback_data=d) for b, d in shown if _is_choice(b)]
+    others = [InlineKeyboardButton(b.label, callback_data=d) for b, d in shown if not _is_choice(b)]
+    rows = [choices[i : i + CHOICES_PER_ROW] for i in range(0, len(choices), CHOICES_PER_ROW)]
+    if others:
+        rows.append(others)
+    return InlineKeyboardMarkup(rows) if rows else None
+
+
+def _is_choice(button: Button) -> bool:
+    return button.action == "choose_model"
 
 
 def _state(text: str, entities: list[MessageEntity], markup: InlineKeyboardMarkup | None) -> str:
@@ -151,13 +157,13 @@ class SentMessages:
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
-    """RetryAfter.retry_after in seconds, whether PTB gives an int or a timedelta."""
+    """RetryAfter.retry_after in seconds, whether PTB gives an int or a timedelta (1 s when it
+    is unreadable)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PTBDeprecationWarning)
         value = exc.retry_after
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return float(value)
+    seconds = parse_retry_after(value)
+    return 1.0 if seconds is None else seconds
 
 
 def new_draft_id() -> int:
@@ -178,6 +184,7 @@ class TelegramSurface:
         reply_to: int | None = None,
         limit_prefix: str = "telegram",
         sent: SentMessages | None = None,
+        notices: ForbiddenNotices | None = None,
         on_draft_refused: Callable[[], None] | None = None,
         on_first_write: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -193,7 +200,7 @@ class TelegramSurface:
         self._draft_id = new_draft_id()
         self._draft_message: int | None = None  # the stand-in for refused drafts
         self._drafts_refused = False
-        self._forbidden_logged = False
+        self._notices = notices or ForbiddenNotices()
         writes = chat_limits(chat_id, private=private, prefix=limit_prefix)
         self._limits = SurfaceLimits(
             max_length=MAX_LENGTH,
@@ -222,16 +229,16 @@ class TelegramSurface:
         markup = keyboard(buttons)
         if self._draft_message is not None:
             message_id, self._draft_message = self._draft_message, None
-            await self.revise(message_id, text, markup=markup)
+            await self._revise(message_id, text, markup=markup)
             self._draft_id = new_draft_id()
             return MessageRef(str(message_id))
-        message_id = await self.post(text, markup=markup)
+        message_id = await self._post(text, markup=markup)
         self._draft_id = new_draft_id()  # the next part of the answer is a new draft
         return MessageRef(str(message_id))
 
     async def edit(self, ref: MessageRef, text: str, *, buttons: tuple[Button, ...] = ()) -> None:
         """Replace a message's text and buttons (a no-op when it would look the same)."""
-        await self.revise(int(ref.id), text, markup=keyboard(buttons))
+        await self._revise(int(ref.id), text, markup=keyboard(buttons))
 
     async def preview(self, text: str) -> None:
         """Show the live preview; falls back to an edited message if drafts are refused."""
@@ -248,7 +255,7 @@ class TelegramSurface:
                     text,
                 )
                 return
-            except (SurfaceRejected, _RefusedDraft) as exc:
+            except (SurfaceRejected, _NotServed) as exc:
                 log.info(
                     "chat %s refuses drafts (%s); editing a message instead", self.chat_id, exc
                 )
@@ -256,9 +263,9 @@ class TelegramSurface:
                 if self._on_draft_refused is not None:
                     self._on_draft_refused()
         if self._draft_message is None:
-            self._draft_message = await self.post(text)
+            self._draft_message = await self._post(text)
         else:
-            await self.revise(self._draft_message, text)
+            await self._revise(self._draft_message, text)
 
     async def upload(
         self,
@@ -290,8 +297,8 @@ class TelegramSurface:
         action = CHAT_ACTIONS[kind]
         await self._call(lambda: self._bot.send_chat_action(self.chat_id, action))
 
-    # --- the adapter's own messages (commands, keyboards) --------------------------------------
-    async def post(self, text: str, *, markup: InlineKeyboardMarkup | None = None) -> int:
+    # --- plumbing ---------------------------------------------------------------------------
+    async def _post(self, text: str, *, markup: InlineKeyboardMarkup | None = None) -> int:
         """Send markdown `text` as a new message (a reply to the asker in groups); its id."""
         await self._first_write()
         reply = self._reply_parameters()
@@ -311,7 +318,7 @@ class TelegramSurface:
         self._sent.put(self.chat_id, message.message_id, shown)
         return message.message_id
 
-    async def revise(
+    async def _revise(
         self, message_id: int, text: str, *, markup: InlineKeyboardMarkup | None = None
     ) -> None:
         """Edit a bot message to show markdown `text` and `markup`, unless it already does."""
@@ -332,7 +339,6 @@ class TelegramSurface:
             return
         self._sent.put(self.chat_id, message_id, shown)
 
-    # --- plumbing ---------------------------------------------------------------------------
     async def _write(
         self,
         call: Callable[[str, list[MessageEntity]], Awaitable[T]],
@@ -366,14 +372,12 @@ class TelegramSurface:
         except RetryAfter as exc:
             raise SurfaceRateLimited(retry_after_seconds(exc)) from exc
         except Forbidden as exc:
-            if not self._forbidden_logged:
-                self._forbidden_logged = True
-                log.warning("may not write to chat %s: %s", self.chat_id, exc.message)
+            self._notices.first(self._limits.room, exc.message)  # logged once per chat
             raise SurfaceForbidden(exc.message) from exc
         except BadRequest as exc:
             raise _bad_request(exc) from exc
         except InvalidToken as exc:  # a 404 too: e.g. a server without sendMessageDraft
-            raise _RefusedDraft(exc.message) from exc
+            raise _NotServed(exc.message) from exc
         except NetworkError as exc:  # TimedOut included
             raise SurfaceUnavailable(f"network: {exc.message}") from exc
         except TelegramError as exc:
@@ -390,8 +394,10 @@ class TelegramSurface:
         return ReplyParameters(self._reply_to, allow_sending_without_reply=True)
 
 
-class _RefusedDraft(SurfaceError):
-    """401/404 from the server: for drafts, a server without sendMessageDraft; use a message."""
+class _NotServed(SurfaceError):
+    """401/404 from the server: it does not serve this call (a method it lacks, e.g.
+    sendMessageDraft, whose previews then become an edited message; or a token it does not
+    know)."""
 
 
 def _bad_request(exc: BadRequest) -> SurfaceError:

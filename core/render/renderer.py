@@ -29,6 +29,7 @@ from core.errors import BridgeError, InternalFault
 from core.render.scheduler import Urgency, Write, WriteScheduler, asking_order
 from core.render.split import split_text
 from core.render.surface import (
+    Activity,
     Button,
     MessageRef,
     MessageSurface,
@@ -54,6 +55,24 @@ THINKING_NOTE = "💭 Thinking…"
 EMPTY_ANSWER = "⚠️ The model returned an empty answer. Try asking again, or another model."
 NOT_SAVED_NOTE = "⚠️ I could not save this answer, so a reply to it starts a new conversation."
 STOP_BUTTON = Button("stop", "⏹ Stop")
+
+
+async def keep_active(
+    surface: MessageSurface,
+    kind: Activity,
+    clock: Clock,
+    *,
+    until: Callable[[], bool] = lambda: False,
+) -> None:
+    """Show that the bot is busy with `kind` every KEEPALIVE_INTERVAL seconds until `until()`
+    (checked before each showing), the surface refuses, or the task is cancelled."""
+    while not until():
+        try:
+            await surface.activity(kind)
+        except SurfaceError:
+            return
+        await clock.sleep(KEEPALIVE_INTERVAL)
+
 
 _Desired = list[tuple[str, tuple[Button, ...]]]
 _Call = Callable[[], Coroutine[Any, Any, None]]  # one platform call, made by the scheduler
@@ -254,12 +273,14 @@ class StreamRenderer:
 
     async def _keepalive(self) -> None:
         """Until something is visible, show "typing" (free: it takes no write)."""
-        while not self._ended.is_set() and not self._shown and self._preview_text is None:
-            try:
-                await self._surface.activity("typing")
-            except SurfaceError:
-                return
-            await self._clock.sleep(KEEPALIVE_INTERVAL)
+        await keep_active(
+            self._surface,
+            "typing",
+            self._clock,
+            until=lambda: (
+                self._ended.is_set() or bool(self._shown) or self._preview_text is not None
+            ),
+        )
 
     async def _report_ended(self) -> None:
         """Tell the use case how the answer ended; if that fails, the user is told too."""

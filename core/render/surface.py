@@ -6,8 +6,9 @@ onto it and its platform's failures onto the `SurfaceError` family below.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 from core.render.limits import Limit
 
@@ -61,13 +62,41 @@ class MessageRef:
     id: str
 
 
+AnswerAction = Literal["stop", "regenerate", "continue"]  # the buttons under an answer
+# choose_model: a model of a model list (payload: its id); page: turn a list's page (core.menus).
+ButtonAction = AnswerAction | Literal["choose_model", "page"]
+
+
 @dataclass(frozen=True, slots=True)
 class Button:
     """An action a user can take on a message (Stop while streaming, Regenerate after)."""
 
-    action: str  # "stop" | "regenerate" | "continue" | "select_model" | "page"
+    action: ButtonAction
     label: str
     payload: str = ""
+
+
+class AnswerButtonIds:
+    """How one platform spells the answer buttons (Stop, Regenerate, Continue) in its button
+    ids, both ways: one fixed id per action, no payload."""
+
+    def __init__(self, ids: Mapping[AnswerAction, str]) -> None:
+        if len(set(ids.values())) != len(ids) or set(ids) != set(get_args(AnswerAction)):
+            raise ValueError(f"one distinct id per answer action, not {dict(ids)}")
+        self._ids: dict[str, str] = {str(action): spelled for action, spelled in ids.items()}
+        self._actions = {spelled: action for action, spelled in ids.items()}
+
+    def id_of(self, action: AnswerAction) -> str:
+        """The button id of an answer action."""
+        return self._ids[action]
+
+    def get(self, action: ButtonAction) -> str | None:
+        """The fixed id of `action`, None when it is no answer action (it has a payload)."""
+        return self._ids.get(action)
+
+    def action_of(self, button_id: str | None) -> AnswerAction | None:
+        """The answer action a pressed button's id stands for, None when it is none of them."""
+        return self._actions.get(button_id) if button_id is not None else None
 
 
 class SurfaceError(Exception):

@@ -1,0 +1,176 @@
+"""After a crash: answers a dead process left streaming are ended in place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from core.bridge.base import (
+    CRASH_NOTE,
+    JUST_STARTED,
+    REGENERATE_BUTTON,
+    STALE_AFTER,
+    BridgeBase,
+    record_keys,
+)
+from core.conversations import Where
+from core.limits_redis import RedisDown
+from core.render.renderer import (
+    INDICATOR,
+    utf16_length,
+)
+from core.render.split import join_parts
+from core.render.surface import (
+    MessageRef,
+    MessageSurface,
+)
+from core.store.base import StreamingAnswer
+
+log = logging.getLogger(__name__)
+
+
+class Recovering(BridgeBase):
+    """Answers a process that died left streaming, ended in place."""
+
+    async def end_interrupted(
+        self, platform: str, surface_for: Callable[[str], MessageSurface | None]
+    ) -> int:
+        """End in place the answers a process that died left streaming on `platform`: each
+        keeps its text, its marker and Stop give way to "Interrupted: ask again." and
+        Regenerate, and the question and the partial answer stay in the conversation, so a
+        reply to it continues. `surface_for(chat_id)` is where a chat's messages are edited
+        (None: they cannot be). Adapters call it once connected; returns how many it ended."""
+        self._surface_for[platform] = surface_for
+        if self.limits_health is not None and platform not in self._sweeps:
+            # Replicas share the store: an answer another one streams is not ours to end. Only
+            # answers no live replica holds are, and they are looked for now and then.
+            self._sweeps[platform] = asyncio.create_task(self._sweep(platform, surface_for))
+            return 0
+        return await self._end_left_streaming(platform, surface_for, shared=False)
+
+    async def _sweep(
+        self, platform: str, surface_for: Callable[[str], MessageSurface | None]
+    ) -> None:
+        every = self.settings.bridge_replica_lease / 3 if self.answers else STALE_AFTER / 2
+        while True:
+            await self._end_left_streaming(platform, surface_for, shared=True)
+            await self.clock.sleep(every)
+
+    async def _abandoned(self, record: StreamingAnswer, now: float) -> bool:
+        """Whether no process streams the recorded answer any more (`shared`: replicas may).
+        With the running answers in Redis: none holds its keys and its record is older than
+        a lease. Without them (or while Redis is down): its record is `STALE_AFTER` old."""
+        keys = record_keys(record)
+        if any(key in self._running for key in keys):
+            return False
+        age = now - record.updated_at
+        if self.answers is not None:
+            try:
+                alive = await self.answers.alive(keys)
+            except RedisDown:
+                return age >= STALE_AFTER
+            return not alive and age >= self.settings.bridge_replica_lease
+        return age >= STALE_AFTER
+
+    async def _end_abandoned(self, where: Where, message_id: str) -> bool:
+        """End the answer showing in `message_id` now if no live replica streams it."""
+        surface_for = self._surface_for.get(where.platform)
+        if surface_for is None:
+            return False
+        try:
+            recorded = await self.store.streaming_answers(where.platform)
+        except Exception:
+            log.warning("could not read the answers left streaming", exc_info=True)
+            return False
+        for record in recorded:
+            shows = any(shown_id == message_id for shown_id, _ in record.messages)
+            if record.chat.chat_id == where.chat_id and shows and await self._unheld(record):
+                await self._end_recorded([record], surface_for)
+                return True
+        return False
+
+    async def _unheld(self, record: StreamingAnswer) -> bool:
+        """Whether no live replica holds the recorded answer (False when it cannot be told)."""
+        keys = record_keys(record)
+        if self.answers is None or any(key in self._running for key in keys):
+            return False
+        if self.clock.wall() - record.updated_at < JUST_STARTED:
+            return False  # its replica may not have registered it yet
+        try:
+            return not await self.answers.alive(keys)
+        except RedisDown:
+            return False
+
+    async def _end_left_streaming(
+        self,
+        platform: str,
+        surface_for: Callable[[str], MessageSurface | None],
+        *,
+        shared: bool,
+    ) -> int:
+        try:
+            recorded = await self.store.streaming_answers(platform)
+        except Exception:
+            log.warning("could not read the answers left streaming", exc_info=True)
+            return 0
+        now = self.clock.wall()
+        answers = [a for a in recorded if not shared or await self._abandoned(a, now)]
+        await self._end_recorded(answers, surface_for)
+        if answers:
+            log.info("ended %d answers a previous run left streaming", len(answers))
+        return len(answers)
+
+    async def _end_recorded(
+        self,
+        answers: list[StreamingAnswer],
+        surface_for: Callable[[str], MessageSurface | None],
+    ) -> None:
+        for answer in answers:
+            # Replicas sweeping at once: one of them ends each answer.
+            lease = await self.locks.try_acquire(f"ending:{answer.key}", ttl=60.0)
+            if lease is None:
+                continue
+            try:
+                await self._end_interrupted(answer, surface_for(answer.chat.chat_id))
+            except Exception:
+                log.warning("could not end an interrupted answer", exc_info=True)
+            finally:
+                with contextlib.suppress(Exception):
+                    await self.store.drop_streaming(answer.key)
+
+    async def _end_interrupted(
+        self, answer: StreamingAnswer, surface: MessageSurface | None
+    ) -> None:
+        chat = answer.chat
+        where = Where(chat.platform, chat.chat_id, answer.user_id)
+        shown = [(MessageRef(message_id), text) for message_id, text in answer.messages]
+        texts = [text.removesuffix(INDICATOR) for _, text in shown]
+        if (
+            answer.answered
+            and await self.store.turn_for_message(where.message(shown[-1][0].id)) is None
+        ):
+            question = await self.store.get_turn(answer.question_id)
+            if question is not None:
+                refs = [ref for ref, _ in shown]
+                await self._remember(where, question, join_parts(texts), answer.model, refs)
+        if surface is None:
+            return
+        last_ref, _ = shown[-1]
+        body = texts[-1] if answer.answered else ""
+        final = f"{body}\n\n{CRASH_NOTE}" if body.strip() else CRASH_NOTE
+        limits = surface.limits
+        length = utf16_length if limits.measure == "utf16" else len
+        buttons = (REGENERATE_BUTTON,)
+        if length(final) > limits.max_length:  # no room for the note: it goes below
+            await self.writes.write_once(
+                limits.room, limits.writes.edit, lambda: surface.edit(last_ref, body)
+            )
+            await self.writes.write_once(
+                limits.room, limits.writes.send, lambda: surface.send(CRASH_NOTE, buttons=buttons)
+            )
+            return
+        await self.writes.write_once(
+            limits.room, limits.writes.edit, lambda: surface.edit(last_ref, final, buttons=buttons)
+        )
