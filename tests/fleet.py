@@ -37,9 +37,9 @@ import asyncpg
 from aiohttp import ClientError, ClientSession, ClientTimeout
 from prometheus_client.parser import text_string_to_metric_families
 
-from bots.discord.surface import REGENERATE_ID, STOP_ID
-from bots.telegram.surface import CALLBACK_REGENERATE, CALLBACK_STOP
-from core.bridge import CRASH_NOTE
+from bots.discord.surface import ANSWER_IDS
+from bots.telegram.surface import ANSWER_DATA
+from core.bridge.base import CRASH_NOTE
 from core.render.renderer import INDICATOR, STOPPED_NOTE
 from tests.fakes.balancer import RoundRobin
 from tests.fakes.discord_server import FakeDiscord, shard_of
@@ -47,6 +47,8 @@ from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.telegram_server import FakeMessage, FakeTelegram
 from tests.processes import endpoint_in_log, kill, run_env, start_run, tail, terminate
 
+REGENERATE_ID, STOP_ID = ANSWER_IDS.id_of("regenerate"), ANSWER_IDS.id_of("stop")
+CALLBACK_REGENERATE, CALLBACK_STOP = ANSWER_DATA.id_of("regenerate"), ANSWER_DATA.id_of("stop")
 MARKER = INDICATOR.strip()  # "▌": the message is still being written
 WEBHOOK_PATH = "/telegram/webhook"
 START_WITHIN = 40.0  # seconds for a process to serve and connect (two start at once, 2 cores)
