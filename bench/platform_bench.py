@@ -51,8 +51,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bots.discord import app as discord_app  # noqa: E402
+from bots.discord.settings import DiscordSettings  # noqa: E402
 from bots.discord.surface import ANSWER_IDS  # noqa: E402
 from bots.telegram import app as telegram_app  # noqa: E402
+from bots.telegram.settings import TelegramSettings  # noqa: E402
 from bots.telegram.surface import ANSWER_DATA  # noqa: E402
 from core.bridge import Bridge  # noqa: E402
 from core.client import G4FClient  # noqa: E402
@@ -123,14 +125,14 @@ class World(Protocol):
 SETTINGS_OVERRIDES: dict[str, Any] = {}  # --concurrency
 
 
-def settings_for(g4f: FakeG4F, store_dir: Path, **platform: Any) -> Settings:
+def settings_for(g4f: FakeG4F, store_dir: Path) -> Settings:
     """Default settings (but SETTINGS_OVERRIDES), pointed at the loopback servers (no .env)."""
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         g4f_base_url=g4f.base_url,
         g4f_retries=0,
         bridge_store_url=f"sqlite:///{store_dir / 'bench.sqlite3'}",
-        **{**SETTINGS_OVERRIDES, **platform},
+        **SETTINGS_OVERRIDES,
     )
 
 
@@ -176,16 +178,16 @@ class DiscordWorld:
 
     async def start(self, g4f: FakeG4F, store_dir: Path) -> None:
         await self.fake.start()
-        settings = settings_for(
-            g4f,
-            store_dir,
+        settings = settings_for(g4f, store_dir)
+        section = DiscordSettings(  # type: ignore[call-arg]
+            _env_file=None,
             discord_token=self.fake.token,
             discord_api_base_url=self.fake.api_base,
             discord_gateway_url=self.fake.gateway_url,
         )
         bridge = self._bridge = await open_bridge(settings, SystemClock())
         self._task = await serve_until_ready(
-            lambda ready: discord_app.serve(bridge, ready=ready, guild_ready_timeout=0.05)
+            lambda ready: discord_app.serve(bridge, section, ready=ready, guild_ready_timeout=0.05)
         )
 
     async def stop(self) -> None:
@@ -266,15 +268,17 @@ class TelegramWorld:
 
     async def start(self, g4f: FakeG4F, store_dir: Path) -> None:
         await self.fake.start()
-        settings = settings_for(
-            g4f,
-            store_dir,
+        settings = settings_for(g4f, store_dir)
+        section = TelegramSettings(  # type: ignore[call-arg]
+            _env_file=None,
             telegram_token=self.fake.token,
             telegram_base_url=self.fake.base_url,
             telegram_base_file_url=self.fake.base_file_url,
         )
         bridge = self._bridge = await open_bridge(settings, SystemClock())
-        self._task = await serve_until_ready(lambda ready: telegram_app.serve(bridge, ready=ready))
+        self._task = await serve_until_ready(
+            lambda ready: telegram_app.serve(bridge, section, ready=ready)
+        )
 
     async def stop(self) -> None:
         try:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TextIO
 
+from bots.settings import PlatformSettings, load_platform_settings
 from core.api_models import ChatMessage
 from core.client import G4FClient
 from core.errors import (
@@ -128,9 +129,10 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
                     + ("is offered" if model in ids else "is not in the server's model list"),
                 )
             report(*await _check_completion(client, settings.g4f_default_model))
+    sections: PlatformSettings = args.sections
     for platform, token in (
-        ("Discord", settings.discord_token),
-        ("Telegram", settings.telegram_token),
+        ("Discord", sections.discord.discord_token),
+        ("Telegram", sections.telegram.telegram_token),
     ):
         state = "token is set" if token else "token not set (platform disabled)"
         print(f"info {platform}: {state}")
@@ -181,7 +183,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     requested = args.platform.split(",") if args.platform else None
     try:
-        return await run(settings, requested)
+        return await run(settings, args.sections, requested)
     except RunError as exc:
         _fail(str(exc))
         return EXIT_USAGE
@@ -237,10 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
+        sections = load_platform_settings(settings)  # the adapters' own settings
     except SettingsError as exc:
         _fail(str(exc))
         return EXIT_USAGE
-    configure_logging(settings, quiet=args.command in ONE_SHOT, noisy=PLATFORM_LOGGERS)
+    args.sections = sections
+    configure_logging(
+        settings,
+        quiet=args.command in ONE_SHOT,
+        noisy=PLATFORM_LOGGERS,
+        more_settings=sections.sections(),
+    )
     handler: Handler = args.handler
     try:
         return asyncio.run(handler(settings, args))

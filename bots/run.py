@@ -7,12 +7,14 @@ SIGINT/SIGTERM, then stops every adapter and closes the store and the API client
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
+from bots.settings import PlatformSettings
 from core.bridge import Bridge
 from core.embedded import EmbeddedG4F, start_embedded_g4f
 from core.http import HealthServer, HttpAddressError, Probe, Routes, serve_bridge
@@ -36,9 +38,9 @@ class RunError(Exception):
     """The run cannot start (a usage problem); the message is one line for the user."""
 
 
-def choose_platforms(settings: Settings, requested: Sequence[str] | None) -> list[str]:
+def choose_platforms(platforms: PlatformSettings, requested: Sequence[str] | None) -> list[str]:
     """The platforms to start: the requested ones (each needs its token) or all configured."""
-    tokens = {"discord": settings.discord_token, "telegram": settings.telegram_token}
+    tokens = platforms.tokens()
     if not requested:
         return [p for p in PLATFORMS if tokens[p] is not None]
     chosen = []
@@ -52,20 +54,29 @@ def choose_platforms(settings: Settings, requested: Sequence[str] | None) -> lis
     return chosen
 
 
-def _server(platform: str) -> Serve:
+async def open_bridge(settings: Settings, sections: PlatformSettings) -> Bridge:
+    """Core, given what it needs of the adapters' sections in its own terms: Discord's
+    allowed servers (ALLOWED_GUILD_IDS) are its allowed spaces, whichever platforms run."""
+    return await Bridge.open(settings, allowed_spaces=sections.discord.allowed_guild_ids)
+
+
+def _server(platform: str, sections: PlatformSettings) -> Serve:
+    """The platform's `serve`, given its settings section."""
     if platform == "telegram":
         from bots.telegram.app import serve as telegram_serve
 
-        return telegram_serve
+        return functools.partial(telegram_serve, settings=sections.telegram)
     from bots.discord.app import serve as discord_serve
 
-    return discord_serve
+    return functools.partial(discord_serve, settings=sections.discord)
 
 
-async def run(settings: Settings, requested: Sequence[str] | None = None) -> int:
+async def run(
+    settings: Settings, sections: PlatformSettings, requested: Sequence[str] | None = None
+) -> int:
     """Start the adapters (or the terminal chat) and serve until stopped."""
-    platforms = choose_platforms(settings, requested)
-    bridge = await Bridge.open(settings)
+    platforms = choose_platforms(sections, requested)
+    bridge = await open_bridge(settings, sections)
     health: HealthServer | None = None
     embedded: EmbeddedG4F | None = None
     try:
@@ -80,7 +91,7 @@ async def run(settings: Settings, requested: Sequence[str] | None = None) -> int
                 file=sys.stderr,
             )
             return await chat(bridge)
-        return await _serve_until_stopped(bridge, platforms, health)
+        return await _serve_until_stopped(bridge, platforms, sections, health)
     finally:
         if embedded is not None:
             await embedded.stop()
@@ -114,7 +125,10 @@ def _connected_probe(task: asyncio.Task[None], ready: asyncio.Event) -> Probe:
 
 
 async def _serve_until_stopped(
-    bridge: Bridge, platforms: list[str], health: HealthServer | None = None
+    bridge: Bridge,
+    platforms: list[str],
+    sections: PlatformSettings,
+    health: HealthServer | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -123,7 +137,7 @@ async def _serve_until_stopped(
     tasks: dict[asyncio.Task[None], str] = {}
     for platform in platforms:
         ready = asyncio.Event()
-        serve = _server(platform)
+        serve = _server(platform, sections)
         task = asyncio.create_task(serve(bridge, ready=ready, routes=health), name=platform)
         tasks[task] = platform
         if health is not None:

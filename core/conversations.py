@@ -31,7 +31,7 @@ class Where:
     platform: str
     chat_id: str
     user_id: str
-    guild_id: str | None = None
+    space_id: str | None = None  # the group of rooms the chat belongs to, if any
     is_private: bool = False
     is_operator: bool = False
 

@@ -475,8 +475,8 @@ class AccessPolicy:
     The lists restrict two things, each on its own:
 
     - people: when `allowed_users` is non-empty, only the users in it are answered, everywhere;
-    - places: when `allowed_guilds` or `allowed_chats` is non-empty, only listed places are
-      answered. A channel in a guild is listed when its guild or the channel itself is; any other
+    - places: when `allowed_spaces` or `allowed_chats` is non-empty, only listed places are
+      answered. A chat in a space is listed when its space or the chat itself is; any other
       group chat when the chat is. A private chat (DM) is a place too: it is listed when its chat
       id is in `allowed_chats`, or when the user is named in `allowed_users` (naming a person lets
       them talk to the bot in private).
@@ -486,7 +486,7 @@ class AccessPolicy:
     """
 
     allowed_users: frozenset[str] = frozenset()
-    allowed_guilds: frozenset[str] = frozenset()
+    allowed_spaces: frozenset[str] = frozenset()
     allowed_chats: frozenset[str] = frozenset()
     admins: frozenset[str] = frozenset()
 
@@ -494,14 +494,14 @@ class AccessPolicy:
     def from_lists(
         cls,
         users: Iterable[str] = (),
-        guilds: Iterable[str] = (),
+        spaces: Iterable[str] = (),
         chats: Iterable[str] = (),
         admins: Iterable[str] = (),
     ) -> AccessPolicy:
         """Build a policy from configured id lists (blank entries are ignored)."""
         return cls(
             allowed_users=_normalize_ids(users),
-            allowed_guilds=_normalize_ids(guilds),
+            allowed_spaces=_normalize_ids(spaces),
             allowed_chats=_normalize_ids(chats),
             admins=_normalize_ids(admins),
         )
@@ -509,7 +509,7 @@ class AccessPolicy:
     @property
     def restricts_places(self) -> bool:
         """Whether only listed places are answered."""
-        return bool(self.allowed_guilds or self.allowed_chats)
+        return bool(self.allowed_spaces or self.allowed_chats)
 
     def is_admin(self, *, platform: str, user_id: str) -> bool:
         """Whether the user is listed as an admin."""
@@ -521,7 +521,7 @@ class AccessPolicy:
         platform: str,
         user_id: str,
         chat_id: str,
-        guild_id: str | None,
+        space_id: str | None,
         is_private: bool,
     ) -> bool:
         """Whether a message from this user in this chat may be answered."""
@@ -535,4 +535,4 @@ class AccessPolicy:
             return True
         if is_private:
             return bool(self.allowed_users)  # the user is listed (checked above)
-        return guild_id is not None and _matches(self.allowed_guilds, platform, guild_id)
+        return space_id is not None and _matches(self.allowed_spaces, platform, space_id)

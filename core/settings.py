@@ -1,17 +1,20 @@
-"""Settings, read from the environment and `.env`.
+"""Settings, read from the environment and `.env`: core's own, and what every section shares.
 
 The variable names are a contract with users (`.env.example`, the README) and with the container
 files. An invalid value stops the program at start with one line naming the variable
 (`SettingsError`), never a traceback. Tokens and keys are `SecretStr`: they never appear in reprs,
 logs or error messages.
+
+`Settings` holds what core uses. Each adapter owns a section of its own (a `SettingsSection` in its
+package, read from the same environment and `.env`, loaded with `load_section`) and hands core any
+value core needs from it in neutral terms.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -28,16 +31,28 @@ from core.embedded import embedded_listen_address
 from core.limits import Rate
 from core.store.base import check_store_url
 
-CommaList = Annotated[tuple[str, ...], NoDecode]
-TELEGRAM_TOKEN_FORM = re.compile(r"\d+:[A-Za-z0-9_-]+")
-WEBHOOK_SECRET_FORM = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what setWebhook's secret_token takes
+CommaList = Annotated[tuple[str, ...], NoDecode]  # a comma list (see `split_commas`)
 RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # the endpoint's own
 
 
-def _split_commas(value: Any) -> Any:
+def split_commas(value: Any) -> Any:
+    """A `mode="before"` validator for a `CommaList`: "a, b ," is ("a", "b")."""
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
+
+
+def check_http_url(value: str) -> str:
+    """The URL without a trailing slash; ValueError unless it is an http(s) URL."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def blank_is_none(value: Any) -> Any:
+    """A `mode="before"` validator: an empty or blank value is unset."""
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 def check_limits_url(url: str) -> None:
@@ -87,8 +102,9 @@ class SettingsError(Exception):
     """A setting is missing or invalid; the message is one line fit for a user."""
 
 
-class Settings(BaseSettings):
-    """Every setting of g4f-bridge. Field names are the environment variables, lower-cased."""
+class SettingsSection(BaseSettings):
+    """A group of settings read from the environment and `.env`. Field names are the
+    environment variables, lower-cased; every section ignores the others' variables."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -97,6 +113,11 @@ class Settings(BaseSettings):
         case_sensitive=False,
         hide_input_in_errors=True,
     )
+
+
+class Settings(SettingsSection):
+    """Core's settings: the API, the store and limits, the bridge's behaviour, access, the
+    HTTP endpoint and logs."""
 
     # --- The G4F / OpenAI-compatible API ---------------------------------------------------
     g4f_base_url: str = "http://localhost:1337/v1"
@@ -115,24 +136,6 @@ class Settings(BaseSettings):
     g4f_image_max_bytes: int = Field(20 * 1024 * 1024, gt=0)
     g4f_image_timeout: float = Field(60.0, gt=0)
     g4f_models_cache_seconds: float = Field(300.0, ge=0)
-
-    # --- Discord ---------------------------------------------------------------------------
-    discord_token: SecretStr | None = None
-    discord_api_base_url: str = "https://discord.com/api/v10"
-    discord_gateway_url: str = "wss://gateway.discord.gg/"
-    discord_guild_ids: CommaList = ()
-    discord_message_content: bool = False
-    # None: one shard, as before; "auto": Discord's recommended count, all in this process.
-    discord_shard_count: int | Literal["auto"] | None = None
-    discord_shard_ids: CommaList = ()
-
-    # --- Telegram --------------------------------------------------------------------------
-    telegram_token: SecretStr | None = None
-    telegram_base_url: str = "https://api.telegram.org/bot"
-    telegram_base_file_url: str = "https://api.telegram.org/file/bot"
-    telegram_stream_mode: Literal["auto", "draft", "edit"] = "auto"
-    telegram_webhook_url: str = ""  # empty: long polling
-    telegram_webhook_secret: SecretStr | None = None
 
     # --- The bridge ------------------------------------------------------------------------
     # Out of reprs: a postgresql:// URL may hold a password.
@@ -153,7 +156,6 @@ class Settings(BaseSettings):
     bridge_replica_lease: float = Field(15.0, ge=1, le=600)
     bridge_show_reasoning: bool = False
     allowed_user_ids: CommaList = ()
-    allowed_guild_ids: CommaList = ()
     allowed_chat_ids: CommaList = ()
     admin_user_ids: CommaList = ()
     bridge_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -165,15 +167,12 @@ class Settings(BaseSettings):
 
     _split = field_validator(
         "g4f_image_models",
-        "discord_shard_ids",
         "g4f_fallback_models",
-        "discord_guild_ids",
         "allowed_user_ids",
-        "allowed_guild_ids",
         "allowed_chat_ids",
         "admin_user_ids",
         mode="before",
-    )(_split_commas)
+    )(split_commas)
 
     @field_validator("bridge_embedded_g4f", mode="before")
     @classmethod
@@ -205,73 +204,7 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator(
-        "g4f_base_url", "discord_api_base_url", "telegram_base_url", "telegram_base_file_url"
-    )
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
-
-    @field_validator("telegram_webhook_url")
-    @classmethod
-    def _webhook_url(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            return ""
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                "must be the public https:// URL Telegram posts updates to, e.g. "
-                "https://bot.example.org/telegram/webhook (or empty for long polling)"
-            )
-        if (parts.path or "/") in RESERVED_PATHS:
-            raise ValueError(f"the path {parts.path} is the endpoint's own; choose another")
-        return value
-
-    @field_validator("telegram_webhook_secret")
-    @classmethod
-    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not WEBHOOK_SECRET_FORM.fullmatch(value.get_secret_value()):
-            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
-        return value
-
-    @field_validator("discord_shard_count", mode="before")
-    @classmethod
-    def _shard_count(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.strip().lower()
-            if value and value != "auto" and not (value.isascii() and value.isdigit()):
-                raise ValueError("must be a number of shards (1 or more), auto, or empty")
-            return value or None
-        return value
-
-    @field_validator("discord_shard_count")
-    @classmethod
-    def _positive_shards(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be a number of shards (1 or more), auto, or empty")
-        return value
-
-    @field_validator("discord_shard_ids")
-    @classmethod
-    def _shard_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [part for part in value if not (part.isascii() and part.isdigit())]
-        if bad:
-            raise ValueError(f"shard ids are numbers separated by commas (not {bad[0]!r})")
-        if len(set(map(int, value))) != len(value):
-            raise ValueError("a shard id is listed twice")
-        return value
-
-    @field_validator("discord_gateway_url")
-    @classmethod
-    def _ws_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("ws", "wss") or not parts.netloc:
-            raise ValueError("must be a ws:// or wss:// URL")
-        return value
+    _http_url = field_validator("g4f_base_url")(check_http_url)
 
     @field_validator("g4f_api_key_header")
     @classmethod
@@ -293,31 +226,6 @@ class Settings(BaseSettings):
         check_limits_url(value)
         return value
 
-    @field_validator("telegram_token")
-    @classmethod
-    def _telegram_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not TELEGRAM_TOKEN_FORM.fullmatch(value.get_secret_value()):
-            raise ValueError("must look like 123456789:AAE... (the token @BotFather gave)")
-        return value
-
-    @field_validator("discord_token")
-    @classmethod
-    def _discord_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and any(c.isspace() for c in value.get_secret_value().strip()):
-            raise ValueError("must be the bot token alone (no 'Bot ' before it, no spaces)")
-        return value
-
-    @field_validator("discord_guild_ids")
-    @classmethod
-    def _guild_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [part for part in value if not (part.isascii() and part.isdigit())]
-        if bad:
-            raise ValueError(
-                f"guild ids are numbers separated by commas (not {bad[0]!r}); in Discord, "
-                "right-click the server with Developer Mode on and Copy Server ID"
-            )
-        return value
-
     @field_validator("bridge_http_addr")
     @classmethod
     def _http_addr(cls, value: str) -> str:
@@ -333,53 +241,12 @@ class Settings(BaseSettings):
         Rate.parse(value)
         return value
 
-    @field_validator(
-        "g4f_provider",
-        "g4f_api_key",
-        "discord_token",
-        "telegram_token",
-        "telegram_webhook_secret",
-        mode="before",
-    )
-    @classmethod
-    def _blank_is_none(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
+    _blank = field_validator("g4f_provider", "g4f_api_key", mode="before")(blank_is_none)
 
     @model_validator(mode="after")
     def _timeouts_consistent(self) -> Settings:
         if self.g4f_timeout_total < self.g4f_timeout_connect:
             raise ValueError("G4F_TIMEOUT_TOTAL must not be shorter than G4F_TIMEOUT_CONNECT")
-        return self
-
-    @model_validator(mode="after")
-    def _webhook_complete(self) -> Settings:
-        if not self.telegram_webhook_url:
-            return self
-        if self.telegram_webhook_secret is None:
-            raise ValueError(
-                "TELEGRAM_WEBHOOK_URL needs TELEGRAM_WEBHOOK_SECRET (1-256 characters of "
-                "A-Z a-z 0-9 _ -), so only Telegram can post updates"
-            )
-        if self.bridge_http_addr == "off":
-            raise ValueError(
-                "TELEGRAM_WEBHOOK_URL is served by the bridge's HTTP endpoint: set "
-                "BRIDGE_HTTP_ADDR (e.g. 0.0.0.0:8780) instead of off"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _shards_consistent(self) -> Settings:
-        ids = self.discord_shard_ids
-        count = self.discord_shard_count
-        if ids and not isinstance(count, int):
-            raise ValueError(
-                "DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the fleet's total number of shards)"
-            )
-        if isinstance(count, int) and (too_big := [i for i in ids if int(i) >= count]):
-            raise ValueError(
-                f"DISCORD_SHARD_IDS: shard {too_big[0]} does not exist with "
-                f"DISCORD_SHARD_COUNT={count} (ids are 0 to {count - 1})"
-            )
         return self
 
     # --- Derived values --------------------------------------------------------------------
@@ -392,18 +259,6 @@ class Settings(BaseSettings):
         """The server's root (the base URL without a trailing /v1), for /media and /api paths."""
         base = self.g4f_base_url.rstrip("/")
         return base[: -len("/v1")] if base.endswith("/v1") else base
-
-    @property
-    def telegram_webhook_path(self) -> str | None:
-        """The path of TELEGRAM_WEBHOOK_URL the endpoint serves; None when polling."""
-        if not self.telegram_webhook_url:
-            return None
-        return urlsplit(self.telegram_webhook_url).path or "/"
-
-    @property
-    def discord_shards(self) -> tuple[int, ...]:
-        """This process's Discord shard ids (empty: one shard, or all of the count)."""
-        return tuple(int(i) for i in self.discord_shard_ids)
 
     @property
     def http_listen(self) -> tuple[str, int] | None:
@@ -420,12 +275,20 @@ class Settings(BaseSettings):
         return {self.g4f_api_key_header: key}
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
-    """Read settings; raise `SettingsError` with one line naming the first bad variable."""
+S = TypeVar("S", bound=SettingsSection)
+
+
+def load_section(section: type[S], env_file: str | Path | None = ".env", **overrides: Any) -> S:
+    """Read one section; raise `SettingsError` with one line naming the first bad variable."""
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return section(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Read core's settings; raise `SettingsError` with one line naming the first bad variable."""
+    return load_section(Settings, env_file, **overrides)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -1,7 +1,7 @@
 """What the user reads for each use case's result, in one place for every surface.
 
 Texts are light markdown (code spans for model names, a quote for a persona) that reads well both
-rendered (Discord renders it, Telegram gets it as entities) and raw (the terminal).
+rendered (by the platform, or converted by its adapter) and raw (the terminal).
 """
 
 from __future__ import annotations

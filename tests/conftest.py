@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 import pytest
@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from core.bridge import Bridge
 from core.client import G4FClient
 from core.clock import Clock
-from core.settings import Settings
+from core.settings import Settings, SettingsSection
 from core.store.base import open_store
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
@@ -53,6 +53,15 @@ async def g4f() -> AsyncIterator[FakeG4F]:
 
 
 MakeSettings = Callable[..., Settings]
+S = TypeVar("S", bound=SettingsSection)
+
+
+def split_section(section: type[S], overrides: dict[str, Any]) -> tuple[S, dict[str, Any]]:
+    """An adapter's settings section (no .env) from the overrides that are its fields, and the
+    rest (core's)."""
+    own = {k: v for k, v in overrides.items() if k in section.model_fields}
+    rest = {k: v for k, v in overrides.items() if k not in own}
+    return section(_env_file=None, **own), rest  # type: ignore[call-arg]
 
 
 @pytest.fixture
@@ -83,15 +92,23 @@ def clock() -> ScaledClock:
 
 @pytest.fixture
 async def open_bridge(make_settings: MakeSettings, clock: Clock) -> AsyncIterator[OpenBridge]:
-    """Open Bridges on the emulated server (`open_bridge(clock=..., **settings)`); all are
-    closed after the test."""
+    """Open Bridges on the emulated server (`open_bridge(clock=..., allowed_spaces=...,
+    **settings)`); all are closed after the test."""
     opened: list[Bridge] = []
 
-    async def open_(clock: Clock = clock, **overrides: Any) -> Bridge:
+    async def open_(
+        clock: Clock = clock, allowed_spaces: Iterable[str] = (), **overrides: Any
+    ) -> Bridge:
         settings = make_settings(**overrides)
         store = open_store(settings.bridge_store_url)
         await store.open()
-        bridge = Bridge(settings, client=G4FClient(settings, clock=clock), store=store, clock=clock)
+        bridge = Bridge(
+            settings,
+            client=G4FClient(settings, clock=clock),
+            store=store,
+            clock=clock,
+            allowed_spaces=allowed_spaces,
+        )
         opened.append(bridge)
         return bridge
 

@@ -34,7 +34,7 @@ from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
 
 DM = Where("test", "dm-1", "u1", is_private=True)
-GROUP = Where("test", "group-1", "u1", guild_id="g1")
+GROUP = Where("test", "group-1", "u1", space_id="g1")
 
 
 @pytest.fixture
@@ -202,14 +202,14 @@ class TestLimits:
         assert isinstance(second, Refusal) and second.quiet
         assert chat.writes == []
 
-    async def test_admins_and_listed_guilds_pass(
+    async def test_admins_and_listed_spaces_pass(
         self, open_bridge: OpenBridge, chat: ChatServer
     ) -> None:
-        bridge = await open_bridge(allowed_guild_ids="g1", admin_user_ids="test:boss")
+        bridge = await open_bridge(allowed_spaces=["g1"], admin_user_ids="test:boss")
         assert isinstance(await bridge.ask(GROUP, "hi", surface(chat, GROUP)), Answered)
-        elsewhere = Where("test", "c9", "u1", guild_id="g9")
+        elsewhere = Where("test", "c9", "u1", space_id="g9")
         assert isinstance(await bridge.ask(elsewhere, "hi", surface(chat, elsewhere)), Refusal)
-        boss = Where("test", "c9", "boss", guild_id="g9")
+        boss = Where("test", "c9", "boss", space_id="g9")
         assert isinstance(await bridge.ask(boss, "hi", surface(chat, boss)), Answered)
 
     async def test_a_chat_allowlist_closes_dms_to_everyone_unlisted(
@@ -370,7 +370,7 @@ class TestPersonaStatus:
         bridge = await open_bridge(admin_user_ids="boss", bridge_system_prompt="Default.")
         refused = await bridge.set_system_prompt(GROUP, "Pirate.")
         assert isinstance(refused, Refusal) and refused.reason is RefusalReason.NOT_ADMIN
-        boss = Where("test", GROUP.chat_id, "boss", guild_id="g1")
+        boss = Where("test", GROUP.chat_id, "boss", space_id="g1")
         assert await bridge.set_system_prompt(boss, "Talk like a pirate.") == SystemPromptSet(
             "Talk like a pirate."
         )
@@ -435,7 +435,7 @@ class TestFailures:
         while not chat.writes:
             await asyncio.sleep(0.01)
         message_id = chat.writes[0].message_id
-        stranger = Where("test", GROUP.chat_id, "u2", guild_id="g1")
+        stranger = Where("test", GROUP.chat_id, "u2", space_id="g1")
         assert await bridge.stop(stranger, message_id) is StopResult.NOT_YOURS
         assert await bridge.stop(GROUP, message_id) is StopResult.STOPPED
         result = await task

@@ -19,13 +19,14 @@ import discord
 import pytest
 
 from bots.discord.app import serve
+from bots.discord.settings import DiscordSettings
 from core.bridge import Bridge
 from core.client import G4FClient
 from core.conversations import Where
 from core.render.split import join_parts, unwrap_parts
 from core.results import Status
 from core.store.base import MessageKey, open_store
-from tests.conftest import MakeSettings
+from tests.conftest import MakeSettings, split_section
 from tests.fakes.clock import ScaledClock
 from tests.fakes.discord_server import FakeDiscord, FakeMessage, Interaction
 from tests.fakes.g4f_server import FakeG4F
@@ -78,19 +79,25 @@ async def start(
             fake = FakeDiscord(clock=clock.now, header_time_scale=FACTOR)
             await stack.enter_async_context(fake)
             # An override may be a function of the emulator, for ids it makes (a channel's).
-            settings = make_settings(
-                discord_token=fake.token,
-                discord_api_base_url=fake.api_base,
-                discord_gateway_url=fake.gateway_url,
-                **{k: v(fake) if callable(v) else v for k, v in overrides.items()},
+            section, rest = split_section(
+                DiscordSettings,
+                {
+                    "discord_token": fake.token,
+                    "discord_api_base_url": fake.api_base,
+                    "discord_gateway_url": fake.gateway_url,
+                    **{k: v(fake) if callable(v) else v for k, v in overrides.items()},
+                },
             )
+            settings = make_settings(**rest)
             store = open_store(settings.bridge_store_url)
             await store.open()
             client = G4FClient(settings, clock=clock)
             bridge = Bridge(settings, client=client, store=store, clock=clock)
             stack.push_async_callback(bridge.close)
             ready = asyncio.Event()
-            task = asyncio.create_task(serve(bridge, ready=ready, guild_ready_timeout=0.05))
+            task = asyncio.create_task(
+                serve(bridge, section, ready=ready, guild_ready_timeout=0.05)
+            )
             stack.push_async_callback(_stop_task, task)
             waiter = asyncio.create_task(ready.wait())
             await asyncio.wait({waiter, task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)

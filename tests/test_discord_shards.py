@@ -13,10 +13,11 @@ import discord
 import pytest
 
 from bots.discord.app import BridgeClient, ShardedBridgeClient, build_client, serve
+from bots.discord.settings import DiscordSettings
 from core.bridge import Bridge
 from core.client import G4FClient
 from core.store.base import open_store
-from tests.conftest import MakeSettings
+from tests.conftest import MakeSettings, split_section
 from tests.fakes.clock import ScaledClock
 from tests.fakes.discord_server import FakeDiscord, shard_of
 from tests.fakes.g4f_server import FakeG4F
@@ -78,18 +79,24 @@ async def fleet(
 
         async def start(**overrides: Any) -> Process:
             """One bridge process serving Discord with these settings."""
-            settings = make_settings(
-                discord_token=fake.token,
-                discord_api_base_url=fake.api_base,
-                discord_gateway_url=fake.gateway_url,
-                **overrides,
+            section, rest = split_section(
+                DiscordSettings,
+                {
+                    "discord_token": fake.token,
+                    "discord_api_base_url": fake.api_base,
+                    "discord_gateway_url": fake.gateway_url,
+                    **overrides,
+                },
             )
+            settings = make_settings(**rest)
             store = open_store(settings.bridge_store_url)
             await store.open()
             bridge = Bridge(settings, client=G4FClient(settings, clock=clock), store=store)
             stack.push_async_callback(bridge.close)
             ready = asyncio.Event()
-            task = asyncio.create_task(serve(bridge, ready=ready, guild_ready_timeout=0.05))
+            task = asyncio.create_task(
+                serve(bridge, section, ready=ready, guild_ready_timeout=0.05)
+            )
             stack.push_async_callback(_stop, task)
             waiter = asyncio.create_task(ready.wait())
             await asyncio.wait({waiter, task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
@@ -159,11 +166,14 @@ async def test_default_is_one_unsharded_connection(fleet: Fleet) -> None:
 
 def test_build_client_picks_the_client_kind(make_settings: MakeSettings) -> None:
     def built(**overrides: Any) -> BridgeClient:
-        settings = make_settings(discord_token="fake-token-not-real", **overrides)
+        section, rest = split_section(
+            DiscordSettings, {"discord_token": "fake-token-not-real", **overrides}
+        )
+        settings = make_settings(**rest)
         bridge = Bridge(
             settings, client=G4FClient(settings), store=open_store("sqlite:///:memory:")
         )
-        return build_client(bridge)
+        return build_client(bridge, section)
 
     one = built(discord_shard_count="4", discord_shard_ids="3")
     assert type(one) is BridgeClient and (one.shard_id, one.shard_count) == (3, 4)

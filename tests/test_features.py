@@ -29,7 +29,7 @@ from tests.fakes.surface import ChatServer, RecordingSurface
 
 DM = Where("test", "dm-1", "u1", is_private=True)
 OTHER = Where("test", "dm-2", "u2", is_private=True)
-GROUP = Where("test", "group-1", "u1", guild_id="g1")
+GROUP = Where("test", "group-1", "u1", space_id="g1")
 
 
 @pytest.fixture

@@ -518,7 +518,7 @@ def allowed(
     private: bool = False,
 ) -> bool:
     return policy.is_allowed(
-        platform=platform, user_id=user, chat_id=chat, guild_id=guild, is_private=private
+        platform=platform, user_id=user, chat_id=chat, space_id=guild, is_private=private
     )
 
 
@@ -553,7 +553,7 @@ def test_user_list_bare_and_prefixed_ids() -> None:
     ],
 )
 def test_guild_rule(guild: str | None, chat: str, private: bool, expected: bool) -> None:
-    policy = AccessPolicy.from_lists(guilds=["g1", "alpha:alpha-only"])
+    policy = AccessPolicy.from_lists(spaces=["g1", "alpha:alpha-only"])
     assert allowed(policy, "1", guild=guild, chat=chat, private=private) is expected
     if guild == "alpha-only":
         assert not allowed(policy, "1", platform="beta", guild=guild)
@@ -576,7 +576,7 @@ def test_chat_rule(platform: str, chat: str, private: bool, expected: bool) -> N
 
 
 def test_people_and_places_must_both_pass() -> None:
-    policy = AccessPolicy.from_lists(users=["7"], guilds=["g1"], chats=["c1"])
+    policy = AccessPolicy.from_lists(users=["7"], spaces=["g1"], chats=["c1"])
     assert allowed(policy, "7", guild="g1", chat="c1")
     assert not allowed(policy, "8", guild="g1", chat="c1")
     assert not allowed(policy, "7", guild="g2", chat="c2")
@@ -637,7 +637,7 @@ def test_access_follows_the_readme_table(row: list[str]) -> None:
 
     policy = AccessPolicy.from_lists(
         users=listed(users, "u-in"),
-        guilds=listed(guilds, "g-in"),
+        spaces=listed(guilds, "g-in"),
         chats=listed(chats, "c-in"),
         admins=["boss"],
     )
@@ -658,7 +658,7 @@ def test_access_follows_the_readme_table(row: list[str]) -> None:
 
 def test_admins_are_always_allowed() -> None:
     policy = AccessPolicy.from_lists(
-        users=["7"], guilds=["g1"], chats=["c1"], admins=["99", "beta:42"]
+        users=["7"], spaces=["g1"], chats=["c1"], admins=["99", "beta:42"]
     )
     assert policy.is_admin(platform="alpha", user_id="99")
     assert policy.is_admin(platform="beta", user_id="42")

@@ -297,17 +297,27 @@ async def test_typing_shown_until_the_first_text(clock: ManualClock, server: Cha
     assert [w.text for w in server.writes] == ["Late answer."]
 
 
-async def test_a_paused_draft_is_kept_alive(clock: ManualClock, server: ChatServer) -> None:
-    script: list[tuple[float, StreamDelta | Exception]] = [
-        (0.0, StreamDelta(content="Thinking hard")),
-        (45.0, StreamDelta(content=" done.")),
-    ]
-    surface = RecordingSurface(server, previews=True)
-    await run_for(clock, renderer(clock, ScriptedStream(clock, script), surface), 60)
-    drafts = [(round(w.at - T0), w.text) for w in server.writes if w.kind == "preview"]
-    assert drafts[0] == (0, "Thinking hard" + INDICATOR)
-    assert [text for _, text in drafts[1:3]] == ["Thinking hard" + INDICATOR] * 2
-    assert all(b[0] - a[0] <= 24 for a, b in itertools.pairwise(drafts))
+PAUSE_SCRIPT: list[tuple[float, StreamDelta | Exception]] = [
+    (0.0, StreamDelta(content="Thinking hard")),
+    (45.0, StreamDelta(content=" done.")),
+]
+
+
+async def test_a_paused_preview_is_kept_alive(clock: ManualClock, server: ChatServer) -> None:
+    surface = RecordingSurface(server, previews=True, preview_refresh=20.0)
+    await run_for(clock, renderer(clock, ScriptedStream(clock, PAUSE_SCRIPT), surface), 60)
+    previews = [(round(w.at - T0), w.text) for w in server.writes if w.kind == "preview"]
+    assert previews[0] == (0, "Thinking hard" + INDICATOR)
+    assert [text for _, text in previews[1:3]] == ["Thinking hard" + INDICATOR] * 2
+    assert all(b[0] - a[0] <= 24 for a, b in itertools.pairwise(previews))
+    assert server.writes[-1].kind == "send" and server.writes[-1].text == "Thinking hard done."
+
+
+async def test_a_lasting_preview_is_not_shown_again(clock: ManualClock, server: ChatServer) -> None:
+    surface = RecordingSurface(server, previews=True)  # the surface's previews do not fade
+    await run_for(clock, renderer(clock, ScriptedStream(clock, PAUSE_SCRIPT), surface), 60)
+    previews = [w.text for w in server.writes if w.kind == "preview"]
+    assert previews == ["Thinking hard" + INDICATOR]  # never again while the answer pauses
     assert server.writes[-1].kind == "send" and server.writes[-1].text == "Thinking hard done."
 
 

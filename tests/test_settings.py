@@ -1,4 +1,5 @@
-"""Settings: names, defaults, validation, and secrets kept out of reprs and logs."""
+"""Settings: names, defaults, validation, and secrets kept out of reprs and logs, for core's
+settings and the adapters' sections alike."""
 
 from __future__ import annotations
 
@@ -8,10 +9,26 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from core.logs import RedactingFilter, configure_logging
-from core.settings import Settings, SettingsError, load_settings
+from bots.discord.settings import DiscordSettings
+from bots.run import open_bridge
+from bots.settings import PlatformSettings, load_platform_settings
+from bots.telegram.settings import TelegramSettings
+from core.logs import RedactingFilter, configure_logging, secrets_of
+from core.settings import Settings, SettingsError, SettingsSection, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+SECTIONS: tuple[type[SettingsSection], ...] = (Settings, DiscordSettings, TelegramSettings)
+
+
+def all_names() -> set[str]:
+    """Every variable of every section, as users write it."""
+    return {name.upper() for section in SECTIONS for name in section.model_fields}
+
+
+def load_all(env_file: str | Path | None) -> tuple[Settings, PlatformSettings]:
+    """What the program reads at start: core's settings, then the adapters' sections."""
+    settings = load_settings(env_file)
+    return settings, load_platform_settings(settings, env_file)
 
 
 def example_names() -> dict[str, str]:
@@ -25,9 +42,28 @@ def example_names() -> dict[str, str]:
 
 def test_env_example_lists_every_setting_with_its_default() -> None:
     rows = example_names()
-    assert set(rows) == {name.upper() for name in Settings.model_fields}
-    from_example = load_settings(ROOT / ".env.example")
-    assert from_example == Settings(_env_file=None)  # type: ignore[call-arg]
+    assert set(rows) == all_names()
+    settings, sections = load_all(ROOT / ".env.example")
+    assert settings == Settings(_env_file=None)  # type: ignore[call-arg]
+    assert sections.discord == DiscordSettings(_env_file=None)  # type: ignore[call-arg]
+    assert sections.telegram == TelegramSettings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_sections_share_no_variable() -> None:
+    names = [name for section in SECTIONS for name in section.model_fields]
+    assert len(names) == len(set(names))
+
+
+async def test_allowed_guild_ids_are_the_spaces_core_allows(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BRIDGE_STORE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    monkeypatch.setenv("ALLOWED_GUILD_IDS", "111, discord:222")
+    bridge = await open_bridge(*load_all(None))
+    try:
+        assert bridge.policy.allowed_spaces == {"111", "discord:222"}
+    finally:
+        await bridge.close()
 
 
 def test_every_setting_has_a_comment_line() -> None:
@@ -43,6 +79,11 @@ def test_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(None)
     assert settings.g4f_fallback_models == ("gpt-4o-mini", "llama-3.3-70b")
     assert settings.allowed_user_ids == ("1", "telegram:2")
+    monkeypatch.setenv("ALLOWED_GUILD_IDS", " 123, discord:456")
+    assert load_platform_settings(settings, None).discord.allowed_guild_ids == (
+        "123",
+        "discord:456",
+    )
 
 
 @pytest.mark.parametrize(
@@ -128,7 +169,7 @@ def test_invalid_values_name_the_variable(
 ) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as caught:
-        load_settings(None)
+        load_all(None)
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
 
@@ -148,7 +189,7 @@ def test_invalid_values_name_the_variable(
 )
 def test_valid_urls_and_ids_pass(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
-    assert load_settings(None)
+    assert load_all(None)
 
 
 @pytest.mark.parametrize(
@@ -176,7 +217,7 @@ def test_malformed_tokens_are_refused_without_showing_them(
 ) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as caught:
-        load_settings(None)
+        load_all(None)
     assert str(caught.value).startswith(message)
     assert "secret" not in str(caught.value)
 
@@ -198,8 +239,10 @@ def test_url_errors_never_repeat_a_password(monkeypatch: pytest.MonkeyPatch) -> 
 def test_secrets_stay_out_of_reprs_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TELEGRAM_TOKEN", "999:secret-value-for-test")
     monkeypatch.setenv("G4F_API_KEY", "api-secret-value")
-    settings = load_settings(None)
+    settings, sections = load_all(None)
     assert "secret-value" not in repr(settings) and "secret-value" not in str(settings)
+    assert "secret-value" not in repr(sections) and "secret-value" not in str(sections)
+    assert secrets_of(*sections.sections()) == ["999:secret-value-for-test"]
     monkeypatch.setenv("G4F_TIMEOUT_TOTAL", "api-secret-value")
     with pytest.raises(SettingsError) as caught:
         load_settings(None)
@@ -218,10 +261,11 @@ def test_auth_header_forms() -> None:
 
 
 def test_logs_never_show_secrets(capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, telegram_token=SecretStr("123:tok-SECRET"), bridge_log_format="json"
+    settings = Settings(_env_file=None, bridge_log_format="json")  # type: ignore[call-arg]
+    telegram = TelegramSettings(  # type: ignore[call-arg]
+        _env_file=None, telegram_token=SecretStr("123:tok-SECRET")
     )
-    configure_logging(settings)
+    configure_logging(settings, more_settings=[telegram])
     try:
         logging.getLogger("telegram.ext").warning("POST https://x/bot%s/getMe", "123:tok-SECRET")
         try:
@@ -242,7 +286,7 @@ def test_redacting_filter_ignores_tiny_values() -> None:
 
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [n.upper() for n in Settings.model_fields if f"`{n.upper()}`" not in readme]
+    missing = [name for name in sorted(all_names()) if f"`{name}`" not in readme]
     assert missing == []
 
 
@@ -307,7 +351,7 @@ def test_webhook_and_shard_settings_are_checked(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as caught:
-        load_settings(None)
+        load_all(None)
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
 
@@ -317,12 +361,16 @@ def test_webhook_and_shards_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "Ab-9_" * 10)
     monkeypatch.setenv("DISCORD_SHARD_COUNT", "4")
     monkeypatch.setenv("DISCORD_SHARD_IDS", "3, 1")
-    settings = load_settings(None)
-    assert settings.telegram_webhook_path == "/tg/hook"  # plain http: TLS ends at the balancer
-    assert "Ab-9_" not in repr(settings)
-    assert settings.discord_shard_count == 4 and settings.discord_shards == (3, 1)
-    defaults = load_settings(
-        None, telegram_webhook_url="", discord_shard_count=None, discord_shard_ids=""
+    _, sections = load_all(None)
+    telegram, discord = sections.telegram, sections.discord
+    assert telegram.telegram_webhook_path == "/tg/hook"  # plain http: TLS ends at the balancer
+    assert "Ab-9_" not in repr(sections)
+    assert discord.discord_shard_count == 4 and discord.discord_shards == (3, 1)
+    polling = TelegramSettings(  # type: ignore[call-arg]
+        _env_file=None, telegram_webhook_url=""
     )
-    assert defaults.telegram_webhook_path is None and defaults.discord_shard_count is None
-    assert defaults.discord_shards == ()
+    assert polling.telegram_webhook_path is None
+    defaults = DiscordSettings(  # type: ignore[call-arg]
+        _env_file=None, discord_shard_count=None, discord_shard_ids=()
+    )
+    assert defaults.discord_shard_count is None and defaults.discord_shards == ()

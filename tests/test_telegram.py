@@ -17,10 +17,11 @@ import pytest
 
 from bots.telegram.app import serve
 from bots.telegram.format import to_entities, utf16_len
+from bots.telegram.settings import TelegramSettings
 from core.bridge import Bridge
 from core.client import G4FClient
 from core.store.base import MessageKey, open_store
-from tests.conftest import MakeSettings
+from tests.conftest import MakeSettings, split_section
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.telegram_server import FakeMessage, FakeTelegram
@@ -47,18 +48,22 @@ class Harness:
     async def start(self, **overrides: Any) -> None:
         """Open a bridge on the shared SQLite file and serve Telegram until `stop`."""
         self.overrides = {**self.overrides, **overrides}
-        settings = self.make_settings(
-            telegram_token=self.fake.token,
-            telegram_base_url=self.fake.base_url,
-            telegram_base_file_url=self.fake.base_file_url,
-            **self.overrides,
+        section, rest = split_section(
+            TelegramSettings,
+            {
+                "telegram_token": self.fake.token,
+                "telegram_base_url": self.fake.base_url,
+                "telegram_base_file_url": self.fake.base_file_url,
+                **self.overrides,
+            },
         )
+        settings = self.make_settings(**rest)
         store = open_store(settings.bridge_store_url)
         await store.open()
         client = G4FClient(settings, clock=self.clock)
         self.bridge = Bridge(settings, client=client, store=store, clock=self.clock)
         ready = asyncio.Event()
-        self.task = asyncio.create_task(serve(self.bridge, ready=ready))
+        self.task = asyncio.create_task(serve(self.bridge, section, ready=ready))
         waiter = asyncio.create_task(ready.wait())
         await asyncio.wait([self.task, waiter], timeout=10, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()

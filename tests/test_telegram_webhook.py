@@ -27,6 +27,7 @@ from telegram import Bot
 from telegram.error import BadRequest, Conflict
 
 from bots.telegram.app import serve
+from bots.telegram.settings import TelegramSettings
 from bots.telegram.webhook import SECRET_HEADER, delivery_key
 from core.bridge import Bridge
 from core.client import G4FClient
@@ -34,7 +35,7 @@ from core.deliveries import MemoryFirstSeen
 from core.http import HealthServer, serve_bridge
 from core.limits_redis import RedisLimits, open_redis_limits
 from core.store.base import open_store
-from tests.conftest import MakeSettings, service_missing
+from tests.conftest import MakeSettings, service_missing, split_section
 from tests.fakes.balancer import RoundRobin
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
@@ -98,7 +99,9 @@ class Fleet:
             "telegram_webhook_secret": self.secret,
             "bridge_http_addr": "127.0.0.1:0",
         }
-        settings = self.make_settings(**{**values, **overrides})
+        section, rest = split_section(TelegramSettings, {**values, **overrides})
+        settings = self.make_settings(**rest)
+        section.check_with(settings)
         store = open_store(settings.bridge_store_url)
         await store.open()
         shared = None
@@ -116,7 +119,7 @@ class Fleet:
         await http.start()
         self.balancer.add(http.url)
         ready = asyncio.Event()
-        task = asyncio.create_task(serve(bridge, ready=ready, routes=http))
+        task = asyncio.create_task(serve(bridge, section, ready=ready, routes=http))
         replica = Replica(bridge, http, task, shared)
         self.replicas.append(replica)
         waiter = asyncio.create_task(ready.wait())

@@ -345,7 +345,7 @@ async def test_a_warning_is_one_dim_line_and_logs_stay_in_their_file(
     assert summary[0].startswith("1 warning logged in data/chat.log: image upload failed")
     assert b"\x1b[2m1 warning logged in " in term.raw  # dim
     log = (tmp_path / "data" / "chat.log").read_text()
-    assert re.search(r"WARNING core\.bridge( \[[0-9a-f]{8}\])?: image upload failed", log)
+    assert re.search(r"WARNING core\.bridge\.images( \[[0-9a-f]{8}\])?: image upload failed", log)
     assert "INFO" not in term.text and "WARNING" not in term.text
 
 

@@ -34,6 +34,7 @@ from discord import app_commands
 
 from bots.discord.inflight import InFlight
 from bots.discord.media import attachments_of
+from bots.discord.settings import DiscordSettings, load_discord_settings
 from bots.discord.surface import (
     ANSWER_IDS,
     DEFAULT_ATTACHMENT_LIMIT,
@@ -49,7 +50,7 @@ from core.http import Routes
 from core.menus import model_menu
 from core.notices import ForbiddenNotices
 from core.results import ModelPage, Refusal, StopResult
-from core.settings import Settings, SettingsError
+from core.settings import SettingsError
 from core.texts import STALE_BUTTON, reply_text, stop_text
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def where_of_interaction(interaction: discord.Interaction) -> Where:
         platform=PLATFORM,
         chat_id=str(interaction.channel_id),
         user_id=str(interaction.user.id),
-        guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+        space_id=str(interaction.guild_id) if interaction.guild_id else None,
         is_private=channel is not None and channel.type is discord.ChannelType.private,
     )
 
@@ -84,7 +85,7 @@ def where_of_message(message: discord.Message) -> Where:
         platform=PLATFORM,
         chat_id=str(message.channel.id),
         user_id=str(message.author.id),
-        guild_id=str(message.guild.id) if message.guild else None,
+        space_id=str(message.guild.id) if message.guild else None,
         is_private=message.channel.type is discord.ChannelType.private,
     )
 
@@ -146,6 +147,7 @@ class BridgeClient(discord.Client):
         guild_ready_timeout: float | None = None,
         message_content: bool = False,
         shards: dict[str, Any] | None = None,
+        command_guilds: tuple[str, ...] = (),
     ) -> None:
         options: dict[str, Any] = dict(shards or {})
         if guild_ready_timeout is not None:
@@ -157,6 +159,7 @@ class BridgeClient(discord.Client):
             **options,
         )
         self.bridge = bridge
+        self.command_guilds = command_guilds  # DISCORD_GUILD_IDS
         self.tree = BridgeTree(self)
         self.notices = ForbiddenNotices()
         self.inflight = InFlight()
@@ -182,7 +185,7 @@ class BridgeClient(discord.Client):
 
     async def sync_commands(self) -> None:
         """Register the commands globally, or in DISCORD_GUILD_IDS (visible there at once)."""
-        guild_ids = self.bridge.settings.discord_guild_ids
+        guild_ids = self.command_guilds
         try:
             if not guild_ids:
                 synced = await self.tree.sync()
@@ -527,7 +530,7 @@ class ShardedBridgeClient(BridgeClient, discord.AutoShardedClient):
     """`BridgeClient` running several shards (or Discord's recommended count) in one process."""
 
 
-def shard_options(settings: Settings) -> tuple[bool, dict[str, Any]]:
+def shard_options(settings: DiscordSettings) -> tuple[bool, dict[str, Any]]:
     """Whether this process runs several shards, and the client's shard keyword arguments.
 
     No DISCORD_SHARD_COUNT: one shard, as ever. One id: that shard of the count. Several ids, a
@@ -543,19 +546,22 @@ def shard_options(settings: Settings) -> tuple[bool, dict[str, Any]]:
     return True, {"shard_count": count, "shard_ids": list(ids) if ids else None}
 
 
-def build_client(bridge: Bridge, *, guild_ready_timeout: float | None = None) -> BridgeClient:
+def build_client(
+    bridge: Bridge, settings: DiscordSettings, *, guild_ready_timeout: float | None = None
+) -> BridgeClient:
     """A ready-to-run client with its command tree (not logged in)."""
-    several, shards = shard_options(bridge.settings)
+    several, shards = shard_options(settings)
     kind = ShardedBridgeClient if several else BridgeClient
     return kind(
         bridge,
         guild_ready_timeout=guild_ready_timeout,
-        message_content=bridge.settings.discord_message_content,
+        message_content=settings.discord_message_content,
         shards=shards,
+        command_guilds=settings.discord_guild_ids,
     )
 
 
-def point_at(settings: Settings) -> None:
+def point_at(settings: DiscordSettings) -> None:
     """Send discord.py's REST calls and gateway connection where the settings say."""
     discord.http.Route.BASE = settings.discord_api_base_url
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
@@ -563,6 +569,7 @@ def point_at(settings: Settings) -> None:
 
 async def serve(
     bridge: Bridge,
+    settings: DiscordSettings | None = None,
     *,
     ready: asyncio.Event | None = None,
     routes: Routes | None = None,
@@ -574,13 +581,16 @@ async def serve(
     On cancellation, answers still streaming are stopped (they end with "⏹ Stopped."), handlers
     get `shutdown_grace` seconds to finish and are cancelled after that; then the connection
     closes. `ready` is set once the gateway session is ready and the commands are synced.
-    Discord serves no paths of its own: `routes` is unused.
+    Discord serves no paths of its own: `routes` is unused. `settings`: Discord's section
+    (default: read from the environment and `.env`).
     """
-    token = bridge.settings.discord_token
+    if settings is None:
+        settings = load_discord_settings()
+    token = settings.discord_token
     if token is None:
         raise SettingsError("DISCORD_TOKEN is not set")
-    point_at(bridge.settings)
-    client = build_client(bridge, guild_ready_timeout=guild_ready_timeout)
+    point_at(settings)
+    client = build_client(bridge, settings, guild_ready_timeout=guild_ready_timeout)
     client.ready_event = ready
     InteractionTokenFilter.install()
     log.info(INTENTS_NOTICE)

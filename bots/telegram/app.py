@@ -42,6 +42,7 @@ from telegram.ext import (
 
 from bots.telegram.format import cut_utf16
 from bots.telegram.media import PHOTO_HINT, Albums, attachments_of, has_media
+from bots.telegram.settings import TelegramSettings, load_telegram_settings
 from bots.telegram.surface import (
     ANSWER_DATA,
     MAX_CALLBACK_DATA,
@@ -112,7 +113,7 @@ def where_of(chat: Chat, user: User) -> Where:
         platform=PLATFORM,
         chat_id=str(chat.id),
         user_id=str(user.id),
-        guild_id=None,
+        space_id=None,  # Telegram has no spaces
         is_private=chat.type == ChatType.PRIVATE,
     )
 
@@ -225,8 +226,9 @@ class CallbackAck:
 class TelegramBot:
     """The handlers and their state: the bridge, the chats' draft support, running answers."""
 
-    def __init__(self, bridge: Bridge) -> None:
+    def __init__(self, bridge: Bridge, stream_mode: str = "auto") -> None:
         self.bridge = bridge
+        self.configured_mode = stream_mode  # TELEGRAM_STREAM_MODE
         self.sent = SentMessages()
         self.notices = ForbiddenNotices()  # a chat that forbids writes is logged once
         self.no_drafts: set[int] = set()  # chats whose server refused sendMessageDraft
@@ -254,7 +256,7 @@ class TelegramBot:
     # --- surfaces and writes ----------------------------------------------------------------
     def stream_mode(self, chat_id: int, private: bool) -> StreamMode:
         """Drafts in private chats (unless configured off or refused there), else edits."""
-        if self.bridge.settings.telegram_stream_mode == "edit" or not private:
+        if self.configured_mode == "edit" or not private:
             return "edit"
         return "edit" if chat_id in self.no_drafts else "draft"
 
@@ -636,9 +638,8 @@ async def _answer_stale(update: Update) -> None:
         await CallbackAck(update.callback_query)(STALE_BUTTON)
 
 
-def build_application(bridge: Bridge) -> TelegramApp:
+def build_application(bridge: Bridge, settings: TelegramSettings) -> TelegramApp:
     """The PTB Application for the configured bot, handlers registered, updates concurrent."""
-    settings = bridge.settings
     if settings.telegram_token is None:
         raise SettingsError("TELEGRAM_TOKEN is not set")
     app: TelegramApp = (
@@ -652,20 +653,27 @@ def build_application(bridge: Bridge) -> TelegramApp:
         .get_updates_connection_pool_size(2)
         .build()
     )
-    bot = TelegramBot(bridge)
+    bot = TelegramBot(bridge, settings.telegram_stream_mode)
     app.bot_data[STATE_KEY] = bot
     bot.register(app)
     return app
 
 
 async def serve(
-    bridge: Bridge, *, ready: asyncio.Event | None = None, routes: Routes | None = None
+    bridge: Bridge,
+    settings: TelegramSettings | None = None,
+    *,
+    ready: asyncio.Event | None = None,
+    routes: Routes | None = None,
 ) -> None:
     """Receive updates until cancelled (long polling, or the webhook at TELEGRAM_WEBHOOK_URL
-    served on `routes`); then stop answers, polling and the app cleanly."""
-    app = build_application(bridge)
+    served on `routes`); then stop answers, polling and the app cleanly. `settings`: Telegram's
+    section (default: read from the environment and `.env`)."""
+    if settings is None:
+        settings = load_telegram_settings(bridge.settings)
+    app = build_application(bridge, settings)
     bot: TelegramBot = app.bot_data[STATE_KEY]
-    webhook_path = bridge.settings.telegram_webhook_path
+    webhook_path = settings.telegram_webhook_path
     if webhook_path is not None and routes is None:
         raise SettingsError("TELEGRAM_WEBHOOK_URL is served by BRIDGE_HTTP_ADDR, which is off")
     await app.initialize()
@@ -676,7 +684,7 @@ async def serve(
             log.warning("could not set the command list: %s", exc.message)
         await app.start()
         if webhook_path is not None and routes is not None:
-            await _receive_webhooks(app, bridge, routes, webhook_path)
+            await _receive_webhooks(app, bridge, settings, routes, webhook_path)
         else:
             await _start_polling(app)
         await bridge.end_interrupted(PLATFORM, bot.chat_surface(app.bot))
@@ -699,9 +707,10 @@ async def _start_polling(app: TelegramApp) -> None:
     log.info("Telegram: polling as @%s", app.bot.username)
 
 
-async def _receive_webhooks(app: TelegramApp, bridge: Bridge, routes: Routes, path: str) -> None:
+async def _receive_webhooks(
+    app: TelegramApp, bridge: Bridge, settings: TelegramSettings, routes: Routes, path: str
+) -> None:
     """Serve `path`, then tell Telegram to post there (pending updates are kept)."""
-    settings = bridge.settings
     secret = settings.telegram_webhook_secret
     if secret is None:  # the settings refuse this; here for the type checker
         raise SettingsError("TELEGRAM_WEBHOOK_SECRET is not set")

@@ -77,6 +77,7 @@ BOT_WRITES, BOT_SECONDS = 30, 1.0
 PREVIEW_BURST, PREVIEW_INTERVAL = 3, 0.5
 MAX_CALLBACK_DATA = 64
 PLACEHOLDER = "…"
+DRAFT_REFRESH = 20.0  # a draft vanishes after about 30 s without an update: show it again
 CHAT_ACTIONS: dict[Activity, str] = {"typing": "typing", "drawing": "upload_photo"}
 
 ANSWER_DATA = AnswerButtonIds({"stop": "stop", "regenerate": "regen", "continue": "cont"})
@@ -207,6 +208,7 @@ class TelegramSurface:
             room=f"{limit_prefix}:{chat_id}",
             writes=writes,
             previews=self._drafting,
+            preview_refresh=DRAFT_REFRESH,
             measure="utf16",
             placeholder=None if self._drafting else PLACEHOLDER,
             max_caption=MAX_CAPTION,

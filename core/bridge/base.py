@@ -7,7 +7,7 @@ import asyncio
 import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Literal, ParamSpec, Self, TypeVar
 
 from core.client import G4FClient
@@ -118,6 +118,7 @@ class BridgeBase:
         locks: LockManager | None = None,
         deliveries: FirstSeen | None = None,
         fleet: Fleet | None = None,
+        allowed_spaces: Iterable[str] = (),
     ) -> None:
         self.settings = settings
         self.client = client
@@ -138,7 +139,7 @@ class BridgeBase:
             self.answers.on_stop(self._stop_here)
         self.policy = AccessPolicy.from_lists(
             settings.allowed_user_ids,
-            settings.allowed_guild_ids,
+            allowed_spaces,
             settings.allowed_chat_ids,
             settings.admin_user_ids,
         )
@@ -153,13 +154,22 @@ class BridgeBase:
         self._on_close: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
-    async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Self:
-        """Open the store, the limits backend and the API client named by the settings."""
+    async def open(
+        cls, settings: Settings, *, clock: Clock | None = None, allowed_spaces: Iterable[str] = ()
+    ) -> Self:
+        """Open the store, the limits backend and the API client named by the settings.
+        `allowed_spaces`: the spaces answered in, from the adapters' settings (access policy)."""
         clock = clock or SystemClock()
         store = open_store(settings.bridge_store_url)
         await store.open()
         if settings.bridge_limits_url.startswith("memory://"):
-            return cls(settings, client=G4FClient(settings, clock=clock), store=store, clock=clock)
+            return cls(
+                settings,
+                client=G4FClient(settings, clock=clock),
+                store=store,
+                clock=clock,
+                allowed_spaces=allowed_spaces,
+            )
         from core.limits_redis import open_redis_limits
         from core.shared.fleet import open_fleet
 
@@ -182,6 +192,7 @@ class BridgeBase:
             locks=shared.locks,
             deliveries=shared.deliveries,
             fleet=fleet,
+            allowed_spaces=allowed_spaces,
         )
         bridge.limits_health = shared.link
         bridge._on_close += [fleet.aclose, shared.aclose]
@@ -236,7 +247,7 @@ class BridgeBase:
             platform=where.platform,
             user_id=where.user_id,
             chat_id=where.chat_id,
-            guild_id=where.guild_id,
+            space_id=where.space_id,
             is_private=where.is_private,
         )
         if allowed:

@@ -46,8 +46,7 @@ log = logging.getLogger(__name__)
 INDICATOR = " ▌"
 FIRST_TEXT_COALESCE = 0.1  # the first text waits this long for more words
 STATUS_DELAY = 1.5  # a placeholder or queue line only after this long without text
-KEEPALIVE_INTERVAL = 4.0  # chat actions ("typing") fade after about 5 s
-PREVIEW_REFRESH = 20.0  # live previews vanish after about 30 s without an update
+KEEPALIVE_INTERVAL = 4.0  # activities ("typing") fade after about 5 s
 STOPPED_NOTE = "⏹ Stopped."
 TRANSIENT_RETRIES = 4  # transient failures in a row on one message before it is given up
 TRANSIENT_BACKOFF = 2.0  # seconds, times the number of failures in a row
@@ -155,6 +154,7 @@ class StreamRenderer:
         limits = surface.limits
         self._room = scheduler.room(limits.room)
         self._previews = limits.previews
+        self._preview_refresh = limits.preview_refresh
         self._placeholder = limits.placeholder or ""
         self._length: Callable[[str], int] = utf16_length if limits.measure == "utf16" else len
         self._max = limits.max_length - self._length(INDICATOR)
@@ -342,7 +342,9 @@ class StreamRenderer:
             if self._previews and index == len(desired) - 1 and not final:
                 if self._preview_text == text:  # only to keep it from fading: new text is news
                     self._idle = True
-                    refresh_at = self._preview_at + PREVIEW_REFRESH
+                    if self._preview_refresh is None:
+                        return None
+                    refresh_at = self._preview_at + self._preview_refresh
                     return self._write("preview", self._preview_call(text), final, refresh_at)
                 return self._write("preview", self._preview_call(text), final)
             return self._write("send", self._send_call(text, buttons), final)

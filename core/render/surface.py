@@ -38,6 +38,8 @@ class SurfaceLimits:
     writes: the limits each kind of write draws from; a surface may change them over time (read
         them before each write).
     previews: live previews go through `preview`; messages are sent once complete.
+    preview_refresh: seconds after which an unchanged preview is shown again, for platforms that
+        drop a preview left alone; None: a preview stays until replaced.
     measure: how the platform counts length ("utf16": UTF-16 code units).
     placeholder: shown (with the Stop button) when an answer has no text for a while; None:
         show nothing until the first text.
@@ -49,6 +51,7 @@ class SurfaceLimits:
     room: str
     writes: WriteLimits = WriteLimits()
     previews: bool = False
+    preview_refresh: float | None = None
     measure: Literal["chars", "utf16"] = "chars"
     placeholder: str | None = "…"
     max_caption: int = 1024
@@ -158,7 +161,7 @@ class MessageSurface(Protocol):
         model: str,
     ) -> MessageRef:
         """Send a file (an image) with a caption; `prompt` and `model` (which the caption
-        states too) are there for platforms that show them apart, e.g. in an embed."""
+        states too) are there for platforms that show them apart, e.g. as a title and a note."""
         ...
 
     async def activity(self, kind: Activity) -> None:

@@ -109,6 +109,7 @@ class RecordingSurface:
         chat: str = "chat-1",
         max_length: int = 100,
         previews: bool = False,
+        preview_refresh: float | None = None,
         placeholder: str | None = None,
         writes: WriteLimits | None = None,
     ) -> None:
@@ -125,6 +126,7 @@ class RecordingSurface:
             room=chat,
             writes=writes,
             previews=previews,
+            preview_refresh=preview_refresh,
             placeholder=placeholder,
         )
         self.activities: list[str] = []
