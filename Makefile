@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench bench-platforms clean
+.PHONY: setup run test lint bench bench-platforms bench-replicas clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ bench: setup
 ## Platform benchmark: the real adapters against the emulated Discord and Telegram (see README).
 bench-platforms: setup
 	$(BIN)/python bench/platform_bench.py
+
+## Replicas benchmark: two real processes sharing Redis and PostgreSQL (see README).
+bench-replicas: setup
+	$(BIN)/python bench/replicas_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -22,12 +22,11 @@ from core.settings import Settings, SettingsSection
 from core.store.base import open_store
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
+from tests.services import POSTGRES_SERVER, ServiceMissing, admin_sql, scratch_redis_db
 
 SETTING_PREFIXES = ("G4F_", "DISCORD_", "TELEGRAM_", "BRIDGE_", "ALLOWED_", "ADMIN_")
 # Read at import: `_hermetic` drops every G4F_ variable before a test runs.
 REQUIRE_SERVICES = bool(os.environ.get("G4F_BRIDGE_REQUIRE_SERVICES"))
-# The machine's PostgreSQL (trust auth); tests make their own database and drop it.
-POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
 def service_missing(reason: str) -> NoReturn:
@@ -118,14 +117,6 @@ async def open_bridge(make_settings: MakeSettings, clock: Clock) -> AsyncIterato
         await bridge.close()
 
 
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(f"{POSTGRES_SERVER}/postgres", timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A database of this test session's own on the machine's PostgreSQL; dropped at the end.
@@ -134,11 +125,11 @@ def postgres_database() -> Iterator[str]:
     """
     name = f"g4f_bridge_test_{secrets.token_hex(6)}"
     try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         service_missing(f"no PostgreSQL at {POSTGRES_SERVER}: {type(exc).__name__}: {exc}")
     yield f"{POSTGRES_SERVER}/{name}"
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
@@ -186,3 +177,14 @@ async def redis_db() -> AsyncIterator[RedisDb]:
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+@pytest.fixture
+async def redis_process_db() -> AsyncIterator[str]:
+    """The URL of a whole Redis database of this test's own, for bridge processes (they keep
+    their keys under the fixed prefix ``g4f-bridge:``); its keys are deleted afterwards."""
+    try:
+        async with scratch_redis_db() as url:
+            yield url
+    except ServiceMissing as exc:
+        service_missing(str(exc))

@@ -6,16 +6,13 @@ import asyncio
 import json
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.redis_server import free_port
-
-CLI = [sys.executable, "-m", "bots.cli"]
-ROOT = Path(__file__).resolve().parents[1]
+from tests.processes import CLI, ROOT
 
 
 async def run_cli(

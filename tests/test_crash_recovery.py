@@ -24,19 +24,10 @@ from tests.conftest import MakeSettings, service_missing
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_cli import CLI
-from tests.test_http import telegram_run_env
+from tests.processes import kill, start_run, telegram_run_env
 
 GROUP = -100777
 REDIS_URL = "redis://127.0.0.1:6379/15"
-
-
-async def _start(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *CLI, "run", env=env, cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
 
 
 def _recorded(db: Path) -> bool:
@@ -47,12 +38,6 @@ def _recorded(db: Path) -> bool:
     except sqlite3.Error:
         return False
     return any(str(messages).count(" ") >= 6 for (messages,) in rows)
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.kill()
-        await proc.wait()
 
 
 async def test_a_killed_answer_is_ended_in_place_and_its_conversation_goes_on(
@@ -69,7 +54,7 @@ async def test_a_killed_answer_is_ended_in_place_and_its_conversation_goes_on(
             BRIDGE_HTTP_ADDR="off",
             BRIDGE_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
         )
-        first = await _start(env, tmp_path)
+        first = await start_run(env, tmp_path)
         try:
             asked = int(
                 telegram.push_text(GROUP, "/ask tell a long story", chat_type="supergroup")[
@@ -87,12 +72,12 @@ async def test_a_killed_answer_is_ended_in_place_and_its_conversation_goes_on(
             first.kill()  # SIGKILL: no final write, no cleanup
             await first.wait()
         finally:
-            await _stop(first)
+            await kill(first)
         [stuck] = telegram.bot_messages(GROUP)
         assert (stuck.text or "").endswith(INDICATOR.strip())
         left = stuck.text or ""
 
-        second = await _start(env, tmp_path)
+        second = await start_run(env, tmp_path)
         try:
 
             def ended() -> bool:
@@ -127,7 +112,7 @@ async def test_a_killed_answer_is_ended_in_place_and_its_conversation_goes_on(
             assert ("user", "tell a lo") in roles and ("assistant", "w0 w1 w2 ") in roles
             assert roles[-1] == ("user", "and then?")
         finally:
-            await _stop(second)
+            await kill(second)
 
 
 async def test_with_replicas_sharing_the_store_only_stale_records_are_ended(

@@ -181,3 +181,34 @@ def test_build_client_picks_the_client_kind(make_settings: MakeSettings) -> None
     assert isinstance(several, ShardedBridgeClient)
     assert several.shard_ids == [1, 2] and several.shard_count == 4
     assert type(built()) is BridgeClient and built().shard_id is None
+
+
+async def test_guilds_on_both_shards_are_each_answered_by_their_own_process(
+    fleet: Fleet,
+) -> None:
+    fake = fleet.fake
+    guilds = {shard: fake.add_guild(shard=(shard, 2)) for shard in (0, 1)}
+    channels = {shard: fake.add_channel(guild_id=guild) for shard, guild in guilds.items()}
+    assert [shard_of(guilds[s], 2) for s in (0, 1)] == [0, 1]
+    processes = [
+        await fleet.start(discord_shard_count="2", discord_shard_ids=str(shard)) for shard in (0, 1)
+    ]
+    ready = {int(i["shard"][0]): i for i in fake.identifies}
+    assert set(ready) == {0, 1}
+    for shard, channel in channels.items():
+        fleet.g4f.answers[f"on shard {shard}"] = f"answer from shard {shard}"
+        await fake.slash("ask", {"prompt": f"on shard {shard}"}, channel_id=channel)
+
+    def shown(channel: int) -> list[str]:
+        return [
+            m.content
+            for m in fake.messages(channel)
+            if m.author_id == fake.bot_user_id and "▌" not in m.content and m.content
+        ]
+
+    await fake.wait_for(lambda: all(shown(c) for c in channels.values()), timeout=10)
+    assert [shown(channels[s]) for s in (0, 1)] == [
+        ["answer from shard 0"],
+        ["answer from shard 1"],
+    ]
+    await fake.wait_for(lambda: [_answers_counted(p.bridge) for p in processes] == [1, 1])

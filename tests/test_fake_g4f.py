@@ -187,6 +187,37 @@ async def test_streams_are_recorded_with_their_content_times() -> None:
     assert (broken.text, broken.first_content_at, broken.finished_at) == ("one two three", 6, 9)
 
 
+async def test_streams_in_flight_count_until_their_end_is_written(
+    g4f: FakeG4F, http: httpx.AsyncClient
+) -> None:
+    g4f.trickle_interval = 0.05
+    g4f.answers["long"] = " ".join(f"w{i}" for i in range(400))  # 20 s
+    g4f.answers["short"] = "one two"
+    async with http.stream(
+        "POST", "/v1/chat/completions", json=chat_body("trickle", "long", True)
+    ) as first:
+        lines = first.aiter_lines()
+        assert (await anext(lines)).startswith("data: ")
+        async with http.stream(
+            "POST", "/v1/chat/completions", json=chat_body("trickle", "long", True)
+        ) as second:
+            assert (await anext(second.aiter_lines())).startswith("data: ")
+            assert (g4f.streams_in_flight, g4f.max_streams_in_flight) == (2, 2)
+        # The second client went away: its stream leaves the count at its next write.
+        async with asyncio.timeout(5):
+            while g4f.streams_in_flight != 1:
+                await asyncio.sleep(0.01)
+        g4f.reset_streams_in_flight()
+        assert g4f.max_streams_in_flight == 1
+        whole = await http.post("/v1/chat/completions", json=chat_body("trickle", "short", True))
+        assert content_of(events(whole.text)) == "one two"
+        assert (g4f.streams_in_flight, g4f.max_streams_in_flight) == (1, 2)
+    async with asyncio.timeout(5):
+        while g4f.streams_in_flight:
+            await asyncio.sleep(0.01)
+    assert g4f.max_streams_in_flight == 2
+
+
 def test_long_code_answer_has_two_code_blocks() -> None:
     text = long_code_answer()
     assert 11_000 <= len(text) <= 13_000

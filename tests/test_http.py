@@ -4,7 +4,6 @@ run` serving it next to a platform (the real python-telegram-bot against the emu
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,7 +25,8 @@ from tests.fakes.clock import InstantClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_cli import CLI, ROOT, api, run_cli
+from tests.processes import CLI, endpoint_url, telegram_run_env
+from tests.test_cli import run_cli
 
 WHERE = Where("test", "chat-4242", "user-7777", is_private=True)
 OpenBridge = Callable[..., Awaitable[Bridge]]
@@ -271,7 +271,7 @@ async def test_run_serves_the_endpoint_with_the_platform_probe(
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
-            url = await asyncio.wait_for(_endpoint_url(proc), 30)
+            url = await asyncio.wait_for(endpoint_url(proc), 30)
             async with httpx.AsyncClient(base_url=url, timeout=10) as http:
                 assert (await http.get("/healthz")).status_code == 200
                 ready = await http.get("/readyz")
@@ -312,7 +312,7 @@ async def test_sigterm_lets_answers_finish_then_ends_the_rest_in_place(
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
-            url = await asyncio.wait_for(_endpoint_url(proc), 30)
+            url = await asyncio.wait_for(endpoint_url(proc), 30)
             async with httpx.AsyncClient(base_url=url, timeout=10) as http:
                 while (await http.get("/readyz")).status_code != 200:
                     await asyncio.sleep(0.05)
@@ -334,42 +334,3 @@ async def test_sigterm_lets_answers_finish_then_ends_the_rest_in_place(
         assert long.text is not None and long.text.startswith("w0 w1")
         assert long.text.endswith("⏹ Interrupted by a restart: ask again.")
         assert "▌" not in long.text
-
-
-def telegram_run_env(
-    g4f: FakeG4F, telegram: FakeTelegram, tmp_path: Path, **extra: str
-) -> dict[str, str]:
-    """The environment of a real `g4f-bridge run` serving the emulated Telegram (no .env, no
-    bridge variables of the developer's)."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("G4F_", "BRIDGE_", "TELEGRAM_"))
-    }
-    env.update(
-        api(g4f),
-        PYTHONPATH=str(ROOT),
-        BRIDGE_HTTP_ADDR="127.0.0.1:0",
-        BRIDGE_STORE_URL=f"sqlite:///{tmp_path}/s.sqlite3",
-        TELEGRAM_TOKEN=telegram.token,
-        TELEGRAM_BASE_URL=telegram.base_url,
-        TELEGRAM_BASE_FILE_URL=telegram.base_file_url,
-    )
-    env.update(extra)
-    return env
-
-
-async def _endpoint_url(proc: asyncio.subprocess.Process) -> str:
-    """The endpoint's URL, from the log line `run` writes once it listens; the rest of stderr
-    keeps being read in the background (a full pipe would block the process)."""
-    assert proc.stderr is not None
-    stderr = proc.stderr
-    marker = "health and metrics at "
-    while line := (await stderr.readline()).decode():
-        if marker in line:
-            drain = asyncio.create_task(stderr.read())
-            _background.add(drain)
-            drain.add_done_callback(_background.discard)
-            return line.split(marker, 1)[1].split()[0]
-    raise AssertionError(f"`run` ended without serving the endpoint (exit {await proc.wait()})")
-
-
-_background: set[asyncio.Task[bytes]] = set()

@@ -40,8 +40,8 @@ from tests.fakes.balancer import RoundRobin
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_cli import CLI, ROOT, api
-from tests.test_http import _endpoint_url
+from tests.processes import CLI, ROOT, endpoint_url
+from tests.test_cli import api
 
 FACTOR = 20.0
 PRIVATE = 4242
@@ -439,7 +439,7 @@ async def test_run_serves_the_webhook_on_its_endpoint(g4f: FakeG4F, tmp_path: Pa
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
-            balancer.add(await asyncio.wait_for(_endpoint_url(proc), 30))
+            balancer.add(await asyncio.wait_for(endpoint_url(proc), 30))
             await telegram.wait_for(lambda: telegram.webhook_url is not None, timeout=20)
             telegram.push_text(PRIVATE, "via run")
             await telegram.wait_for(lambda: bool(telegram.bot_messages(PRIVATE)), timeout=20)

@@ -203,7 +203,7 @@ async def test_ctrl_c_in_the_chat_process_stops_only_the_answer(
     import os
     import signal
 
-    from tests.test_cli import CLI, ROOT
+    from tests.processes import CLI, ROOT
 
     g4f.trickle_interval = 0.2
     g4f.answers["long"] = "\n".join(f"w{i}" for i in range(60))  # a pipe gets whole lines

@@ -23,7 +23,7 @@ import pyte
 import pytest
 
 from tests.fakes.g4f_server import FakeG4F
-from tests.test_cli import ROOT
+from tests.processes import ROOT
 
 ROWS, COLUMNS = 24, 80
 WAIT = 30.0  # seconds before a screen that never shows what is awaited fails the test

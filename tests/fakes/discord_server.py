@@ -31,7 +31,8 @@ non-empty (`FakeMessage.first_visible_at`), the history of its content
 
 Shards: IDENTIFY's ``shard`` [id, count] is checked (id < count, else close 4010 Invalid shard)
 and routes events as Discord does: the guild belongs to shard ``(guild_id >> 22) % count``, so
-only that session gets it in READY, its GUILD_CREATE and its events; DMs go to shard 0.
+only that session gets it in READY, its GUILD_CREATE and its events; DMs go to shard 0. The bot
+is in one guild (`guild_id`) unless a test adds more (`add_guild`, on the shard of its choice).
 GET /gateway/bot recommends `recommended_shards` (1 by default).
 """
 
@@ -465,6 +466,8 @@ class FakeDiscord:
         self.calls: list[RestCall] = []
         self.rate_limited = 0  # 429s answered, all buckets
         self.rate_limited_by_bucket: dict[str, int] = {}  # 429s per bucket kind
+        # 429s per bucket: (kind, its channel id or interaction token)
+        self.rate_limited_by_key: dict[tuple[str, str], int] = {}
         self.identifies: list[JsonObj] = []
         self.recommended_shards = 1  # what GET /gateway/bot answers
         self.interactions: dict[int, Interaction] = {}
@@ -474,7 +477,8 @@ class FakeDiscord:
         self.bot_user_id = self._snowflake()
         self.application_id = self.bot_user_id
         self.owner_id = 1001
-        self.guild_id = self._snowflake()
+        self.guild_id = self._snowflake()  # the default guild
+        self.guild_ids: list[int] = [self.guild_id]  # every guild the bot is in (add_guild)
         self._channels: dict[int, _Channel] = {}
         self._loose_attachments: dict[int, tuple[int, _Attachment]] = {}  # slash-command files
         self._commands: list[JsonObj] = []
@@ -554,12 +558,30 @@ class FakeDiscord:
 
     # ----------------------------------------------------------------- world setup
 
-    def add_channel(self, *, guild: bool = True, user_id: int = 2001) -> int:
-        """New guild text channel (announced over the gateway) or DM channel with `user_id`."""
+    def add_guild(self, *, shard: tuple[int, int] | None = None) -> int:
+        """Another guild with the bot in it (no channels yet: `add_channel(guild_id=...)`);
+        with `shard` = (id, count), its id is chosen so that shard owns it. Announced to the
+        connected shard that owns it (GUILD_CREATE), as when the bot joins a guild."""
+        guild_id = self._snowflake()
+        while shard is not None and shard_of(guild_id, shard[1]) != shard[0]:
+            guild_id = self._last_id = guild_id + (1 << 22)  # the next millisecond
+        self.guild_ids.append(guild_id)
+        if self._conns:
+            self._spawn(self._dispatch("GUILD_CREATE", self._guild_payload(guild_id)))
+        return guild_id
+
+    def add_channel(
+        self, *, guild: bool = True, user_id: int = 2001, guild_id: int | None = None
+    ) -> int:
+        """New guild text channel (in the default guild unless `guild_id`; announced over the
+        gateway) or DM channel with `user_id`."""
         channel_id = self._snowflake()
         if guild:
-            position = sum(1 for c in self._channels.values() if c.guild_id is not None)
-            channel = _Channel(channel_id, self.guild_id, f"channel-{position}", position=position)
+            home = self.guild_id if guild_id is None else guild_id
+            if home not in self.guild_ids:
+                raise ValueError(f"the bot is in no guild {home}")
+            position = sum(1 for c in self._channels.values() if c.guild_id == home)
+            channel = _Channel(channel_id, home, f"channel-{position}", position=position)
             self._channels[channel_id] = channel
             if self._conns:
                 self._spawn(self._dispatch("CHANNEL_CREATE", self._channel_payload(channel)))
@@ -832,10 +854,11 @@ class FakeDiscord:
             "flags": 0,
         }
 
-    def _guild_payload(self) -> JsonObj:
-        """GUILD_CREATE data for the default guild."""
+    def _guild_payload(self, guild_id: int | None = None) -> JsonObj:
+        """GUILD_CREATE data for a guild (the default one unless `guild_id`)."""
+        guild_id = self.guild_id if guild_id is None else guild_id
         return {
-            "id": str(self.guild_id),
+            "id": str(guild_id),
             "name": "Fake Guild",
             "icon": None,
             "splash": None,
@@ -867,7 +890,7 @@ class FakeDiscord:
             "stickers": [],
             "roles": [
                 {
-                    "id": str(self.guild_id),
+                    "id": str(guild_id),
                     "name": "@everyone",
                     "permissions": ALL_PERMISSIONS,
                     "position": 0,
@@ -886,7 +909,7 @@ class FakeDiscord:
             "member_count": 1,
             "members": [self._member(self.bot_user_id)],
             "channels": [
-                self._channel_payload(c) for c in self._channels.values() if c.guild_id is not None
+                self._channel_payload(c) for c in self._channels.values() if c.guild_id == guild_id
             ],
             "threads": [],
             "presences": [],
@@ -1181,14 +1204,14 @@ class FakeDiscord:
         session = _Session(
             id=secrets.token_hex(16), intents=int(data.get("intents", 0)), shard=shard
         )
-        owns_guild = shard_of(self.guild_id, shard[1]) == shard[0]
+        owned = [g for g in self.guild_ids if shard_of(g, shard[1]) == shard[0]]
         self._sessions[session.id] = session
         conn.session = session
         me = {**self._user(self.bot_user_id), "verified": True, "mfa_enabled": False, "flags": 0}
         ready = {
             "v": 10,
             "user": me,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}] if owns_guild else [],
+            "guilds": [{"id": str(g), "unavailable": True} for g in owned],
             "session_id": session.id,
             "resume_gateway_url": self.gateway_url,
             "shard": list(shard),
@@ -1201,8 +1224,8 @@ class FakeDiscord:
             "geo_ordered_rtc_regions": [],
         }
         await self._send_dispatch(conn, "READY", ready)
-        if owns_guild:
-            await self._send_dispatch(conn, "GUILD_CREATE", self._guild_payload())
+        for guild_id in owned:
+            await self._send_dispatch(conn, "GUILD_CREATE", self._guild_payload(guild_id))
 
     async def _resume(self, conn: _Conn, data: JsonObj) -> None:
         """RESUME: replay missed events and send RESUMED, or op 9 (not resumable)."""
@@ -1247,7 +1270,7 @@ class FakeDiscord:
     async def _dispatch(self, event: str, data: JsonObj, *, required: bool = False) -> None:
         """Dispatch an event to every identified connection of the shard it belongs to (the
         guild's; shard 0 for DMs)."""
-        guild = data.get("guild_id")
+        guild = data.get("id") if event == "GUILD_CREATE" else data.get("guild_id")
         guild_id = int(guild) if guild is not None else None
         targets = [
             c
@@ -1400,6 +1423,8 @@ class FakeDiscord:
         if bucket.count >= bucket.limit:
             self.rate_limited += 1
             self.rate_limited_by_bucket[kind] = self.rate_limited_by_bucket.get(kind, 0) + 1
+            by_key = (kind, key_value)
+            self.rate_limited_by_key[by_key] = self.rate_limited_by_key.get(by_key, 0) + 1
             err = ApiError(429, 0, "You are being rate limited.")
             err.body = {
                 "message": "You are being rate limited.",
@@ -1685,7 +1710,7 @@ class FakeDiscord:
         if req.params["application_id"] != str(self.application_id):
             raise ApiError(403, 50001, "Missing Access")
         guild = req.params.get("guild_id")
-        if guild is not None and guild != str(self.guild_id):
+        if guild is not None and guild not in {str(g) for g in self.guild_ids}:
             raise ApiError(404, 10004, "Unknown Guild")
         return guild
 

@@ -482,6 +482,12 @@ class FakeG4F:
         self.api_key = api_key
         self._clock = clock
         self.streams: list[StreamRecord] = []  # every streamed chat answer, in arrival order
+        # Streams in flight: from a streamed request's arrival until just before the frame that
+        # ends it is written (so a client cannot have seen its end yet), or until it failed or
+        # was cut. `max_streams_in_flight` is the most at once since the start (or the last
+        # `reset_streams_in_flight`): across every client, e.g. several bridge processes.
+        self.streams_in_flight = 0
+        self.max_streams_in_flight = 0
         self.host = host
         self.port = 0
         self.requests: list[RecordedRequest] = []
@@ -568,6 +574,10 @@ class FakeG4F:
     def open_requests(self) -> int:
         """Requests being answered now (a cancelled stream leaves this count)."""
         return len(self._inflight)
+
+    def reset_streams_in_flight(self) -> None:
+        """Start counting the most streams at once afresh (from those in flight now)."""
+        self.max_streams_in_flight = self.streams_in_flight
 
     def chat_requests(self) -> list[RecordedRequest]:
         """Only the POST /v1/chat/completions requests, in arrival order."""
@@ -922,6 +932,13 @@ class FakeG4F:
         frames = self._plan_stream(chat)
         record = StreamRecord(chat.prompt, chat.model, self._clock())
         self.streams.append(record)
+        # The stream is in flight until the first frame after its last content is written.
+        last_content = max(
+            (i for i, f in enumerate(frames) if isinstance(f, _ContentFrame)), default=-1
+        )
+        in_flight = True
+        self.streams_in_flight += 1
+        self.max_streams_in_flight = max(self.max_streams_in_flight, self.streams_in_flight)
         try:
             await self._sleep(self._pause_before(chat.model, 0))
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -929,6 +946,9 @@ class FakeG4F:
             for index, frame in enumerate(frames):
                 if index:
                     await self._sleep(self._pause_before(chat.model, index))
+                if in_flight and index > last_content:
+                    in_flight = False
+                    self.streams_in_flight -= 1
                 if frame is _Signal.ABORT:
                     await self._abort(request)
                     return response
@@ -940,6 +960,8 @@ class FakeG4F:
             await response.write_eof()
             return response
         finally:
+            if in_flight:
+                self.streams_in_flight -= 1
             record.finished_at = self._clock()
 
     def _note_content(self, record: StreamRecord, text: str) -> None:

@@ -27,7 +27,8 @@ server POSTs each queued update as JSON to the URL, one at a time in order, with
 2xx is done, any other answer (or no connection) is noted (`getWebhookInfo`'s last_error_*,
 `webhook_deliveries`) and retried after `webhook_retry_seconds` (real time) or on the next update.
 `getUpdates` answers 409 while a webhook is set; `deleteWebhook` goes back to polling.
-`post_update` posts one update (any headers) and `redeliver` posts a delivered update again, as
+`post_update` posts one update (any headers; `text_update` and `callback_update` make one without
+queueing it) and `redeliver` posts a delivered update again, as
 Telegram does when a reply did not come in time. Real Telegram accepts only https:// on ports 443,
 80, 88 and 8443; this emulator (loopback, no TLS) takes http:// too unless `webhook_https_only`.
 
@@ -864,6 +865,11 @@ class FakeTelegram:
         chat = self._chats.get(chat_id)
         return list(chat.messages.values()) if chat else []
 
+    @property
+    def chat_ids(self) -> list[int]:
+        """Every chat the emulator knows (a user wrote there or the bot did)."""
+        return list(self._chats)
+
     def bot_messages(self, chat_id: int) -> list[FakeMessage]:
         return [message for message in self.messages(chat_id) if message.from_bot]
 
@@ -1027,6 +1033,26 @@ class FakeTelegram:
         check_button: bool = True,
     ) -> JSONDict:
         """A user presses the button with `data` under `message_id`; returns the CallbackQuery."""
+        update = self.callback_update(
+            chat_id, message_id, data, user_id=user_id, check_button=check_button
+        )
+        self._updates.append(update)
+        self._notify()
+        query: JSONDict = update["callback_query"]
+        return query
+
+    def callback_update(
+        self,
+        chat_id: int,
+        message_id: int,
+        data: str,
+        *,
+        user_id: int = 1001,
+        check_button: bool = True,
+    ) -> JSONDict:
+        """A user presses the button with `data` under `message_id`; the Update (with a fresh
+        update_id), not queued: the test delivers it itself (`post_update`), e.g. to one
+        replica of its choice."""
         chat = self._chats.get(chat_id)
         message = chat.messages.get(message_id) if chat else None
         if chat is None or message is None:
@@ -1045,8 +1071,9 @@ class FakeTelegram:
             "message": self._message_json(chat, message),
             "data": data,
         }
-        self._queue_update("callback_query", query)
-        return query
+        update = {"update_id": self._next_update_id, "callback_query": query}
+        self._next_update_id += 1
+        return update
 
     async def post_update(
         self,
