@@ -28,7 +28,7 @@ from bots.terminal_io.logs import WarningTally, logs_to_file, open_private
 from bots.terminal_io.output import PlainView, RichView, View, make_console
 from core.attachments import MAX_ATTACHMENT_BYTES, Attachment
 from core.bridge import Bridge
-from core.conversations import Where
+from core.conversations import Origin
 from core.errors import BridgeError
 from core.render.limits import Bucket
 from core.render.renderer import INDICATOR
@@ -167,7 +167,7 @@ class TerminalChat:
         banner_out: TextIO | None = None,
     ) -> None:
         self.bridge = bridge
-        self.where = Where(
+        self.origin = Origin(
             platform="terminal",
             chat_id="local",
             user_id=_local_user(),
@@ -189,7 +189,7 @@ class TerminalChat:
 
     async def model_names(self) -> Sequence[str]:
         """The chat models' names (for completion)."""
-        page = await self.bridge.models(self.where, page_size=100_000)
+        page = await self.bridge.models(self.origin, page_size=100_000)
         return [] if isinstance(page, Refusal) else [m.id for m in page.items]
 
     # --- Ctrl-C -----------------------------------------------------------------------------
@@ -200,19 +200,19 @@ class TerminalChat:
         if task is None or task.done():
             return False
         if self._answering:
-            if not self.bridge.stop_current_here(self.where):
+            if not self.bridge.stop_current_here(self.origin):
                 self._stop_pending = True  # the answer has not started: stop it when it does
         else:
             task.cancel()
         return True
 
     def _on_write(self) -> None:
-        if self._stop_pending and self.bridge.stop_current_here(self.where):
+        if self._stop_pending and self.bridge.stop_current_here(self.origin):
             self._stop_pending = False
 
     # --- the session ------------------------------------------------------------------------
     async def run(self) -> int:
-        model = await self.bridge.model_for(self.where)
+        model = await self.bridge.model_for(self.origin)
         banner = f"g4f-bridge chat with {model}. /help lists commands and keys; Ctrl-D quits."
         if self._banner_out is not None:
             print(banner, file=self._banner_out, flush=True)
@@ -249,7 +249,7 @@ class TerminalChat:
         """One input: a command or a message."""
         command, _, arg = line.partition(" ") if line.startswith("/") else ("", "", line)
         arg = arg.strip()
-        bridge, where = self.bridge, self.where
+        bridge, origin = self.bridge, self.origin
         if command == "":
             await self._ask(arg)
         elif command == "/continue":
@@ -260,12 +260,12 @@ class TerminalChat:
             if arg:
                 await self._ask(arg, web_search=True)
             else:
-                self._show(await bridge.set_web_search(where))
+                self._show(await bridge.set_web_search(origin))
         elif command == "/imagine":
             self.view.say("Drawing…", "notice")
             surface = self._surface()
             try:
-                self._show(await bridge.imagine(where, arg, surface))
+                self._show(await bridge.imagine(origin, arg, surface))
             finally:
                 if surface.wrote:  # the error shown in the image's place
                     self.view.end_answer()
@@ -276,15 +276,15 @@ class TerminalChat:
             await self._show_models()
         elif command == "/model":
             if arg:
-                self._show(await bridge.set_model(where, arg))
+                self._show(await bridge.set_model(origin, arg))
             else:
-                self.view.say(current_model_text(await bridge.model_for(where)))
+                self.view.say(current_model_text(await bridge.model_for(origin)))
         elif command == "/system":
-            self._show(await bridge.set_system_prompt(where, arg.strip("'\"")))
+            self._show(await bridge.set_system_prompt(origin, arg.strip("'\"")))
         elif command in ("/reset", "/new"):
-            self._show(await bridge.reset(where))
+            self._show(await bridge.reset(origin))
         elif command == "/status":
-            self._show(await bridge.status(where))
+            self._show(await bridge.status(origin))
         elif command == "/help":
             self.view.say(HELP, "notice")
         else:
@@ -318,7 +318,7 @@ class TerminalChat:
         self._answering = True
         try:
             result = await self.bridge.ask(
-                self.where, prompt, surface, attachments=attachments, web_search=web_search
+                self.origin, prompt, surface, attachments=attachments, web_search=web_search
             )
         finally:
             self._answering = False
@@ -330,7 +330,7 @@ class TerminalChat:
         surface = self._surface()
         self._answering = True
         try:
-            result = await self.bridge.continue_answer(self.where, surface)
+            result = await self.bridge.continue_answer(self.origin, surface)
         finally:
             self._answering = False
             if surface.wrote:
@@ -342,7 +342,7 @@ class TerminalChat:
             self.view.say("No more models to show. /models [filter] lists them again.", "notice")
             return
         page = await self.bridge.models(
-            self.where,
+            self.origin,
             query=self._models_query,
             page=self._models_next,
             page_size=self._models_page_size,

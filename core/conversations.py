@@ -22,8 +22,9 @@ from core.store.base import ChatKey, ConversationStore, MessageKey, Role, Turn
 
 
 @dataclass(frozen=True, slots=True)
-class Where:
-    """Where a message was written, in platform-neutral terms.
+class Origin:
+    """Where a request comes from, in platform-neutral terms: the platform, the chat (and the
+    space it belongs to, if any), the user who wrote it, and who they are to the bot.
 
     `is_operator`: the person running the bot (the terminal chat): always allowed, an admin.
     """
@@ -53,7 +54,7 @@ class History:
 
 async def find_parent(
     store: ConversationStore,
-    where: Where,
+    origin: Origin,
     *,
     reply_to: str | None,
     now: float,
@@ -61,12 +62,12 @@ async def find_parent(
 ) -> int | None:
     """The turn a new message continues, or None for a new conversation."""
     if reply_to is not None:
-        turn_id = await store.turn_for_message(where.message(reply_to))
+        turn_id = await store.turn_for_message(origin.message(reply_to))
         if turn_id is not None:
             return turn_id
-    if not where.is_private:
+    if not origin.is_private:
         return None
-    head = await store.get_head(where.chat)
+    head = await store.get_head(origin.chat)
     if head is None:
         return None
     if idle_seconds > 0 and now - head.updated_at > idle_seconds:

@@ -151,7 +151,7 @@ class RedisLink:
         self._clock = clock
         self._first_probe = first_probe
         self._max_probe = max_probe
-        self._where = describe(redis)
+        self._origin = describe(redis)
         self._degraded = False
         self._up = asyncio.Event()
         self._up.set()
@@ -206,7 +206,7 @@ class RedisLink:
         log.warning(
             "Redis at %s is unreachable (%s: %s); rate limits and in-flight locks are "
             "per process until it is back",
-            self._where,
+            self._origin,
             type(exc).__name__,
             exc,
         )
@@ -220,7 +220,7 @@ class RedisLink:
                 await self._redis.ping()
             except REDIS_FAILURES as exc:
                 self.probes += 1
-                log.debug("Redis at %s still unreachable: %r", self._where, exc)
+                log.debug("Redis at %s still unreachable: %r", self._origin, exc)
                 wait = min(wait * 2, self._max_probe)
                 continue
             self.probes += 1
@@ -230,7 +230,7 @@ class RedisLink:
             await self._redis.connection_pool.disconnect(inuse_connections=False)
         self._degraded = False
         self._probe = None
-        log.info("Redis at %s is back; rate limits and locks are shared again", self._where)
+        log.info("Redis at %s is back; rate limits and locks are shared again", self._origin)
         for callback in self._on_recover:
             await callback()
         self._up.set()

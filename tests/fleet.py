@@ -414,8 +414,8 @@ async def run_telegram(
         figures.rate_limited = telegram.rate_limited
         for call in telegram.calls:
             if call.error_code == 429:
-                where = f"{call.name} chat {call.chat_id}"
-                figures.rate_limited_where[where] = figures.rate_limited_where.get(where, 0) + 1
+                origin = f"{call.name} chat {call.chat_id}"
+                figures.rate_limited_where[origin] = figures.rate_limited_where.get(origin, 0) + 1
     return figures
 
 

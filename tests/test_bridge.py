@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from core.bridge import Bridge
-from core.conversations import Where
+from core.conversations import Origin
 from core.echo import MAX_PROMPT_ECHO
 from core.render.renderer import INDICATOR, Outcome
 from core.render.surface import Button, MessageRef
@@ -33,8 +33,8 @@ from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
 
-DM = Where("test", "dm-1", "u1", is_private=True)
-GROUP = Where("test", "group-1", "u1", space_id="g1")
+DM = Origin("test", "dm-1", "u1", is_private=True)
+GROUP = Origin("test", "group-1", "u1", space_id="g1")
 
 
 @pytest.fixture
@@ -42,8 +42,8 @@ def chat(clock: ScaledClock) -> ChatServer:
     return ChatServer(clock=clock, interval=1.0)
 
 
-def surface(chat: ChatServer, where: Where = DM, max_length: int = 2000) -> RecordingSurface:
-    return RecordingSurface(chat, chat=where.chat_id, max_length=max_length)
+def surface(chat: ChatServer, origin: Origin = DM, max_length: int = 2000) -> RecordingSurface:
+    return RecordingSurface(chat, chat=origin.chat_id, max_length=max_length)
 
 
 def sent_messages(g4f: FakeG4F) -> list[dict[str, str]]:
@@ -53,9 +53,9 @@ def sent_messages(g4f: FakeG4F) -> list[dict[str, str]]:
 
 
 async def ask(
-    bridge: Bridge, chat: ChatServer, prompt: str, where: Where = DM, **kw: Any
+    bridge: Bridge, chat: ChatServer, prompt: str, origin: Origin = DM, **kw: Any
 ) -> Answered:
-    result = await bridge.ask(where, prompt, surface(chat, where), **kw)
+    result = await bridge.ask(origin, prompt, surface(chat, origin), **kw)
     assert isinstance(result, Answered), result
     return result
 
@@ -207,9 +207,9 @@ class TestLimits:
     ) -> None:
         bridge = await open_bridge(allowed_spaces=["g1"], admin_user_ids="test:boss")
         assert isinstance(await bridge.ask(GROUP, "hi", surface(chat, GROUP)), Answered)
-        elsewhere = Where("test", "c9", "u1", space_id="g9")
+        elsewhere = Origin("test", "c9", "u1", space_id="g9")
         assert isinstance(await bridge.ask(elsewhere, "hi", surface(chat, elsewhere)), Refusal)
-        boss = Where("test", "c9", "boss", space_id="g9")
+        boss = Origin("test", "c9", "boss", space_id="g9")
         assert isinstance(await bridge.ask(boss, "hi", surface(chat, boss)), Answered)
 
     async def test_a_chat_allowlist_closes_dms_to_everyone_unlisted(
@@ -221,7 +221,7 @@ class TestLimits:
         assert isinstance(refused, Refusal) and refused.reason is RefusalReason.NOT_ALLOWED
         assert isinstance(await bridge.status(DM), Refusal)
         assert isinstance(await bridge.ask(GROUP, "hi", surface(chat, GROUP)), Answered)
-        boss_dm = Where("test", "dm-boss", "boss", is_private=True)
+        boss_dm = Origin("test", "dm-boss", "boss", is_private=True)
         assert isinstance(await bridge.ask(boss_dm, "hi", surface(chat, boss_dm)), Answered)
         listed_dm = await open_bridge(allowed_chat_ids="group-1,dm-1")
         assert isinstance(await listed_dm.ask(DM, "hi", surface(chat)), Answered)
@@ -235,7 +235,7 @@ class TestLimits:
         third = await bridge.ask(DM, "three", surface(chat))
         assert isinstance(third, Refusal) and third.reason is RefusalReason.RATE_LIMITED
         assert third.message.startswith("You are sending requests too fast (limit 2/minute).")
-        other_user = Where("test", "dm-2", "u2", is_private=True)
+        other_user = Origin("test", "dm-2", "u2", is_private=True)
         assert isinstance(await bridge.ask(other_user, "hi", surface(chat, other_user)), Answered)
         clock.advance(61)
         await ask(bridge, chat, "later")
@@ -260,12 +260,12 @@ class TestLimits:
     ) -> None:
         bridge = await open_bridge(bridge_max_concurrency=1)
         g4f.trickle_interval = 0.1
-        users = [Where("test", f"c{i}", f"u{i}") for i in range(4)]
+        users = [Origin("test", f"c{i}", f"u{i}") for i in range(4)]
         tasks = []
-        for i, where in enumerate(users):
+        for i, origin in enumerate(users):
             tasks.append(
                 asyncio.create_task(
-                    bridge.ask(where, f"p{i}", surface(chat, where), model="trickle")
+                    bridge.ask(origin, f"p{i}", surface(chat, origin), model="trickle")
                 )
             )
             await asyncio.sleep(0.05)
@@ -370,7 +370,7 @@ class TestPersonaStatus:
         bridge = await open_bridge(admin_user_ids="boss", bridge_system_prompt="Default.")
         refused = await bridge.set_system_prompt(GROUP, "Pirate.")
         assert isinstance(refused, Refusal) and refused.reason is RefusalReason.NOT_ADMIN
-        boss = Where("test", GROUP.chat_id, "boss", space_id="g1")
+        boss = Origin("test", GROUP.chat_id, "boss", space_id="g1")
         assert await bridge.set_system_prompt(boss, "Talk like a pirate.") == SystemPromptSet(
             "Talk like a pirate."
         )
@@ -435,7 +435,7 @@ class TestFailures:
         while not chat.writes:
             await asyncio.sleep(0.01)
         message_id = chat.writes[0].message_id
-        stranger = Where("test", GROUP.chat_id, "u2", space_id="g1")
+        stranger = Origin("test", GROUP.chat_id, "u2", space_id="g1")
         assert await bridge.stop(stranger, message_id) is StopResult.NOT_YOURS
         assert await bridge.stop(GROUP, message_id) is StopResult.STOPPED
         result = await task
@@ -471,7 +471,7 @@ class TestFailures:
         task = asyncio.create_task(bridge.ask(DM, "long", surface(chat), model="trickle"))
         while not g4f.chat_requests():
             await asyncio.sleep(0.01)
-        other = Where("test", DM.chat_id, "u2", is_private=True)
+        other = Origin("test", DM.chat_id, "u2", is_private=True)
         assert not await bridge.stop_current(other)
         assert await bridge.stop_current(DM)
         result = await task
@@ -505,7 +505,7 @@ class TestFailures:
         g4f.trickle_interval = 0.05
         g4f.answers["short"] = "one two three"
         g4f.answers["long"] = " ".join(f"w{i}" for i in range(400))
-        short_chat = Where("test", "g-short", "u1")
+        short_chat = Origin("test", "g-short", "u1")
         quick = asyncio.create_task(
             bridge.ask(short_chat, "short", surface(chat, short_chat), model="trickle")
         )

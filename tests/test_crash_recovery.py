@@ -14,20 +14,16 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-
 from core.bridge import STALE_AFTER, Bridge
 from core.render.renderer import INDICATOR
 from core.store.base import ChatKey, StreamingAnswer
-from tests.conftest import MakeSettings, service_missing
+from tests.conftest import MakeSettings, RedisDb
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
 from tests.fakes.telegram_server import FakeTelegram
 from tests.processes import kill, start_run, telegram_run_env
 
 GROUP = -100777
-REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 def _recorded(db: Path) -> bool:
@@ -116,18 +112,13 @@ async def test_a_killed_answer_is_ended_in_place_and_its_conversation_goes_on(
 
 
 async def test_with_replicas_sharing_the_store_only_stale_records_are_ended(
-    make_settings: MakeSettings, g4f: FakeG4F
+    make_settings: MakeSettings, g4f: FakeG4F, redis_db: RedisDb
 ) -> None:
     """Another replica may be streaming a fresh record's answer: it is left alone; one left
     unrefreshed past STALE_AFTER is ended by the sweep."""
-    probe = Redis.from_url(REDIS_URL)
-    try:
-        await probe.ping()
-    except (RedisConnectionError, OSError) as exc:
-        service_missing(f"no Redis at {REDIS_URL}: {exc}")
-    finally:
-        await probe.aclose()
-    bridge = await Bridge.open(make_settings(bridge_limits_url=REDIS_URL))
+    bridge = await Bridge.open(
+        make_settings(bridge_limits_url=redis_db.url, bridge_limits_prefix=redis_db.prefix)
+    )
     try:
         assert bridge.limits_health is not None  # replicas share limits (and so the store)
         chat = ChatServer(clock=bridge.clock, interval=0.001, burst=10)

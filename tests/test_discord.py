@@ -22,7 +22,7 @@ from bots.discord.app import serve
 from bots.discord.settings import DiscordSettings
 from core.bridge import Bridge
 from core.client import G4FClient
-from core.conversations import Where
+from core.conversations import Origin
 from core.render.split import join_parts, unwrap_parts
 from core.results import Status
 from core.store.base import MessageKey, open_store
@@ -141,9 +141,9 @@ def finished(world: World, channel_id: int | None = None, count: int = 1) -> Cal
 
 async def settled(world: World, channel_id: int, user_id: int = USER) -> None:
     """Wait until the user's answer in the channel is fully stored (the in-flight lock is free)."""
-    where = Where("discord", str(channel_id), str(user_id))
+    origin = Origin("discord", str(channel_id), str(user_id))
     for _ in range(500):
-        status = await world.bridge.status(where)
+        status = await world.bridge.status(origin)
         if isinstance(status, Status) and not status.busy:
             return
         await asyncio.sleep(0.01)

@@ -15,7 +15,7 @@ from core.continuation import (
     LENGTH_NOTE_TERMINAL,
     NOTHING_TO_CONTINUE,
 )
-from core.conversations import Where
+from core.conversations import Origin
 from core.render.renderer import THINKING_NOTE, Outcome
 from core.render.surface import SurfaceLimits
 from core.results import Answered, Refusal, RefusalReason, Status, WebSearchSet
@@ -27,9 +27,9 @@ from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F, build_png
 from tests.fakes.surface import ChatServer, RecordingSurface
 
-DM = Where("test", "dm-1", "u1", is_private=True)
-OTHER = Where("test", "dm-2", "u2", is_private=True)
-GROUP = Where("test", "group-1", "u1", space_id="g1")
+DM = Origin("test", "dm-1", "u1", is_private=True)
+OTHER = Origin("test", "dm-2", "u2", is_private=True)
+GROUP = Origin("test", "group-1", "u1", space_id="g1")
 
 
 @pytest.fixture
@@ -46,12 +46,12 @@ class ConsoleSurface(RecordingSurface):
         return SurfaceLimits(max_length=base.max_length, room=base.room, buttons=False)
 
 
-def surface(chat: ChatServer, where: Where = DM) -> RecordingSurface:
-    return RecordingSurface(chat, chat=where.chat_id, max_length=2000)
+def surface(chat: ChatServer, origin: Origin = DM) -> RecordingSurface:
+    return RecordingSurface(chat, chat=origin.chat_id, max_length=2000)
 
 
-async def ask(bridge: Bridge, chat: ChatServer, prompt: str, where: Where = DM) -> Answered:
-    result = await bridge.ask(where, prompt, surface(chat, where))
+async def ask(bridge: Bridge, chat: ChatServer, prompt: str, origin: Origin = DM) -> Answered:
+    result = await bridge.ask(origin, prompt, surface(chat, origin))
     assert isinstance(result, Answered), result
     return result
 
@@ -92,7 +92,7 @@ async def test_continue_replies_to_the_cut_answer_in_the_same_branch(
     bridge = await open_bridge(bridge_system_prompt="")
     g4f.length_limit_words = 3
     g4f.answers["count"] = "one two three four five"
-    cut = await ask(bridge, chat, "count", where=GROUP)  # a group: no head to fall back on
+    cut = await ask(bridge, chat, "count", origin=GROUP)  # a group: no head to fall back on
     g4f.length_limit_words = 0
     g4f.answers[CONTINUE_PROMPT] = "four five"
     rest = await bridge.continue_answer(GROUP, surface(chat, GROUP), message_id=cut.messages[0].id)
@@ -169,7 +169,7 @@ async def test_reported_usage_is_stored_and_shown_in_status(
     assert (first.tokens.prompt, first.tokens.completion, first.tokens.estimated) == (2, 5, False)
     second = await ask(bridge, chat, "again")  # prompt: 2 + 5 + 1 words, answer "You said: again"
     assert second.tokens is not None and second.tokens.total == 8 + 3
-    await ask(bridge, chat, "not mine", where=OTHER)
+    await ask(bridge, chat, "not mine", origin=OTHER)
     status = await bridge.status(DM)
     assert isinstance(status, Status)
     assert (status.tokens_today, status.conversation_tokens) == (7 + 11, 7 + 11)
@@ -342,7 +342,7 @@ async def test_many_sources_are_capped_and_the_toggle_is_per_chat(
     bridge = await open_bridge()
     g4f.web_sources = [(f"t{i}" * 40, f"https://example.com/{i}") for i in range(8)]
     assert await bridge.set_web_search(GROUP) == WebSearchSet(True)
-    result = await ask(bridge, chat, "search", where=GROUP)
+    result = await ask(bridge, chat, "search", origin=GROUP)
     last = chat.messages[result.messages[-1].id].splitlines()[-1]
     assert last.startswith("🔎 Sources: ") and last.endswith(" (+3 more)")
     assert last.count("](https://") == MAX_SOURCES and "…](https://example.com/0)" in last
@@ -351,7 +351,7 @@ async def test_many_sources_are_capped_and_the_toggle_is_per_chat(
     assert "🔎 Web search is on in this chat." in status_text(status)
     again = await bridge.regenerate(GROUP, result.messages[0].id, surface(chat, GROUP))
     assert isinstance(again, Answered) and g4f.chat_requests()[-1].json["web_search"] is True
-    other = await ask(bridge, chat, "elsewhere", where=DM)  # another chat: still off
+    other = await ask(bridge, chat, "elsewhere", origin=DM)  # another chat: still off
     assert "Sources" not in chat.messages[other.messages[0].id]
     assert await bridge.set_web_search(GROUP) == WebSearchSet(False)
 

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.bridge import Bridge
-from core.conversations import Where
+from core.conversations import Origin
 from core.errors import ModelProviderFailed, UpstreamTimeout
 from core.http import API_PROBE_TTL, HealthServer, HttpAddressError, serve_bridge
 from core.metrics import Metrics, error_kind
@@ -28,7 +28,7 @@ from tests.fakes.telegram_server import FakeTelegram
 from tests.processes import CLI, endpoint_url, telegram_run_env
 from tests.test_cli import run_cli
 
-WHERE = Where("test", "chat-4242", "user-7777", is_private=True)
+WHERE = Origin("test", "chat-4242", "user-7777", is_private=True)
 OpenBridge = Callable[..., Awaitable[Bridge]]
 
 
@@ -239,7 +239,7 @@ async def test_metrics_show_the_queue_and_streams_now(
     first = asyncio.create_task(
         bridge.ask(WHERE, "long", RecordingSurface(chat, chat="a"), model="trickle")
     )
-    other = Where("test", "chat-b", "user-b", is_private=True)
+    other = Origin("test", "chat-b", "user-b", is_private=True)
     second = asyncio.create_task(bridge.ask(other, "hi", RecordingSurface(chat, chat="b")))
     while not (bridge.gate.waiting == 1 and chat.writes):
         await asyncio.sleep(0.01)

@@ -608,7 +608,7 @@ def cell_allows(cell: str, *, user_listed: bool, chat_listed: bool, guild_listed
     """What a cell of the table says about one user in one place."""
     if cell == "admins only":
         return False
-    who, _, where = cell.partition(" in ")
+    who, _, origin = cell.partition(" in ")
     places = {
         "": True,
         "listed chats": chat_listed,
@@ -616,8 +616,8 @@ def cell_allows(cell: str, *, user_listed: bool, chat_listed: bool, guild_listed
         "listed guilds": guild_listed,
         "listed guilds or channels": guild_listed or chat_listed,
     }
-    assert who in ("everyone", "listed users") and where in places, cell
-    return (who == "everyone" or user_listed) and places[where]
+    assert who in ("everyone", "listed users") and origin in places, cell
+    return (who == "everyone" or user_listed) and places[origin]
 
 
 def test_the_access_table_covers_every_combination_once() -> None:

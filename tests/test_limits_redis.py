@@ -5,50 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.bridge import Bridge
 from core.clock import SystemClock
-from core.conversations import Where
+from core.conversations import Origin
 from core.limits import Rate, RateDecision
 from core.limits_redis import RedisLockManager, RedisRateLimiter
 from core.results import Answered, Refusal, RefusalReason
-from tests.conftest import MakeSettings, service_missing
+from tests.conftest import MakeSettings, RedisDb
 from tests.fakes.clock import ManualClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
 
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except (RedisConnectionError, OSError) as exc:
-        await client.aclose()
-        service_missing(f"no Redis at {REDIS_URL}: {exc}")
-    prefix = f"g4f-bridge-test-{secrets.token_hex(4)}:"
-    client.prefix = prefix  # type: ignore[attr-defined]
-    yield client
-    keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-def prefix(redis: Redis) -> str:
-    return redis.prefix  # type: ignore[attr-defined, no-any-return]
-
-
-async def test_sliding_window_exact(redis: Redis) -> None:
+async def test_sliding_window_exact(redis_db: RedisDb) -> None:
     clock = ManualClock()
-    limiter = RedisRateLimiter(redis, clock, prefix=prefix(redis))
+    limiter = RedisRateLimiter(redis_db.client, clock, prefix=redis_db.prefix)
     rate = Rate.parse("3/minute")
     decisions = []
     for _ in range(3):
@@ -66,23 +40,23 @@ async def test_sliding_window_exact(redis: Redis) -> None:
     assert not (await limiter.hit("u1", rate)).allowed
 
 
-async def test_two_instances_share_the_limit(redis: Redis) -> None:
+async def test_two_instances_share_the_limit(redis_db: RedisDb) -> None:
     clock = ManualClock()
-    a = RedisRateLimiter(redis, clock, prefix=prefix(redis))
-    b = RedisRateLimiter(redis, clock, prefix=prefix(redis))
+    a = RedisRateLimiter(redis_db.client, clock, prefix=redis_db.prefix)
+    b = RedisRateLimiter(redis_db.client, clock, prefix=redis_db.prefix)
     rate = Rate.parse("2/minute")
     assert (await a.hit("u", rate)).allowed
     assert (await b.hit("u", rate)).allowed
     assert not (await a.hit("u", rate)).allowed
 
 
-async def test_locks_only_holder_releases_and_they_expire(redis: Redis) -> None:
+async def test_locks_only_holder_releases_and_they_expire(redis_db: RedisDb) -> None:
     clock = ManualClock()
-    locks = RedisLockManager(redis, clock, prefix=prefix(redis))
+    locks = RedisLockManager(redis_db.client, clock, prefix=redis_db.prefix)
     lease = await locks.try_acquire("chat:u1", ttl=30)
     assert lease is not None
     assert await locks.try_acquire("chat:u1", ttl=30) is None
-    other = RedisLockManager(redis, clock, prefix=prefix(redis))
+    other = RedisLockManager(redis_db.client, clock, prefix=redis_db.prefix)
     await other.release(type(lease)(lease.key, "not-the-token", lease.expires_at))
     assert await locks.try_acquire("chat:u1", ttl=30) is None
     await locks.release(lease)
@@ -97,28 +71,29 @@ async def test_locks_only_holder_releases_and_they_expire(redis: Redis) -> None:
 
 
 async def test_two_bridges_share_user_limits_through_redis(
-    redis: Redis, make_settings: MakeSettings, g4f: FakeG4F
+    redis_db: RedisDb, make_settings: MakeSettings, g4f: FakeG4F
 ) -> None:
     user = f"user-{secrets.token_hex(4)}"
-    where = Where("test", "dm", user, is_private=True)
-    settings = make_settings(bridge_limits_url=REDIS_URL, bridge_user_rate="1/minute")
+    origin = Origin("test", "dm", user, is_private=True)
+    settings = make_settings(
+        bridge_limits_url=redis_db.url,
+        bridge_limits_prefix=redis_db.prefix,
+        bridge_user_rate="1/minute",
+    )
     first, second = await Bridge.open(settings), await Bridge.open(settings)
     try:
         chat = ChatServer(clock=SystemClock(), interval=0.05)
-        answered = await first.ask(where, "hi", RecordingSurface(chat, chat="dm"))
-        refused = await second.ask(where, "hi", RecordingSurface(chat, chat="dm"))
+        answered = await first.ask(origin, "hi", RecordingSurface(chat, chat="dm"))
+        refused = await second.ask(origin, "hi", RecordingSurface(chat, chat="dm"))
     finally:
         await first.close()
         await second.close()
-        keys = [k async for k in redis.scan_iter(match=f"g4f-bridge:*{user}*")]
-        if keys:
-            await redis.delete(*keys)
     assert isinstance(answered, Answered)
     assert isinstance(refused, Refusal) and refused.reason is RefusalReason.RATE_LIMITED
 
 
-async def test_held_tells_whether_a_lock_is_taken(redis: Redis) -> None:
-    locks = RedisLockManager(redis, ManualClock(), prefix=prefix(redis))
+async def test_held_tells_whether_a_lock_is_taken(redis_db: RedisDb) -> None:
+    locks = RedisLockManager(redis_db.client, ManualClock(), prefix=redis_db.prefix)
     assert not await locks.held("k")
     lease = await locks.try_acquire("k", ttl=30)
     assert lease is not None and await locks.held("k")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, SecretStr
 
 from core.bridge import Bridge
 from core.client import G4FClient
-from core.conversations import Where
+from core.conversations import Origin
 from core.logs import ANSWER_ID, configure_logging, follows_answer, secrets_of
 from core.results import Answered
 from core.settings import Settings
@@ -23,7 +23,7 @@ from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
 
-WHERE = Where("test", "dm-1", "u1", is_private=True)
+WHERE = Origin("test", "dm-1", "u1", is_private=True)
 
 
 @pytest.fixture

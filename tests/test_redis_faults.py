@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from core.bridge import Bridge
-from core.conversations import Where
+from core.conversations import Origin
 from core.limits import MemoryLockManager, MemoryRateLimiter, Rate
 from core.limits_redis import (
     FailoverLockManager,
@@ -35,8 +35,8 @@ from tests.fakes.redis_server import RedisServer, free_port
 from tests.fakes.surface import ChatServer, RecordingSurface
 
 LOGGER = "core.limits_redis"
-ASKER = Where("test", "dm-1", "u1", is_private=True)
-OTHER = Where("test", "dm-2", "u2", is_private=True)
+ASKER = Origin("test", "dm-1", "u1", is_private=True)
+OTHER = Origin("test", "dm-2", "u2", is_private=True)
 RATE = Rate.parse("3/minute")
 
 

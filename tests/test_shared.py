@@ -19,7 +19,7 @@ from bots.telegram.surface import chat_limits
 from core.bridge import Bridge
 from core.bridge.base import CRASH_NOTE, JUST_STARTED
 from core.clock import Clock, SystemClock
-from core.conversations import Where
+from core.conversations import Origin
 from core.limits_redis import RedisLink
 from core.render.renderer import INDICATOR, Outcome, RenderOptions, RenderResult, StreamRenderer
 from core.render.scheduler import WriteScheduler
@@ -236,14 +236,14 @@ async def test_stop_pressed_on_another_bridge_stops_the_answer(
         g4f.trickle_interval = 0.05
         g4f.answers["long"] = " ".join(f"w{i}" for i in range(400))
         chat = ChatServer(clock=clock, interval=0.1, burst=5)
-        asker = Where("telegram", "dm-1", "u1", is_private=True)
+        asker = Origin("telegram", "dm-1", "u1", is_private=True)
         answer = asyncio.create_task(
             streaming.ask(asker, "long", RecordingSurface(chat, chat="dm-1", max_length=4000),
                           model="trickle")
         )  # fmt: skip
         await until(lambda: bool(chat.messages), "the answer shows text")
         message_id = next(iter(chat.messages))
-        stranger = Where("telegram", "dm-1", "u2", is_private=True)
+        stranger = Origin("telegram", "dm-1", "u2", is_private=True)
         async with asyncio.timeout(5):
             while (result := await other.stop(stranger, message_id)) is StopResult.FINISHED:
                 await asyncio.sleep(0.02)  # until its registration reached Redis
@@ -293,7 +293,7 @@ async def test_answers_no_live_replica_holds_are_ended_by_the_sweep_or_a_stop_pr
                 )
             )  # fmt: skip
         live.answers.add(f"message:test:room:{refs['held'].id}", "u1")
-        asker = Where("test", "room", "u1")
+        asker = Origin("test", "room", "u1")
         async with asyncio.timeout(5):
             while not await live.answers.alive([f"message:test:room:{refs['held'].id}"]):
                 await asyncio.sleep(0.01)

@@ -23,7 +23,7 @@ import pytest
 from core.bridge import Bridge
 from core.client import G4FClient
 from core.clock import SystemClock
-from core.conversations import Where
+from core.conversations import Origin
 from core.errors import (
     StoreBusy,
     StoreDiskError,
@@ -37,7 +37,7 @@ from tests.conftest import MakeSettings
 from tests.fakes.surface import ChatServer, RecordingSurface
 
 APOLOGY = "I can't reach my conversation store right now; please try again in a minute."
-ADMIN = Where("test", "dm-1", "boss", is_private=True)
+ADMIN = Origin("test", "dm-1", "boss", is_private=True)
 PROJECT = Path(__file__).resolve().parent.parent
 
 Unwritable = Callable[[Path], None]

@@ -45,7 +45,7 @@ from bots.discord.surface import (
 )
 from bots.discord.texts import SORRY, parse_page_id
 from core.bridge import Bridge, ModelKind
-from core.conversations import Where
+from core.conversations import Origin
 from core.http import Routes
 from core.menus import model_menu
 from core.notices import ForbiddenNotices
@@ -67,10 +67,10 @@ SHUTDOWN_GRACE = 5.0  # seconds for stopped answers to write their final edit
 _PLATFORM_ERRORS = (discord.DiscordException, aiohttp.ClientError, OSError, TimeoutError)
 
 
-def where_of_interaction(interaction: discord.Interaction) -> Where:
+def origin_of_interaction(interaction: discord.Interaction) -> Origin:
     """The platform-neutral place of an interaction."""
     channel = interaction.channel
-    return Where(
+    return Origin(
         platform=PLATFORM,
         chat_id=str(interaction.channel_id),
         user_id=str(interaction.user.id),
@@ -79,9 +79,9 @@ def where_of_interaction(interaction: discord.Interaction) -> Where:
     )
 
 
-def where_of_message(message: discord.Message) -> Where:
+def origin_of_message(message: discord.Message) -> Origin:
     """The platform-neutral place of a message."""
-    return Where(
+    return Origin(
         platform=PLATFORM,
         chat_id=str(message.channel.id),
         user_id=str(message.author.id),
@@ -233,9 +233,9 @@ class BridgeClient(discord.Client):
         else:
             await interaction.response.send_message(text, ephemeral=True)
 
-    async def refuse_early(self, interaction: discord.Interaction, where: Where) -> bool:
+    async def refuse_early(self, interaction: discord.Interaction, origin: Origin) -> bool:
         """Answer privately and return True when the user may not use the bot here."""
-        refusal = self.bridge.check_access(where)
+        refusal = self.bridge.check_access(origin)
         if refusal is None:
             return False
         await self.reply(interaction, refusal.message)
@@ -270,13 +270,13 @@ class BridgeClient(discord.Client):
         web: bool = False,
     ) -> None:
         """/ask: defer at once, then stream the answer into the deferred message."""
-        where = where_of_interaction(interaction)
-        if await self.refuse_early(interaction, where):
+        origin = origin_of_interaction(interaction)
+        if await self.refuse_early(interaction, origin):
             return
         async with self.answer_surface(interaction, ephemeral=private) as surface:
             files = await attachments_of([image]) if image is not None else []
             result = await self.bridge.ask(
-                where, prompt, surface, model=model, attachments=files,
+                origin, prompt, surface, model=model, attachments=files,
                 web_search=True if web else None,
             )  # fmt: skip
             if isinstance(result, Refusal):
@@ -286,18 +286,18 @@ class BridgeClient(discord.Client):
         self, interaction: discord.Interaction, prompt: str, model: str | None, size: str | None
     ) -> None:
         """/imagine: defer, then the image (or the error) replaces the deferred message."""
-        where = where_of_interaction(interaction)
-        if await self.refuse_early(interaction, where):
+        origin = origin_of_interaction(interaction)
+        if await self.refuse_early(interaction, origin):
             return
         async with self.answer_surface(interaction, ephemeral=False, text_soon=False) as surface:
-            result = await self.bridge.imagine(where, prompt, surface, model=model, size=size)
+            result = await self.bridge.imagine(origin, prompt, surface, model=model, size=size)
             if isinstance(result, Refusal):
                 await surface.refuse(result.message)
 
     async def cmd_models(self, interaction: discord.Interaction, query: str) -> None:
         """/models: the first page of the (filtered) model list, privately."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        page = await self.bridge.models(where_of_interaction(interaction), query=query)
+        page = await self.bridge.models(origin_of_interaction(interaction), query=query)
         await self.show_models(interaction, page)
 
     async def show_models(
@@ -314,7 +314,7 @@ class BridgeClient(discord.Client):
         """/model: choose the user's model (everywhere, or only in this channel)."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         result = await self.bridge.set_model(
-            where_of_interaction(interaction), name, scope="chat" if here else "user"
+            origin_of_interaction(interaction), name, scope="chat" if here else "user"
         )
         await self.reply(interaction, reply_text(result))
 
@@ -323,7 +323,7 @@ class BridgeClient(discord.Client):
     ) -> list[app_commands.Choice[str]]:
         """Autocomplete: up to 25 models whose name contains what the user typed."""
         page = await self.bridge.models(
-            where_of_interaction(interaction), query=current, page_size=MAX_CHOICES, kind=kind
+            origin_of_interaction(interaction), query=current, page_size=MAX_CHOICES, kind=kind
         )
         if isinstance(page, Refusal):
             return []
@@ -331,17 +331,17 @@ class BridgeClient(discord.Client):
 
     async def cmd_reset(self, interaction: discord.Interaction) -> None:
         """/reset: start a new conversation in this channel."""
-        result = await self.bridge.reset(where_of_interaction(interaction))
+        result = await self.bridge.reset(origin_of_interaction(interaction))
         await self.reply(interaction, reply_text(result))
 
     async def cmd_system(self, interaction: discord.Interaction, prompt: str) -> None:
         """/system: set this channel's system prompt (the core lets only admins)."""
-        result = await self.bridge.set_system_prompt(where_of_interaction(interaction), prompt)
+        result = await self.bridge.set_system_prompt(origin_of_interaction(interaction), prompt)
         await self.reply(interaction, reply_text(result))
 
     async def cmd_status(self, interaction: discord.Interaction) -> None:
         """/status: the user's model, limits and this channel's conversation."""
-        result = await self.bridge.status(where_of_interaction(interaction))
+        result = await self.bridge.status(origin_of_interaction(interaction))
         await self.reply(interaction, reply_text(result))
 
     # --- buttons ----------------------------------------------------------------------------
@@ -370,7 +370,7 @@ class BridgeClient(discord.Client):
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
         """Stop: end the answer streaming in the clicked message (its asker or an admin)."""
-        result = await self.bridge.stop(where_of_interaction(interaction), str(message.id))
+        result = await self.bridge.stop(origin_of_interaction(interaction), str(message.id))
         if result is StopResult.STOPPED:
             await interaction.response.defer()  # the answer's own final edit shows "Stopped"
         else:
@@ -380,12 +380,12 @@ class BridgeClient(discord.Client):
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
         """Regenerate: answer the same question again, as a new message (a new branch)."""
-        where = where_of_interaction(interaction)
-        if await self.refuse_early(interaction, where):
+        origin = origin_of_interaction(interaction)
+        if await self.refuse_early(interaction, origin):
             return
         private = message.flags.ephemeral
         async with self.answer_surface(interaction, ephemeral=private) as surface:
-            result = await self.bridge.regenerate(where, str(message.id), surface)
+            result = await self.bridge.regenerate(origin, str(message.id), surface)
             if isinstance(result, Refusal):
                 await surface.refuse(result.message)
 
@@ -393,19 +393,21 @@ class BridgeClient(discord.Client):
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
         """Continue: the rest of an answer cut at the length limit, as a reply to it."""
-        where = where_of_interaction(interaction)
-        if await self.refuse_early(interaction, where):
+        origin = origin_of_interaction(interaction)
+        if await self.refuse_early(interaction, origin):
             return
         private = message.flags.ephemeral
         async with self.answer_surface(interaction, ephemeral=private) as surface:
-            result = await self.bridge.continue_answer(where, surface, message_id=str(message.id))
+            result = await self.bridge.continue_answer(origin, surface, message_id=str(message.id))
             if isinstance(result, Refusal):
                 await surface.refuse(result.message)
 
     async def page_clicked(self, interaction: discord.Interaction, page: int, query: str) -> None:
         """Turn a page of a /models list."""
         await interaction.response.defer()
-        result = await self.bridge.models(where_of_interaction(interaction), query=query, page=page)
+        result = await self.bridge.models(
+            origin_of_interaction(interaction), query=query, page=page
+        )
         await self.show_models(interaction, result)
 
     # --- messages ---------------------------------------------------------------------------
@@ -429,10 +431,12 @@ class BridgeClient(discord.Client):
             reply_to=message,
             attachment_limit=guild.filesize_limit if guild else DEFAULT_ATTACHMENT_LIMIT,
         )
-        where = where_of_message(message)
+        origin = origin_of_message(message)
         self.inflight.track_current()
         files = await attachments_of(message.attachments)
-        result = await self.bridge.ask(where, prompt, surface, reply_to=reply_to, attachments=files)
+        result = await self.bridge.ask(
+            origin, prompt, surface, reply_to=reply_to, attachments=files
+        )
         if isinstance(result, Refusal) and (text := result.shown) is not None:
             # A reply of our own, within the channel's write budget shared with the answers.
             await self.bridge.write_within_budget(surface, lambda: surface.send(text))

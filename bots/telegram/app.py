@@ -53,7 +53,7 @@ from bots.telegram.surface import (
 from bots.telegram.webhook import WebhookReceiver
 from core.attachments import Attachment
 from core.bridge import Bridge
-from core.conversations import Where
+from core.conversations import Origin
 from core.http import Routes
 from core.menus import ModelMenu, model_menu, parse_page_payload
 from core.notices import ForbiddenNotices
@@ -107,9 +107,9 @@ def escape_markdown(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
-def where_of(chat: Chat, user: User) -> Where:
+def origin_of(chat: Chat, user: User) -> Origin:
     """The platform-neutral place of a message."""
-    return Where(
+    return Origin(
         platform=PLATFORM,
         chat_id=str(chat.id),
         user_id=str(user.id),
@@ -199,7 +199,7 @@ class Command:
     """A command message, where it was sent, and the surface that replies to it."""
 
     message: Message
-    where: Where
+    origin: Origin
     surface: TelegramSurface
 
 
@@ -324,7 +324,7 @@ class TelegramBot:
             return None
         message, chat, user = parts
         surface = self.surface(context, chat, reply_to=message.message_id)
-        return Command(message, where_of(chat, user), surface)
+        return Command(message, origin_of(chat, user), surface)
 
     async def show(self, surface: TelegramSurface, result: Reply | Refusal) -> None:
         """A use case's result as a reply: its text, or the refusal (unless quiet)."""
@@ -337,9 +337,9 @@ class TelegramBot:
         """/start and /help: what the bot does, the user's model, the commands."""
         if (cmd := self.command(update, context)) is None:
             return
-        if (refusal := self.bridge.check_access(cmd.where)) is not None:
+        if (refusal := self.bridge.check_access(cmd.origin)) is not None:
             return await self.refuse(cmd.surface, refusal)
-        model = await self.bridge.model_for(cmd.where)
+        model = await self.bridge.model_for(cmd.origin)
         await self.say(cmd.surface, help_text(model, context.bot.username))
 
     async def on_ask(self, update: Update, context: Context) -> None:
@@ -360,7 +360,7 @@ class TelegramBot:
             replied = replied_bot_message(cmd.message, context.bot.id)
             await self.answer(update, context, question, replied, web_search=True)
             return
-        await self.show(cmd.surface, await self.bridge.set_web_search(cmd.where))
+        await self.show(cmd.surface, await self.bridge.set_web_search(cmd.origin))
 
     async def on_text(self, update: Update, context: Context) -> None:
         """Plain text: a prompt in private chats; in groups only if it mentions/replies to us."""
@@ -418,7 +418,7 @@ class TelegramBot:
         if (parts := _parts(update)) is None:
             return
         message, chat, user = parts
-        where = where_of(chat, user)
+        origin = origin_of(chat, user)
         surface = self.surface(context, chat, reply_to=message.message_id)
         if attachments is None:
             earlier = message.reply_to_message
@@ -426,7 +426,7 @@ class TelegramBot:
             if earlier is not None and replied is None and has_media(earlier):
                 attachments = await attachments_of(context.bot, earlier)
         result = await self.bridge.ask(
-            where,
+            origin,
             prompt,
             surface,
             reply_to=str(replied) if replied is not None else None,
@@ -440,9 +440,9 @@ class TelegramBot:
         """/stop: stop the user's answer being written in this chat (drafts included)."""
         if (cmd := self.command(update, context)) is None:
             return
-        if await self.bridge.stop_current(cmd.where):
+        if await self.bridge.stop_current(cmd.origin):
             return  # the answer itself now says "Stopped"
-        if (refusal := self.bridge.check_access(cmd.where)) is not None:
+        if (refusal := self.bridge.check_access(cmd.origin)) is not None:
             return await self.refuse(cmd.surface, refusal)
         await self.say(cmd.surface, "There is no answer of yours being written here.")
 
@@ -450,7 +450,7 @@ class TelegramBot:
         """/imagine PROMPT: core shows progress, uploads the picture or shows the failure."""
         if (cmd := self.command(update, context)) is None:
             return
-        result = await self.bridge.imagine(cmd.where, command_argument(cmd.message), cmd.surface)
+        result = await self.bridge.imagine(cmd.origin, command_argument(cmd.message), cmd.surface)
         if isinstance(result, Refusal):
             await self.refuse(cmd.surface, result)
 
@@ -458,7 +458,7 @@ class TelegramBot:
         """/models: the first page of chat models as buttons."""
         if (cmd := self.command(update, context)) is None:
             return
-        page = await self.bridge.models(cmd.where)
+        page = await self.bridge.models(cmd.origin)
         if isinstance(page, Refusal):
             return await self.refuse(cmd.surface, page)
         text, buttons = models_view(page)
@@ -469,26 +469,26 @@ class TelegramBot:
         if (cmd := self.command(update, context)) is None:
             return
         if name := command_argument(cmd.message):
-            return await self.show(cmd.surface, await self.bridge.set_model(cmd.where, name))
-        if (refusal := self.bridge.check_access(cmd.where)) is not None:
+            return await self.show(cmd.surface, await self.bridge.set_model(cmd.origin, name))
+        if (refusal := self.bridge.check_access(cmd.origin)) is not None:
             return await self.refuse(cmd.surface, refusal)
-        await self.say(cmd.surface, current_model_text(await self.bridge.model_for(cmd.where)))
+        await self.say(cmd.surface, current_model_text(await self.bridge.model_for(cmd.origin)))
 
     async def on_reset(self, update: Update, context: Context) -> None:
         """/reset and /new: the next message starts a new conversation."""
         if (cmd := self.command(update, context)) is not None:
-            await self.show(cmd.surface, await self.bridge.reset(cmd.where))
+            await self.show(cmd.surface, await self.bridge.reset(cmd.origin))
 
     async def on_system(self, update: Update, context: Context) -> None:
         """/system TEXT: this chat's persona (admins; core refuses others); empty: default."""
         if (cmd := self.command(update, context)) is not None:
-            result = await self.bridge.set_system_prompt(cmd.where, command_argument(cmd.message))
+            result = await self.bridge.set_system_prompt(cmd.origin, command_argument(cmd.message))
             await self.show(cmd.surface, result)
 
     async def on_status(self, update: Update, context: Context) -> None:
         """/status: a few lines about the user's model, limits and conversation."""
         if (cmd := self.command(update, context)) is not None:
-            await self.show(cmd.surface, await self.bridge.status(cmd.where))
+            await self.show(cmd.surface, await self.bridge.status(cmd.origin))
 
     # --- buttons ----------------------------------------------------------------------------
     async def on_button(self, update: Update, context: Context) -> None:
@@ -522,7 +522,7 @@ class TelegramBot:
         if (found := _button(update)) is None:
             return await _answer_stale(update)
         query, message, user = found
-        result = await self.bridge.stop(where_of(message.chat, user), str(message.message_id))
+        result = await self.bridge.stop(origin_of(message.chat, user), str(message.message_id))
         await CallbackAck(query)(stop_text(result))
 
     async def on_regenerate_button(self, update: Update, context: Context) -> None:
@@ -530,11 +530,11 @@ class TelegramBot:
         if (found := _button(update)) is None:
             return await _answer_stale(update)
         query, message, user = found
-        where = where_of(message.chat, user)
+        origin = origin_of(message.chat, user)
         ack = CallbackAck(query)
         asker = message.reply_to_message.message_id if message.reply_to_message else None
         surface = self.surface(context, message.chat, reply_to=asker, on_first_write=ack)
-        result = await self.bridge.regenerate(where, str(message.message_id), surface)
+        result = await self.bridge.regenerate(origin, str(message.message_id), surface)
         if isinstance(result, Refusal):
             await ack(result.shown)
         else:
@@ -545,13 +545,13 @@ class TelegramBot:
         if (found := _button(update)) is None:
             return await _answer_stale(update)
         query, message, user = found
-        where = where_of(message.chat, user)
+        origin = origin_of(message.chat, user)
         ack = CallbackAck(query)
         surface = self.surface(
             context, message.chat, reply_to=message.message_id, on_first_write=ack
         )
         result = await self.bridge.continue_answer(
-            where, surface, message_id=str(message.message_id)
+            origin, surface, message_id=str(message.message_id)
         )
         if isinstance(result, Refusal):
             await ack(result.shown)
@@ -565,7 +565,7 @@ class TelegramBot:
         query, message, user = found
         ack = CallbackAck(query)
         number = int((query.data or "mp:0").removeprefix("mp:"))
-        page = await self.bridge.models(where_of(message.chat, user), page=number)
+        page = await self.bridge.models(origin_of(message.chat, user), page=number)
         if isinstance(page, Refusal):
             await ack(page.shown)
             return
@@ -580,12 +580,12 @@ class TelegramBot:
             return await _answer_stale(update)
         query, message, user = found
         ack = CallbackAck(query)
-        where = where_of(message.chat, user)
-        name = await self._model_of_button(where, query.data or "")
+        origin = origin_of(message.chat, user)
+        name = await self._model_of_button(origin, query.data or "")
         if name is None:
             await ack("This list is out of date; open /models again.")
             return
-        result = await self.bridge.set_model(where, name)
+        result = await self.bridge.set_model(origin, name)
         if isinstance(result, Refusal):
             await ack(result.shown)
             return
@@ -593,11 +593,11 @@ class TelegramBot:
         surface = self.surface(context, message.chat, reply_to=None)
         await self.revise(surface, message.message_id, model_chosen_text(result))
 
-    async def _model_of_button(self, where: Where, data: str) -> str | None:
+    async def _model_of_button(self, origin: Origin, data: str) -> str | None:
         if data.startswith("m:"):
             return data.removeprefix("m:")
         _, page_number, index = data.split(":")
-        page = await self.bridge.models(where, page=int(page_number))
+        page = await self.bridge.models(origin, page=int(page_number))
         if isinstance(page, Refusal) or page.page != int(page_number):
             return None
         items = page.items

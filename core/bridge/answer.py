@@ -23,7 +23,7 @@ from core.bridge.base import (
 )
 from core.clock import wait_for_event
 from core.continuation import mark_cut
-from core.conversations import History, Where
+from core.conversations import History, Origin
 from core.errors import (
     ModelNotOffered,
     ModelUnavailable,
@@ -57,17 +57,17 @@ class AnswerInProgress:
     """
 
     def __init__(
-        self, bridge: BridgeBase, where: Where, user_turn: Turn, lease: Lease, model: str
+        self, bridge: BridgeBase, origin: Origin, user_turn: Turn, lease: Lease, model: str
     ) -> None:
         self.bridge = bridge
-        self.where = where
+        self.origin = origin
         self.user_turn = user_turn
         self.lease = lease
         self.model = model  # updated when a fallback model answers
         self.messages: list[MessageRef] = []
         self.turn_id: int | None = None
         self.linked = 0  # how many of the messages are linked to the stored turn
-        self.keys = [inflight_key(where)]
+        self.keys = [inflight_key(origin)]
         self.renderer: StreamRenderer
         self._showing: list[tuple[MessageRef, str]] | None = None  # to record, latest first
         self._recorder: asyncio.Task[None] | None = None
@@ -112,7 +112,7 @@ class AnswerInProgress:
             if not bridge._running:
                 bridge._all_ended.set()
             await self._forget_streaming()
-        bridge.metrics.answer_finished(self.where.platform, result)
+        bridge.metrics.answer_finished(self.origin.platform, result)
         await self._link_late_messages()
         return Answered(
             outcome=result.outcome,
@@ -128,7 +128,7 @@ class AnswerInProgress:
 
     def shown(self, ref: MessageRef) -> None:
         self.messages.append(ref)
-        self.keys.append(message_key(self.where, ref.id))
+        self.keys.append(message_key(self.origin, ref.id))
         self.bridge._track(self.keys[-1], self)
 
     # --- what the messages show, in case this process dies mid-answer -----------------------
@@ -157,8 +157,8 @@ class AnswerInProgress:
 
     def _streaming(self, shown: list[tuple[MessageRef, str]]) -> StreamingAnswer:
         return StreamingAnswer(
-            self.where.chat,
-            self.where.user_id,
+            self.origin.chat,
+            self.origin.user_id,
             self.user_turn.id,
             self.model,
             tuple((ref.id, text) for ref, text in shown),
@@ -182,7 +182,7 @@ class AnswerInProgress:
     async def ended(self, outcome: Outcome, text: str) -> None:
         bridge = self.bridge
         self.turn_id = await bridge._remember(
-            self.where, self.user_turn, text, self.model, self.messages
+            self.origin, self.user_turn, text, self.model, self.messages
         )
         self.linked = len(self.messages)
         await bridge.locks.release(self.lease)
@@ -197,7 +197,7 @@ class AnswerInProgress:
         if self.turn_id is not None:
             await bridge.store.record_tokens(
                 self.turn_id,
-                user_scope=user_scope(self.where, per_chat=False),
+                user_scope=user_scope(self.origin, per_chat=False),
                 prompt_tokens=tokens.prompt,
                 completion_tokens=tokens.completion,
                 estimated=tokens.estimated,
@@ -237,4 +237,4 @@ class AnswerInProgress:
         """Link the parts that the final write added after the turn was stored."""
         if self.turn_id is not None:
             for ref in self.messages[self.linked :]:
-                await self.bridge.store.link_message(self.where.message(ref.id), self.turn_id)
+                await self.bridge.store.link_message(self.origin.message(ref.id), self.turn_id)

@@ -12,7 +12,7 @@ from core.attachments import (
 from core.bridge.answer import AnswerInProgress
 from core.bridge.base import BridgeBase, apologizes, check_prompt, inflight_key
 from core.continuation import CONTINUE_PROMPT, NOTHING_TO_CONTINUE
-from core.conversations import History, Where, build_history, find_parent
+from core.conversations import History, Origin, build_history, find_parent
 from core.logs import follows_answer
 from core.render.surface import MessageSurface
 from core.results import (
@@ -31,7 +31,7 @@ class Asking(BridgeBase):
     @apologizes
     async def ask(
         self,
-        where: Where,
+        origin: Origin,
         prompt: str,
         surface: MessageSurface,
         *,
@@ -53,31 +53,31 @@ class Asking(BridgeBase):
             prompt = files.prompt_with_files(prompt)
         # --- end issue 12 ---
         if refusal is None:
-            refusal = await self._admit(where)
+            refusal = await self._admit(origin)
         if refusal is not None:
             return refusal
         parent = await find_parent(
             self.store,
-            where,
+            origin,
             reply_to=reply_to,
             now=self.clock.wall(),
             idle_seconds=self.settings.bridge_conversation_idle_minutes * 60,
         )
         return await self._answer(
-            where, surface, parent, prompt, model, user_turn=None,
+            origin, surface, parent, prompt, model, user_turn=None,
             images=files.images, notes=files.refused, web_search=web_search,
         )  # fmt: skip
 
     @follows_answer
     @apologizes
     async def regenerate(
-        self, where: Where, message_id: str, surface: MessageSurface
+        self, origin: Origin, message_id: str, surface: MessageSurface
     ) -> Answered | Refusal:
         """Answer the question behind an earlier answer again, as a new branch."""
-        refusal = await self._admit(where)
+        refusal = await self._admit(origin)
         if refusal is not None:
             return refusal
-        turn_id = await self.store.turn_for_message(where.message(message_id))
+        turn_id = await self.store.turn_for_message(origin.message(message_id))
         answer = await self.store.get_turn(turn_id) if turn_id is not None else None
         question = (
             await self.store.get_turn(answer.parent_id)
@@ -87,34 +87,34 @@ class Asking(BridgeBase):
         if answer is None or question is None or question.role != "user":
             return Refusal(RefusalReason.NOT_FOUND, "I no longer know what that answer replied to.")
         return await self._answer(
-            where, surface, question.parent_id, question.content, None, user_turn=question
+            origin, surface, question.parent_id, question.content, None, user_turn=question
         )
 
     @follows_answer
     @apologizes
     async def continue_answer(
-        self, where: Where, surface: MessageSurface, *, message_id: str | None = None
+        self, origin: Origin, surface: MessageSurface, *, message_id: str | None = None
     ) -> Answered | Refusal:
         """Ask for the rest of an answer cut at the length limit: a new answer replying to it
         (the answer showing in `message_id`, else this chat's latest answer)."""
-        refusal = await self._admit(where)
+        refusal = await self._admit(origin)
         if refusal is not None:
             return refusal
         if message_id is not None:
-            turn_id = await self.store.turn_for_message(where.message(message_id))
+            turn_id = await self.store.turn_for_message(origin.message(message_id))
         else:
-            head = await self.store.get_head(where.chat)
+            head = await self.store.get_head(origin.chat)
             turn_id = head.turn_id if head is not None else None
         answer = await self.store.get_turn(turn_id) if turn_id is not None else None
         if answer is None or answer.role != "assistant":
             return Refusal(RefusalReason.NOT_FOUND, NOTHING_TO_CONTINUE)
         return await self._answer(
-            where, surface, answer.id, CONTINUE_PROMPT, answer.model, user_turn=None
+            origin, surface, answer.id, CONTINUE_PROMPT, answer.model, user_turn=None
         )
 
     async def _answer(
         self,
-        where: Where,
+        origin: Origin,
         surface: MessageSurface,
         parent: int | None,
         prompt: str,
@@ -126,7 +126,7 @@ class Asking(BridgeBase):
         web_search: bool | None = None,
     ) -> Answered | Refusal:
         lease = await self.locks.try_acquire(
-            inflight_key(where), ttl=self.settings.g4f_timeout_total + 60
+            inflight_key(origin), ttl=self.settings.g4f_timeout_total + 60
         )
         if lease is None:
             return Refusal(
@@ -135,11 +135,11 @@ class Asking(BridgeBase):
                 "Wait for it to finish or press Stop.",
             )
         try:
-            chosen = model or await self.model_for(where)
+            chosen = model or await self.model_for(origin)
             if user_turn is not None:  # a question asked again brings its images again
                 kept = await self.store.images_of([user_turn.id])
                 images = [StoredImage(*image) for image in kept.get(user_turn.id, [])]
-            history = await self._history(where, parent, prompt, images)
+            history = await self._history(origin, parent, prompt, images)
             if user_turn is None:
                 user_turn = await self.store.add_turn(
                     parent_id=parent,
@@ -152,17 +152,17 @@ class Asking(BridgeBase):
                     await self.store.add_images(
                         user_turn.id, [(i.content_type, i.data) for i in images]
                     )
-            answer = AnswerInProgress(self, where, user_turn, lease, chosen)
+            answer = AnswerInProgress(self, origin, user_turn, lease, chosen)
             answer.notes = list(notes)
             answer.web_search = (
-                await self.web_search_for(where) if web_search is None else web_search
+                await self.web_search_for(origin) if web_search is None else web_search
             )
             return await answer.stream(history, surface)
         finally:
             await self.locks.release(lease)
 
     async def _history(
-        self, where: Where, parent: int | None, prompt: str, images: Sequence[StoredImage] = ()
+        self, origin: Origin, parent: int | None, prompt: str, images: Sequence[StoredImage] = ()
     ) -> History:
         s = self.settings
         # One turn more than fits tells whether anything was left out.
@@ -170,7 +170,7 @@ class Asking(BridgeBase):
         earlier = await self.store.chain(parent, limit=limit) if parent else []
         kept = await self.store.images_of([t.id for t in earlier if t.role == "user"])
         return build_history(
-            await self.system_prompt_for(where),
+            await self.system_prompt_for(origin),
             earlier,
             prompt,
             max_messages=s.bridge_history_max_messages,

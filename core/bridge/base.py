@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal, ParamSpec, Self, TypeVar
 
 from core.client import G4FClient
 from core.clock import Clock, SystemClock, wait_for_event
-from core.conversations import Where
+from core.conversations import Origin
 from core.deliveries import FirstSeen, MemoryFirstSeen
 from core.errors import (
     BridgeError,
@@ -236,23 +236,23 @@ class BridgeBase:
         for close in self._on_close:
             await close()
 
-    def is_admin(self, where: Where) -> bool:
-        return where.is_operator or self.policy.is_admin(
-            platform=where.platform, user_id=where.user_id
+    def is_admin(self, origin: Origin) -> bool:
+        return origin.is_operator or self.policy.is_admin(
+            platform=origin.platform, user_id=origin.user_id
         )
 
-    def check_access(self, where: Where) -> Refusal | None:
+    def check_access(self, origin: Origin) -> Refusal | None:
         """None when the user may use the bot here; else a refusal (quiet after the first)."""
-        allowed = where.is_operator or self.policy.is_allowed(
-            platform=where.platform,
-            user_id=where.user_id,
-            chat_id=where.chat_id,
-            space_id=where.space_id,
-            is_private=where.is_private,
+        allowed = origin.is_operator or self.policy.is_allowed(
+            platform=origin.platform,
+            user_id=origin.user_id,
+            chat_id=origin.chat_id,
+            space_id=origin.space_id,
+            is_private=origin.is_private,
         )
         if allowed:
             return None
-        key = (where.platform, where.user_id)
+        key = (origin.platform, origin.user_id)
         quiet = key in self._refused
         self._refused.add(key)
         return Refusal(
@@ -261,16 +261,16 @@ class BridgeBase:
             quiet=quiet,
         )
 
-    async def _admit(self, where: Where) -> Refusal | None:
+    async def _admit(self, origin: Origin) -> Refusal | None:
         """Open for work, access, then the per-user rate limit (counts one request)."""
         if self._closing:
             return Refusal(
                 RefusalReason.UNAVAILABLE, "The bot is restarting. Please try again in a minute."
             )
-        refusal = self.check_access(where)
+        refusal = self.check_access(origin)
         if refusal is not None:
             return refusal
-        decision = await self.limiter.hit(user_key(where), self.settings.user_rate)
+        decision = await self.limiter.hit(user_key(origin), self.settings.user_rate)
         if not decision.allowed:
             wait = math.ceil(decision.retry_after)
             return Refusal(
@@ -299,7 +299,7 @@ class BridgeBase:
     def _track(self, key: str, answer: AnswerInProgress) -> None:
         self._running[key] = answer
         if self.answers is not None:
-            self.answers.add(key, answer.where.user_id)
+            self.answers.add(key, answer.origin.user_id)
 
     def _untrack(self, key: str) -> None:
         self._running.pop(key, None)
@@ -312,28 +312,28 @@ class BridgeBase:
         if answer is not None and not answer.renderer.ended:
             answer.renderer.stop()
 
-    async def model_for(self, where: Where) -> str:
+    async def model_for(self, origin: Origin) -> str:
         """The model a user gets here: per-chat choice, else their choice, else the default."""
-        for scope in (user_scope(where, per_chat=True), user_scope(where, per_chat=False)):
+        for scope in (user_scope(origin, per_chat=True), user_scope(origin, per_chat=False)):
             chosen = await self.store.get_preference(scope, "model")
             if chosen:
                 return chosen
         return self.settings.g4f_default_model
 
-    async def system_prompt_for(self, where: Where) -> str:
-        stored = await self.store.get_preference(chat_scope(where), "system_prompt")
+    async def system_prompt_for(self, origin: Origin) -> str:
+        stored = await self.store.get_preference(chat_scope(origin), "system_prompt")
         return self.settings.bridge_system_prompt if stored is None else stored
 
-    async def web_search_for(self, where: Where) -> bool:
+    async def web_search_for(self, origin: Origin) -> bool:
         """Whether answers in this chat search the web (off unless turned on here)."""
-        return await self.store.get_preference(chat_scope(where), "web_search") == "on"
+        return await self.store.get_preference(chat_scope(origin), "web_search") == "on"
 
     async def _remember(
-        self, where: Where, user_turn: Turn, text: str, model: str, refs: list[MessageRef]
+        self, origin: Origin, user_turn: Turn, text: str, model: str, refs: list[MessageRef]
     ) -> int | None:
         """Store the answer (partial text included) and link its messages for replies."""
         if not text:
-            await self.store.set_head(where.chat, user_turn.id, self.clock.wall())
+            await self.store.set_head(origin.chat, user_turn.id, self.clock.wall())
             return None
         turn = await self.store.add_turn(
             parent_id=user_turn.id,
@@ -343,8 +343,8 @@ class BridgeBase:
             created_at=self.clock.wall(),
         )
         for ref in refs:
-            await self.store.link_message(where.message(ref.id), turn.id)
-        await self.store.set_head(where.chat, turn.id, self.clock.wall())
+            await self.store.link_message(origin.message(ref.id), turn.id)
+        await self.store.set_head(origin.chat, turn.id, self.clock.wall())
         return turn.id
 
 
@@ -359,31 +359,31 @@ def check_prompt(prompt: str, when_empty: str) -> Refusal | None:
     return None
 
 
-def user_key(where: Where) -> str:
-    return f"rate:{where.platform}:{where.user_id}"
+def user_key(origin: Origin) -> str:
+    return f"rate:{origin.platform}:{origin.user_id}"
 
 
-def inflight_key(where: Where) -> str:
-    return f"inflight:{where.platform}:{where.chat_id}:{where.user_id}"
+def inflight_key(origin: Origin) -> str:
+    return f"inflight:{origin.platform}:{origin.chat_id}:{origin.user_id}"
 
 
-def message_key(where: Where, message_id: str) -> str:
-    return f"message:{where.platform}:{where.chat_id}:{message_id}"
+def message_key(origin: Origin, message_id: str) -> str:
+    return f"message:{origin.platform}:{origin.chat_id}:{message_id}"
 
 
 def record_keys(record: StreamingAnswer) -> list[str]:
     """The keys a recorded answer's process found it by (core.shared.answers registers them)."""
-    where = Where(record.chat.platform, record.chat.chat_id, record.user_id)
-    return [inflight_key(where)] + [message_key(where, shown) for shown, _ in record.messages]
+    origin = Origin(record.chat.platform, record.chat.chat_id, record.user_id)
+    return [inflight_key(origin)] + [message_key(origin, shown) for shown, _ in record.messages]
 
 
-def user_scope(where: Where, *, per_chat: bool) -> str:
-    scope = f"user:{where.platform}:{where.user_id}"
-    return f"{scope}@{where.platform}:{where.chat_id}" if per_chat else scope
+def user_scope(origin: Origin, *, per_chat: bool) -> str:
+    scope = f"user:{origin.platform}:{origin.user_id}"
+    return f"{scope}@{origin.platform}:{origin.chat_id}" if per_chat else scope
 
 
-def chat_scope(where: Where) -> str:
-    return f"chat:{where.platform}:{where.chat_id}"
+def chat_scope(origin: Origin) -> str:
+    return f"chat:{origin.platform}:{origin.chat_id}"
 
 
 async def send_quietly(surface: MessageSurface, text: str) -> MessageRef | None:

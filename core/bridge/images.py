@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from core.bridge.base import BridgeBase, apologizes, check_prompt, send_quietly
-from core.conversations import Where
+from core.conversations import Origin
 from core.echo import MAX_PROMPT_ECHO, echo
 from core.errors import UpstreamError
 from core.logs import follows_answer
@@ -31,7 +31,7 @@ class Imagining(BridgeBase):
     @apologizes
     async def imagine(
         self,
-        where: Where,
+        origin: Origin,
         prompt: str,
         surface: MessageSurface,
         *,
@@ -42,7 +42,7 @@ class Imagining(BridgeBase):
         prompt = clean_text(prompt).strip()
         refusal = check_prompt(prompt, "Please describe the picture after the command.")
         if refusal is None:
-            refusal = await self._admit(where)
+            refusal = await self._admit(origin)
         if refusal is not None:
             return refusal
         chosen = model or self.settings.g4f_image_model

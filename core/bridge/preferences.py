@@ -8,7 +8,7 @@ from typing import Literal
 
 from core.api_models import ModelInfo
 from core.bridge.base import BridgeBase, ModelKind, apologizes, chat_scope, user_scope
-from core.conversations import Where
+from core.conversations import Origin
 from core.echo import echo
 from core.errors import UpstreamError
 from core.menus import MODELS_PAGE_SIZE
@@ -36,7 +36,7 @@ class Preferences(BridgeBase):
     @apologizes
     async def models(
         self,
-        where: Where,
+        origin: Origin,
         *,
         query: str = "",
         page: int = 0,
@@ -44,7 +44,7 @@ class Preferences(BridgeBase):
         kind: ModelKind = "chat",
     ) -> ModelPage | Refusal:
         """One page of the models (chat models by default), filtered by a substring."""
-        refusal = self.check_access(where)
+        refusal = self.check_access(origin)
         if refusal is not None:
             return refusal
         models = await self._models()
@@ -60,7 +60,7 @@ class Preferences(BridgeBase):
         ]
         pages = max(1, math.ceil(len(chosen) / page_size))
         page = min(max(page, 0), pages - 1)
-        current = self.settings.g4f_image_model if kind == "image" else await self.model_for(where)
+        current = self.settings.g4f_image_model if kind == "image" else await self.model_for(origin)
         return ModelPage(
             items=tuple(chosen[page * page_size : (page + 1) * page_size]),
             page=page,
@@ -72,11 +72,11 @@ class Preferences(BridgeBase):
 
     @apologizes
     async def set_model(
-        self, where: Where, name: str, *, scope: Literal["user", "chat"] = "user"
+        self, origin: Origin, name: str, *, scope: Literal["user", "chat"] = "user"
     ) -> ModelChosen | Refusal:
         """Choose the user's model (everywhere, or only in this chat), checked against the API."""
         name = clean_text(name)
-        refusal = self.check_access(where)
+        refusal = self.check_access(origin)
         if refusal is not None:
             return refusal
         models = await self._models()
@@ -100,7 +100,7 @@ class Preferences(BridgeBase):
                 f"The server has no chat model called {echo(name)!r}.{hint}",
                 suggestions=close,
             )
-        scope_key = user_scope(where, per_chat=scope == "chat")
+        scope_key = user_scope(origin, per_chat=scope == "chat")
         await self.store.set_preference(scope_key, "model", exact.id)
         return ModelChosen(exact.id, scope)
 
@@ -115,34 +115,36 @@ class Preferences(BridgeBase):
         )
 
     @apologizes
-    async def set_system_prompt(self, where: Where, text: str) -> SystemPromptSet | Refusal:
+    async def set_system_prompt(self, origin: Origin, text: str) -> SystemPromptSet | Refusal:
         """Set this chat's system prompt (admins only); empty text restores the default."""
-        refusal = self.check_access(where)
+        refusal = self.check_access(origin)
         if refusal is not None:
             return refusal
-        if not self.is_admin(where):
+        if not self.is_admin(origin):
             return Refusal(RefusalReason.NOT_ADMIN, "Only the bot's admins can change its persona.")
         text = clean_text(text).strip()
-        await self.store.set_preference(chat_scope(where), "system_prompt", text or None)
+        await self.store.set_preference(chat_scope(origin), "system_prompt", text or None)
         return SystemPromptSet(text or self.settings.bridge_system_prompt)
 
     @apologizes
-    async def reset(self, where: Where) -> ConversationReset | Refusal:
+    async def reset(self, origin: Origin) -> ConversationReset | Refusal:
         """Start a new conversation in this chat."""
-        refusal = self.check_access(where)
+        refusal = self.check_access(origin)
         if refusal is not None:
             return refusal
-        had = await self.store.get_head(where.chat) is not None
-        await self.store.clear_head(where.chat)
+        had = await self.store.get_head(origin.chat) is not None
+        await self.store.clear_head(origin.chat)
         return ConversationReset(had)
 
     @apologizes
-    async def set_web_search(self, where: Where, on: bool | None = None) -> WebSearchSet | Refusal:
+    async def set_web_search(
+        self, origin: Origin, on: bool | None = None
+    ) -> WebSearchSet | Refusal:
         """Turn web search on or off for this chat (None: the other way round)."""
-        refusal = self.check_access(where)
+        refusal = self.check_access(origin)
         if refusal is not None:
             return refusal
         if on is None:
-            on = not await self.web_search_for(where)
-        await self.store.set_preference(chat_scope(where), "web_search", "on" if on else None)
+            on = not await self.web_search_for(origin)
+        await self.store.set_preference(chat_scope(origin), "web_search", "on" if on else None)
         return WebSearchSet(on)

@@ -15,7 +15,7 @@ from core.bridge.base import (
     BridgeBase,
     record_keys,
 )
-from core.conversations import Where
+from core.conversations import Origin
 from core.limits_redis import RedisDown
 from core.render.renderer import (
     INDICATOR,
@@ -75,20 +75,20 @@ class Recovering(BridgeBase):
         return age >= STALE_AFTER
 
     async def _end_abandoned(
-        self, where: Where, message_id: str, *, dead: str | None = None
+        self, origin: Origin, message_id: str, *, dead: str | None = None
     ) -> bool:
         """End the answer showing in `message_id` now if no live replica streams it."""
-        surface_for = self._surface_for.get(where.platform)
+        surface_for = self._surface_for.get(origin.platform)
         if surface_for is None:
             return False
         try:
-            recorded = await self.store.streaming_answers(where.platform)
+            recorded = await self.store.streaming_answers(origin.platform)
         except Exception:
             log.warning("could not read the answers left streaming", exc_info=True)
             return False
         for record in recorded:
             shows = any(shown_id == message_id for shown_id, _ in record.messages)
-            if record.chat.chat_id == where.chat_id and shows and await self._unheld(record, dead):
+            if record.chat.chat_id == origin.chat_id and shows and await self._unheld(record, dead):
                 await self._end_recorded([record], surface_for)
                 return True
         return False
@@ -147,17 +147,17 @@ class Recovering(BridgeBase):
         self, answer: StreamingAnswer, surface: MessageSurface | None
     ) -> None:
         chat = answer.chat
-        where = Where(chat.platform, chat.chat_id, answer.user_id)
+        origin = Origin(chat.platform, chat.chat_id, answer.user_id)
         shown = [(MessageRef(message_id), text) for message_id, text in answer.messages]
         texts = [text.removesuffix(INDICATOR) for _, text in shown]
         if (
             answer.answered
-            and await self.store.turn_for_message(where.message(shown[-1][0].id)) is None
+            and await self.store.turn_for_message(origin.message(shown[-1][0].id)) is None
         ):
             question = await self.store.get_turn(answer.question_id)
             if question is not None:
                 refs = [ref for ref, _ in shown]
-                await self._remember(where, question, join_parts(texts), answer.model, refs)
+                await self._remember(origin, question, join_parts(texts), answer.model, refs)
         if surface is None:
             return
         last_ref, _ = shown[-1]
