@@ -16,7 +16,7 @@ from bots.discord.surface import channel_limits, token_limits
 from bots.telegram.surface import chat_limits
 from core.api_models import StreamDelta
 from core.errors import ProviderFailed
-from core.render.limits import Bucket, LimitState, Window
+from core.render.limits import Bucket, Limit, LimitState, Verdict, Window
 from core.render.renderer import INDICATOR, Outcome, RenderOptions, RenderResult, StreamRenderer
 from core.render.scheduler import WriteScheduler
 from core.render.surface import Button, WriteLimits
@@ -370,3 +370,32 @@ async def test_discord_rate_limit_headers_reach_the_scheduler_by_limit_key() -> 
     assert seen == [("discord:5:create", 0, 1.5), ("discord:5:edit", 0, 1.5), (token_key, 0, 1.5)]
     assert "tok-a" not in token_key  # the token is a secret: its key is a digest
     assert limit_key_of("POST", "/api/v10/channels/5/messages") == channel_limits(5).send[0].key
+
+
+class _BrokenLedger:
+    """Shared limits that fail in a way nobody foresaw (not Redis being down)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def take(self, limits: tuple[Limit, ...], *, routine: bool, reserve: int) -> Verdict:
+        self.calls += 1
+        raise RuntimeError("a bug in the shared ledger")
+
+    async def release(
+        self, ticket: str, limits: tuple[Limit, ...], *, retry_after: float = 0.0
+    ) -> None:
+        raise AssertionError("nothing was taken")
+
+
+async def test_a_failing_shared_ledger_never_stalls_an_answer(clock: ManualClock) -> None:
+    """The shared count is consulted before each write; when it breaks, the local count alone
+    stands and the answer ends complete."""
+    server = ChatServer(clock=clock, interval=1.0, burst=3)
+    ledger = _BrokenLedger()
+    scheduler = WriteScheduler(clock, shared=ledger)
+    surface = RecordingSurface(server, chat="c", max_length=4000)
+    text = " ".join(f"w{i}" for i in range(30))
+    [result] = await run_all(clock, [answer(clock, scheduler, surface, words(text))], 30)
+    assert result.outcome is Outcome.DONE and server.shown(result.messages) == [text]
+    assert ledger.calls >= 2 and server.rate_limited == 0

@@ -272,9 +272,13 @@ class Room:
         """Make the call (its limits were taken), release them, tell the member how it went."""
         shared, ticket = self._scheduler.shared, None
         if shared is not None:
-            verdict = await shared.take(
-                write.limits, routine=write.urgency.routine, reserve=reserve
-            )
+            try:
+                verdict = await shared.take(
+                    write.limits, routine=write.urgency.routine, reserve=reserve
+                )
+            except Exception:  # the shared count is a courtesy: a bug there must not stall
+                log.exception("the shared write limits failed in %s", self.key)
+                verdict = Verdict(None)
             if verdict.ticket is None and verdict.wait > 0:
                 self._back_off(member, write, verdict)
                 return
@@ -299,7 +303,10 @@ class Room:
             self.wake()
         member.written(write, error)
         if shared is not None and ticket is not None:
-            await shared.release(ticket, write.limits, retry_after=retry_after)
+            try:
+                await shared.release(ticket, write.limits, retry_after=retry_after)
+            except Exception:  # it counts there until it expires
+                log.exception("the shared write limits failed in %s", self.key)
 
     def _back_off(self, member: Writer, write: Write, verdict: Verdict) -> None:
         """Other processes' writes fill a limit: the write did not start; the limit waits."""
