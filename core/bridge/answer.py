@@ -80,6 +80,7 @@ class AnswerInProgress:
         self.web_search = False  # issue 12: g4f searches the web; its sources follow the answer
         self.sources = SourceCollector()
         self.tally = AnswerTally(())  # issue 12: finish reason and tokens, set in `stream`
+        self.settled = asyncio.Event()  # every message it shows is linked to its stored turn
 
     async def stream(self, history: History, surface: MessageSurface) -> Answered:
         bridge = self.bridge
@@ -106,14 +107,17 @@ class AnswerInProgress:
             self.renderer.stop(INTERRUPTED_NOTE)
         try:
             result = await self.renderer.run()
+            # Linked before it leaves the running answers: a Regenerate pressed on its last
+            # message at once finds the answer here, waits for `settled`, then finds its turn.
+            await self._link_late_messages()
         finally:
+            self.settled.set()
             for key in self.keys:
                 bridge._untrack(key)
             if not bridge._running:
                 bridge._all_ended.set()
             await self._forget_streaming()
         bridge.metrics.answer_finished(self.origin.platform, result)
-        await self._link_late_messages()
         return Answered(
             outcome=result.outcome,
             text=result.text,

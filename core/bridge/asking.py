@@ -10,7 +10,7 @@ from core.attachments import (
     sort_attachments,
 )
 from core.bridge.answer import AnswerInProgress
-from core.bridge.base import BridgeBase, apologizes, check_prompt, inflight_key
+from core.bridge.base import BridgeBase, apologizes, check_prompt, inflight_key, message_key
 from core.continuation import CONTINUE_PROMPT, NOTHING_TO_CONTINUE
 from core.conversations import History, Origin, build_history, find_parent
 from core.logs import follows_answer
@@ -56,6 +56,8 @@ class Asking(BridgeBase):
             refusal = await self._admit(origin)
         if refusal is not None:
             return refusal
+        if reply_to is not None:
+            await self._linked(origin, reply_to)
         parent = await find_parent(
             self.store,
             origin,
@@ -77,7 +79,7 @@ class Asking(BridgeBase):
         refusal = await self._admit(origin)
         if refusal is not None:
             return refusal
-        turn_id = await self.store.turn_for_message(origin.message(message_id))
+        turn_id = await self._turn_shown_in(origin, message_id)
         answer = await self.store.get_turn(turn_id) if turn_id is not None else None
         question = (
             await self.store.get_turn(answer.parent_id)
@@ -90,6 +92,18 @@ class Asking(BridgeBase):
             origin, surface, question.parent_id, question.content, None, user_turn=question
         )
 
+    async def _turn_shown_in(self, origin: Origin, message_id: str) -> int | None:
+        """The stored answer a message shows."""
+        await self._linked(origin, message_id)
+        return await self.store.turn_for_message(origin.message(message_id))
+
+    async def _linked(self, origin: Origin, message_id: str) -> None:
+        """Return once `message_id` is linked to its stored answer, if that answer's final
+        writes are under way here (a reply or a press on its last message, made at once)."""
+        finishing = self._running.get(message_key(origin, message_id))
+        if finishing is not None and finishing.renderer.ended:
+            await finishing.settled.wait()
+
     @follows_answer
     @apologizes
     async def continue_answer(
@@ -101,7 +115,7 @@ class Asking(BridgeBase):
         if refusal is not None:
             return refusal
         if message_id is not None:
-            turn_id = await self.store.turn_for_message(origin.message(message_id))
+            turn_id = await self._turn_shown_in(origin, message_id)
         else:
             head = await self.store.get_head(origin.chat)
             turn_id = head.turn_id if head is not None else None
