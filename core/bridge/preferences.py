@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Literal
 
 from core.api_models import ModelInfo
 from core.bridge.base import BridgeBase, ModelKind, apologizes, chat_scope, user_scope
@@ -16,6 +15,7 @@ from core.results import (
     ConversationReset,
     ModelChosen,
     ModelPage,
+    ModelScope,
     Refusal,
     RefusalReason,
     SystemPromptSet,
@@ -27,7 +27,11 @@ from core.text import clean_text
 class Preferences(BridgeBase):
     """The model, the persona and web search a chat or user chose, and a fresh start."""
 
-    async def _models(self) -> list[ModelInfo] | Refusal:
+    async def _models(self, origin: Origin) -> list[ModelInfo] | Refusal:
+        """The API's models, for someone allowed here."""
+        refusal = self.check_access(origin)
+        if refusal is not None:
+            return refusal
         try:
             return await self.client.list_models()
         except UpstreamError as exc:
@@ -44,10 +48,7 @@ class Preferences(BridgeBase):
         kind: ModelKind = "chat",
     ) -> ModelPage | Refusal:
         """One page of the models (chat models by default), filtered by a substring."""
-        refusal = self.check_access(origin)
-        if refusal is not None:
-            return refusal
-        models = await self._models()
+        models = await self._models(origin)
         if isinstance(models, Refusal):
             return models
         needle = query.strip().lower()
@@ -72,14 +73,11 @@ class Preferences(BridgeBase):
 
     @apologizes
     async def set_model(
-        self, origin: Origin, name: str, *, scope: Literal["user", "chat"] = "user"
+        self, origin: Origin, name: str, *, scope: ModelScope = "user"
     ) -> ModelChosen | Refusal:
         """Choose the user's model (everywhere, or only in this chat), checked against the API."""
         name = clean_text(name)
-        refusal = self.check_access(origin)
-        if refusal is not None:
-            return refusal
-        models = await self._models()
+        models = await self._models(origin)
         if isinstance(models, Refusal):
             return models
         usable = {m.id: m for m in models if not m.draws_images and not m.is_provider}

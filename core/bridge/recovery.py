@@ -58,20 +58,22 @@ class Recovering(BridgeBase):
             await self._end_left_streaming(platform, surface_for, shared=True)
             await self.clock.sleep(every)
 
-    async def _abandoned(self, record: StreamingAnswer, now: float) -> bool:
-        """Whether no process streams the recorded answer any more (`shared`: replicas may).
-        With the running answers in Redis: none holds its keys and its record is older than
-        a lease. Without them (or while Redis is down): its record is `STALE_AFTER` old."""
+    async def _abandoned(
+        self, record: StreamingAnswer, *, min_age: float, dead: str | None = None
+    ) -> bool:
+        """Whether no process streams the recorded answer any more. With the running answers
+        in Redis: no live replica holds its keys (`dead`: one known to be gone, its leases not
+        yet run out) and its record is `min_age` old. Without them, or while Redis is down:
+        its record is `STALE_AFTER` old."""
         keys = record_keys(record)
         if any(key in self._running for key in keys):
             return False
-        age = now - record.updated_at
+        age = self.clock.wall() - record.updated_at
         if self.answers is not None:
             try:
-                alive = await self.answers.alive(keys)
+                return age >= min_age and not await self.answers.alive(keys, dead=dead)
             except RedisDown:
-                return age >= STALE_AFTER
-            return not alive and age >= self.settings.bridge_replica_lease
+                pass
         return age >= STALE_AFTER
 
     async def _end_abandoned(
@@ -88,23 +90,13 @@ class Recovering(BridgeBase):
             return False
         for record in recorded:
             shows = any(shown_id == message_id for shown_id, _ in record.messages)
-            if record.chat.chat_id == origin.chat_id and shows and await self._unheld(record, dead):
+            # A record this young may be an answer its replica has not registered yet.
+            min_age = 0.0 if dead else JUST_STARTED
+            here = record.chat.chat_id == origin.chat_id and shows
+            if here and await self._abandoned(record, min_age=min_age, dead=dead):
                 await self._end_recorded([record], surface_for)
                 return True
         return False
-
-    async def _unheld(self, record: StreamingAnswer, dead: str | None = None) -> bool:
-        """Whether no live replica holds the recorded answer (False when it cannot be told).
-        `dead`: a replica known to be gone, whose leases have not run out yet."""
-        keys = record_keys(record)
-        if self.answers is None or any(key in self._running for key in keys):
-            return False
-        if dead is None and self.clock.wall() - record.updated_at < JUST_STARTED:
-            return False  # its replica may not have registered it yet
-        try:
-            return not await self.answers.alive(keys, dead=dead)
-        except RedisDown:
-            return False
 
     async def _end_left_streaming(
         self,
@@ -118,8 +110,8 @@ class Recovering(BridgeBase):
         except Exception:
             log.warning("could not read the answers left streaming", exc_info=True)
             return 0
-        now = self.clock.wall()
-        answers = [a for a in recorded if not shared or await self._abandoned(a, now)]
+        lease = self.settings.bridge_replica_lease
+        answers = [a for a in recorded if not shared or await self._abandoned(a, min_age=lease)]
         await self._end_recorded(answers, surface_for)
         if answers:
             log.info("ended %d answers a previous run left streaming", len(answers))

@@ -21,11 +21,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from redis.asyncio import Redis
-
-from core.clock import Clock, wait_for_event
-from core.limits_redis import REDIS_FAILURES, RedisLink
-from core.shared.bus import Bus
+from core.clock import wait_for_event
+from core.limits_redis import REDIS_FAILURES
+from core.shared.bus import Membership, as_text
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +55,15 @@ class Owner:
 class AnswerRegistry:
     """The running answers of every replica sharing one Redis (see module doc)."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        link: RedisLink,
-        bus: Bus,
-        clock: Clock,
-        *,
-        prefix: str,
-        replica: str,
-        lease: float,
-    ) -> None:
-        self._redis = redis
-        self._link = link
-        self._bus = bus
-        self._clock = clock
-        self._prefix = f"{prefix}answer:"
-        self._control = f"{prefix}control:"
-        self.replica = replica
-        self._lease = lease
+    def __init__(self, member: Membership) -> None:
+        self._redis = redis = member.redis
+        self._link = member.link
+        self._bus = bus = member.bus
+        self._clock = member.clock
+        self._prefix = f"{member.prefix}answer:"
+        self._control = f"{member.prefix}control:"
+        self.replica = replica = member.replica
+        self._lease = member.lease
         self._mine: dict[str, str] = {}  # key -> its registered value
         self._new: set[str] = set()
         self._gone: dict[str, str] = {}
@@ -109,7 +97,7 @@ class AnswerRegistry:
         value = await self._link.call(lambda: self._redis.get(self._prefix + key))
         if value is None:
             return None
-        replica, _, user_id = _text(value).partition(SEPARATOR)
+        replica, _, user_id = as_text(value).partition(SEPARATOR)
         return Owner(replica, user_id)
 
     async def alive(self, keys: list[str], *, dead: str | None = None) -> bool:
@@ -118,7 +106,7 @@ class AnswerRegistry:
         if not keys:
             return False
         values = await self._link.call(lambda: self._redis.mget([self._prefix + k for k in keys]))
-        owners = [_text(v).partition(SEPARATOR)[0] for v in values if v is not None]
+        owners = [as_text(v).partition(SEPARATOR)[0] for v in values if v is not None]
         return any(owner != dead for owner in owners)
 
     async def stop(self, owner: Owner, key: str) -> Delivery:
@@ -188,7 +176,3 @@ class AnswerRegistry:
             for key, value in gone.items():
                 self._gone.setdefault(key, value)
             raise
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

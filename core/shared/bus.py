@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -23,6 +24,21 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[str], None]  # gets the message's data
 RECONNECT_WAIT = 1.0  # seconds between attempts when Redis answers pings but not pub/sub
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """What every shared part of one replica uses: its Redis, that Redis's up/down state, its
+    pub/sub bus, the clock, the key prefix, the replica's name and its lease (seconds a
+    replica that stopped refreshing still counts as alive)."""
+
+    redis: Redis
+    link: RedisLink
+    bus: Bus
+    clock: Clock
+    prefix: str
+    replica: str
+    lease: float
 
 
 class Bus:
@@ -90,15 +106,16 @@ class Bus:
             message = await pubsub.get_message(timeout=1.0)
             if message is None or message.get("type") != "message":
                 continue
-            channel = _text(message["channel"])
+            channel = as_text(message["channel"])
             listener = self._listeners.get(channel)
             if listener is None:
                 continue
             try:
-                listener(_text(message["data"]))
+                listener(as_text(message["data"]))
             except Exception:  # one bad listener must not stop the others
                 log.exception("a pub/sub listener failed on %s", channel)
 
 
-def _text(value: object) -> str:
+def as_text(value: object) -> str:
+    """A Redis reply (bytes) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from core.clock import Clock
 from core.limits_redis import RedisLink
 from core.shared.answers import AnswerRegistry
-from core.shared.bus import Bus
+from core.shared.bus import Bus, Membership
 from core.shared.gate import SharedGate
 from core.shared.writes import SharedWrites
 
@@ -52,11 +52,9 @@ async def open_fleet(
     per process). `lease`: seconds a replica that stopped refreshing still counts as alive."""
     replica = replica or replica_name()
     bus = Bus(redis, link, clock)
-    writes = SharedWrites(redis, link, clock, prefix=prefix, replica=replica)
-    gate = SharedGate(
-        redis, link, bus, clock, max_concurrency, prefix=prefix, replica=replica, lease=lease
-    )
-    answers = AnswerRegistry(redis, link, bus, clock, prefix=prefix, replica=replica, lease=lease)
+    member = Membership(redis, link, bus, clock, prefix, replica, lease)
+    answers = AnswerRegistry(member)
+    fleet = Fleet(replica, SharedWrites(member), SharedGate(member, max_concurrency), answers, bus)
     await bus.start()
     await answers.start()
-    return Fleet(replica=replica, writes=writes, gate=gate, answers=answers, bus=bus)
+    return fleet

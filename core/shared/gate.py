@@ -19,12 +19,10 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from redis.asyncio import Redis
-
-from core.clock import Clock, wait_for_event
+from core.clock import wait_for_event
 from core.limits import ConcurrencyGate, PositionCallback
-from core.limits_redis import RedisDown, RedisLink
-from core.shared.bus import Bus
+from core.limits_redis import RedisDown
+from core.shared.bus import Membership
 
 log = logging.getLogger(__name__)
 
@@ -62,36 +60,24 @@ class SharedGate:
     """`ConcurrencyGate`'s contract across replicas (see module doc). `in_use` and `waiting`
     count this replica's own requests."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        link: RedisLink,
-        bus: Bus,
-        clock: Clock,
-        limit: int,
-        *,
-        prefix: str,
-        replica: str,
-        lease: float,
-    ) -> None:
-        self._redis = redis
-        self._link = link
-        self._bus = bus
-        self._clock = clock
+    def __init__(self, member: Membership, limit: int) -> None:
+        self._redis = redis = member.redis
+        self._link = member.link
+        self._clock = member.clock
         self._local = ConcurrencyGate(limit)
-        self._replica = replica
-        self._lease = lease
-        base = f"{prefix}gate:"
-        self._keys = [f"{base}queue", f"{base}alive", f"{base}holders", f"{base}arrivals"]
-        self._holders = self._keys[2]
+        self._replica = member.replica
+        self._lease = member.lease
+        base = f"{member.prefix}gate:"
+        self._queue, self._alive = f"{base}queue", f"{base}alive"
+        self._holders, self._arrivals = f"{base}holders", f"{base}arrivals"
         self._channel = f"{base}released"
         self._acquire: Any = redis.register_script(_ACQUIRE)
         self._tickets = itertools.count()
         self._held = 0
         self._queued = 0
         self._released = asyncio.Event()  # replaced after each release it announces
-        bus.listen(self._channel, self._on_release)
-        bus.on_reconnect(lambda: self._on_release(""))
+        member.bus.listen(self._channel, self._on_release)
+        member.bus.on_reconnect(lambda: self._on_release(""))
 
     @property
     def limit(self) -> int:
@@ -162,7 +148,8 @@ class SharedGate:
     async def _try(self, ticket: str) -> tuple[bool, int]:
         now = self._clock.wall()
         granted, position = await self._acquire(
-            keys=self._keys, args=[repr(now), self._local.limit, ticket, repr(now + self._lease)]
+            keys=[self._queue, self._alive, self._holders, self._arrivals],
+            args=[repr(now), self._local.limit, ticket, repr(now + self._lease)],
         )
         return bool(granted), int(position)
 
@@ -183,8 +170,8 @@ class SharedGate:
         async def leave() -> None:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.zrem(self._holders, ticket)
-                pipe.zrem(self._keys[0], ticket)
-                pipe.zrem(self._keys[1], ticket)
+                pipe.zrem(self._queue, ticket)
+                pipe.zrem(self._alive, ticket)
                 pipe.publish(self._channel, ticket)
                 await pipe.execute()
 

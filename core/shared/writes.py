@@ -22,11 +22,9 @@ import itertools
 import logging
 from typing import Any
 
-from redis.asyncio import Redis
-
-from core.clock import Clock
-from core.limits_redis import RedisDown, RedisLink
+from core.limits_redis import RedisDown
 from core.render.limits import Bucket, Limit, Verdict
+from core.shared.bus import Membership
 
 log = logging.getLogger(__name__)
 
@@ -128,21 +126,13 @@ return 1
 class SharedWrites:
     """The write ledger in Redis that every replica's scheduler consults (see module doc)."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        link: RedisLink,
-        clock: Clock,
-        *,
-        prefix: str,
-        replica: str,
-        flight: float = FLIGHT,
-    ) -> None:
-        self._link = link
-        self._clock = clock
-        self._prefix = f"{prefix}writes:"
-        self._replica = replica
+    def __init__(self, member: Membership, *, flight: float = FLIGHT) -> None:
+        self._link = member.link
+        self._clock = member.clock
+        self._prefix = f"{member.prefix}writes:"
+        self._replica = member.replica
         self._flight = flight
+        redis = member.redis
         self._tickets = itertools.count()
         self._taken_at: dict[str, float] = {}  # tickets in flight: when the ledger counted them
         self._take: Any = redis.register_script(_TAKE)
