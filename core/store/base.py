@@ -143,9 +143,13 @@ def turn_from_row(row: Any) -> Turn:
     )
 
 
+# The columns of a streaming record, in the order `streaming_from_rows` reads them.
+STREAMING_COLUMNS = "chat_id, user_id, question_id, model, messages, answered, updated_at"
+
+
 def streaming_from_rows(platform: str, rows: Iterable[Any]) -> list[StreamingAnswer]:
-    """The `StreamingAnswer`s of rows (chat_id, user_id, question_id, model, messages as JSON,
-    answered, updated_at) recorded on `platform`."""
+    """The `StreamingAnswer`s of rows of `STREAMING_COLUMNS` (messages as JSON) recorded on
+    `platform`."""
     return [
         StreamingAnswer(
             ChatKey(platform, str(chat_id)),

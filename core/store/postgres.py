@@ -40,6 +40,7 @@ from core.errors import (
     StoreUnreachable,
 )
 from core.store.base import (
+    STREAMING_COLUMNS,
     TURN_COLUMNS,
     ChatKey,
     Head,
@@ -497,7 +498,7 @@ class PostgresConversationStore:
     async def streaming_answers(self, platform: str) -> list[StreamingAnswer]:
         """The answers recorded as streaming on `platform`, oldest first."""
         rows = await self._run(
-            "SELECT chat_id, user_id, question_id, model, messages, answered, updated_at "
+            f"SELECT {STREAMING_COLUMNS} "
             "FROM streaming WHERE platform = $1 ORDER BY updated_at, answer_key",
             (platform,),
         )

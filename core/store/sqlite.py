@@ -38,6 +38,7 @@ from core.errors import (
     StoreUnavailable,
 )
 from core.store.base import (
+    STREAMING_COLUMNS,
     TURN_COLUMNS,
     ChatKey,
     Head,
@@ -441,9 +442,7 @@ class SqliteConversationStore:
     async def streaming_answers(self, platform: str) -> list[StreamingAnswer]:
         """The answers recorded as streaming on `platform`, oldest first."""
         rows = await self._read(
-            "SELECT chat_id, user_id, question_id, model, messages, answered, updated_at "
-            "FROM streaming "
-            "WHERE platform = ? ORDER BY updated_at",
+            f"SELECT {STREAMING_COLUMNS} FROM streaming WHERE platform = ? ORDER BY updated_at",
             (platform,),
         )
         return streaming_from_rows(platform, rows)
