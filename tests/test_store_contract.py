@@ -61,6 +61,22 @@ async def add(
     )
 
 
+async def check_version_1_data_is_kept(store: ConversationStore) -> list[Turn]:
+    """After upgrading a version-1 database holding turns 1 and 2 (message 7 and the head of
+    CHAT showing turn 2): that data is still there and preferences (version 2) work. Returns
+    the chain ending at turn 2."""
+    chain = await store.chain(2, limit=10)
+    assert chain == [
+        Turn(1, None, "user", "old question", None, T0),
+        Turn(2, 1, "assistant", "old answer", "m0", T0 + 1),
+    ]
+    assert await store.turn_for_message(MessageKey("alpha", "100", "7")) == 2
+    assert await store.get_head(CHAT) == Head(2, T0 + 1)
+    await store.set_preference("chat:alpha:100", "model", "m1")
+    assert await store.get_preference("chat:alpha:100", "model") == "m1"
+    return chain
+
+
 def streaming(question: Turn, chat: ChatKey = CHAT, **changes: object) -> StreamingAnswer:
     values: dict[str, object] = {
         "chat": chat,

@@ -25,7 +25,7 @@ from core.errors import (
     StoreUnreachable,
 )
 from core.settings import SettingsError, load_settings
-from core.store.base import ChatKey, Head, MessageKey, StoreError, Turn, open_store
+from core.store.base import StoreError, open_store
 from core.store.postgres import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -37,11 +37,10 @@ from core.store.postgres import (
     unavailable_error,
 )
 from tests.fakes.redis_server import free_port
+from tests.test_store_contract import T0, check_version_1_data_is_kept
 
 pytestmark = pytest.mark.postgres
 
-T0 = 1_800_000_000.0
-CHAT = ChatKey("alpha", "100")
 PASSWORD = "hunter2-pg-secret"
 
 
@@ -160,15 +159,7 @@ async def test_a_version_1_database_is_upgraded(
     await s.open()
     try:
         assert await schema_version(conn) == SCHEMA_VERSION
-        chain = await s.chain(2, limit=10)
-        assert chain == [
-            Turn(1, None, "user", "old question", None, T0),
-            Turn(2, 1, "assistant", "old answer", "m0", T0 + 1),
-        ]
-        assert await s.turn_for_message(MessageKey("alpha", "100", "7")) == 2
-        assert await s.get_head(CHAT) == Head(2, T0 + 1)
-        await s.set_preference("chat:alpha:100", "model", "m1")
-        assert await s.get_preference("chat:alpha:100", "model") == "m1"
+        await check_version_1_data_is_kept(s)
         new = await s.add_turn(
             parent_id=2, role="user", content="new", model=None, created_at=T0 + 2
         )

@@ -12,10 +12,7 @@ import aiosqlite
 import pytest
 
 from core.store.base import (
-    Head,
-    MessageKey,
     StoreError,
-    Turn,
     open_store,
 )
 from core.store.sqlite import (
@@ -27,7 +24,7 @@ from core.store.sqlite import (
     sqlite_path_from_url,
     user_version,
 )
-from tests.test_store_contract import CHAT, T0, add
+from tests.test_store_contract import T0, add, check_version_1_data_is_kept
 
 
 @pytest.fixture
@@ -102,15 +99,7 @@ async def test_a_version_1_database_is_upgraded(db_path: Path) -> None:
     await s.open()
     try:
         assert await read_version(db_path) == SCHEMA_VERSION
-        chain = await s.chain(2, limit=10)
-        assert chain == [
-            Turn(1, None, "user", "old question", None, T0),
-            Turn(2, 1, "assistant", "old answer", "m0", T0 + 1),
-        ]
-        assert await s.turn_for_message(MessageKey("alpha", "100", "7")) == 2
-        assert await s.get_head(CHAT) == Head(2, T0 + 1)
-        await s.set_preference("chat:alpha:100", "model", "m1")
-        assert await s.get_preference("chat:alpha:100", "model") == "m1"
+        chain = await check_version_1_data_is_kept(s)
         assert (await add(s, chain[-1], "new")).id == 3
     finally:
         await s.close()

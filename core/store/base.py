@@ -5,15 +5,17 @@ message forks a new branch and `chain` walks one branch back to its root. Platfo
 linked to the turn they show, private chats remember their latest turn (the head), and users or
 chats keep small preferences (a chosen model, a system prompt).
 
-This module holds only the interface and its data types; implementations live next to it and are
+This module holds the interface, its data types and the few helpers every backend shares (turning
+result rows into data types, the schema-version check); implementations live next to it and are
 chosen by URL through `open_store`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args
 
 Role = Literal["system", "user", "assistant"]
 
@@ -107,6 +109,76 @@ def as_role(value: str) -> Role:
     if value == "assistant":
         return "assistant"
     raise ValueError(f"unknown role {value!r}; expected one of {sorted(ROLES)}")
+
+
+# The columns of a turn, in the order `turn_from_row` reads them.
+TURN_COLUMNS = "id, parent_id, role, content, model, created_at"
+
+
+def chain_sql(turn_param: str, limit_param: str) -> str:
+    """The query for `ConversationStore.chain`: the branch ending at the turn `turn_param`
+    names, at most `limit_param` turns, oldest first; the parameters are the dialect's
+    placeholders (``$1`` or ``?``)."""
+    return f"""
+WITH RECURSIVE branch({TURN_COLUMNS}, depth) AS (
+    SELECT {TURN_COLUMNS}, 1 FROM turns WHERE id = {turn_param}
+    UNION ALL
+    SELECT t.id, t.parent_id, t.role, t.content, t.model, t.created_at, b.depth + 1
+    FROM turns AS t JOIN branch AS b ON t.id = b.parent_id
+    WHERE b.depth < {limit_param}
+)
+SELECT {TURN_COLUMNS} FROM branch ORDER BY depth DESC
+"""
+
+
+def turn_from_row(row: Any) -> Turn:
+    """A `Turn` from a row of `TURN_COLUMNS`."""
+    return Turn(
+        id=int(row[0]),
+        parent_id=None if row[1] is None else int(row[1]),
+        role=as_role(str(row[2])),
+        content=str(row[3]),
+        model=None if row[4] is None else str(row[4]),
+        created_at=float(row[5]),
+    )
+
+
+# The columns of a streaming record, in the order `streaming_from_rows` reads them.
+STREAMING_COLUMNS = "chat_id, user_id, question_id, model, messages, answered, updated_at"
+
+
+def streaming_from_rows(platform: str, rows: Iterable[Any]) -> list[StreamingAnswer]:
+    """The `StreamingAnswer`s of rows of `STREAMING_COLUMNS` (messages as JSON) recorded on
+    `platform`."""
+    return [
+        StreamingAnswer(
+            ChatKey(platform, str(chat_id)),
+            str(user_id),
+            int(question_id),
+            str(model),
+            tuple((str(m), str(t)) for m, t in json.loads(messages)),
+            float(updated_at),
+            bool(answered),
+        )
+        for chat_id, user_id, question_id, model, messages, answered, updated_at in rows
+    ]
+
+
+def images_by_turn(rows: Iterable[Any]) -> dict[int, list[tuple[str, bytes]]]:
+    """Rows (turn_id, content type, data) as each turn's images, in the rows' order."""
+    found: dict[int, list[tuple[str, bytes]]] = {}
+    for row in rows:
+        found.setdefault(int(row[0]), []).append((str(row[1]), bytes(row[2])))
+    return found
+
+
+def check_schema_version(version: int, supported: int) -> None:
+    """Raise `StoreError` when the database's schema `version` is newer than the code's."""
+    if version > supported:
+        raise StoreError(
+            f"database schema version {version} is newer than this code supports "
+            f"({supported}); upgrade g4f-bridge"
+        )
 
 
 class ConversationStore(Protocol):

@@ -40,6 +40,8 @@ from core.errors import (
     StoreUnreachable,
 )
 from core.store.base import (
+    STREAMING_COLUMNS,
+    TURN_COLUMNS,
     ChatKey,
     Head,
     MessageKey,
@@ -49,6 +51,11 @@ from core.store.base import (
     Turn,
     TurnNotFoundError,
     as_role,
+    chain_sql,
+    check_schema_version,
+    images_by_turn,
+    streaming_from_rows,
+    turn_from_row,
 )
 
 SCHEMES = ("postgresql", "postgres")
@@ -169,18 +176,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
 )
 """
 
-_TURN_COLUMNS = "id, parent_id, role, content, model, created_at"
-
-_CHAIN_SQL = f"""
-WITH RECURSIVE branch({_TURN_COLUMNS}, depth) AS (
-    SELECT {_TURN_COLUMNS}, 1 FROM turns WHERE id = $1
-    UNION ALL
-    SELECT t.id, t.parent_id, t.role, t.content, t.model, t.created_at, b.depth + 1
-    FROM turns AS t JOIN branch AS b ON t.id = b.parent_id
-    WHERE b.depth < $2
-)
-SELECT {_TURN_COLUMNS} FROM branch ORDER BY depth DESC
-"""
+_CHAIN_SQL = chain_sql("$1", "$2")
 
 # SQLSTATE codes (and two-character classes) that mean the server cannot be used now.
 _BY_SQLSTATE: dict[str, type[StoreUnavailable]] = {
@@ -275,17 +271,6 @@ def storable(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
-def _turn_from_row(row: Any) -> Turn:
-    return Turn(
-        id=int(row[0]),
-        parent_id=None if row[1] is None else int(row[1]),
-        role=as_role(str(row[2])),
-        content=str(row[3]),
-        model=None if row[4] is None else str(row[4]),
-        created_at=float(row[5]),
-    )
-
-
 async def schema_version(conn: Connection) -> int:
     """The schema version recorded in the database (0 when it holds no store yet)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
@@ -302,11 +287,7 @@ async def apply_migrations(conn: Connection, migrations: Sequence[Migration] = M
     raises `StoreError`.
     """
     version = await schema_version(conn)
-    if version > len(migrations):
-        raise StoreError(
-            f"database schema version {version} is newer than this code supports "
-            f"({len(migrations)}); upgrade g4f-bridge"
-        )
+    check_schema_version(version, len(migrations))
     for number in range(version + 1, len(migrations) + 1):
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
@@ -399,11 +380,11 @@ class PostgresConversationStore:
         """Insert a turn; raises `TurnNotFoundError` when `parent_id` is unknown."""
         rows = await self._run(
             f"INSERT INTO turns (parent_id, role, content, model, created_at) "
-            f"VALUES ($1, $2, $3, $4, $5) RETURNING {_TURN_COLUMNS}",
+            f"VALUES ($1, $2, $3, $4, $5) RETURNING {TURN_COLUMNS}",
             (parent_id, as_role(role), storable(content), model, float(created_at)),
             turn_id=parent_id,
         )
-        return _turn_from_row(rows[0])
+        return turn_from_row(rows[0])
 
     async def set_turn_content(self, turn_id: int, content: str) -> None:
         """Replace a turn's text; raises `TurnNotFoundError` when the turn is unknown."""
@@ -416,15 +397,15 @@ class PostgresConversationStore:
 
     async def get_turn(self, turn_id: int) -> Turn | None:
         """The turn with this id, or None."""
-        rows = await self._run(f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = $1", (turn_id,))
-        return _turn_from_row(rows[0]) if rows else None
+        rows = await self._run(f"SELECT {TURN_COLUMNS} FROM turns WHERE id = $1", (turn_id,))
+        return turn_from_row(rows[0]) if rows else None
 
     async def chain(self, turn_id: int, *, limit: int) -> list[Turn]:
         """The branch ending at `turn_id`, oldest first, at most `limit` newest turns."""
         if limit <= 0:
             return []
         rows = await self._run(_CHAIN_SQL, (turn_id, limit))
-        return [_turn_from_row(row) for row in rows]
+        return [turn_from_row(row) for row in rows]
 
     async def link_message(self, key: MessageKey, turn_id: int) -> None:
         """Link a platform message to a turn, replacing an earlier link of the same message."""
@@ -517,22 +498,11 @@ class PostgresConversationStore:
     async def streaming_answers(self, platform: str) -> list[StreamingAnswer]:
         """The answers recorded as streaming on `platform`, oldest first."""
         rows = await self._run(
-            "SELECT chat_id, user_id, question_id, model, messages, answered, updated_at "
+            f"SELECT {STREAMING_COLUMNS} "
             "FROM streaming WHERE platform = $1 ORDER BY updated_at, answer_key",
             (platform,),
         )
-        return [
-            StreamingAnswer(
-                ChatKey(platform, str(chat_id)),
-                str(user_id),
-                int(question_id),
-                str(model),
-                tuple((str(m), str(t)) for m, t in json.loads(messages)),
-                float(updated_at),
-                bool(answered),
-            )
-            for chat_id, user_id, question_id, model, messages, answered, updated_at in rows
-        ]
+        return streaming_from_rows(platform, rows)
 
     async def record_tokens(
         self,
@@ -598,10 +568,7 @@ class PostgresConversationStore:
             "WHERE turn_id = ANY($1::bigint[]) ORDER BY id",
             (list(turn_ids),),
         )
-        found: dict[int, list[tuple[str, bytes]]] = {}
-        for row in rows:
-            found.setdefault(int(row[0]), []).append((str(row[1]), bytes(row[2])))
-        return found
+        return images_by_turn(rows)
 
     def _open_failed(self, exc: Exception) -> StoreOpenFailed:
         detail = _scrubbed(f"{type(exc).__name__}: {exc}", self._password)

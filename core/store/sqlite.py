@@ -38,6 +38,8 @@ from core.errors import (
     StoreUnavailable,
 )
 from core.store.base import (
+    STREAMING_COLUMNS,
+    TURN_COLUMNS,
     ChatKey,
     Head,
     MessageKey,
@@ -47,6 +49,11 @@ from core.store.base import (
     Turn,
     TurnNotFoundError,
     as_role,
+    chain_sql,
+    check_schema_version,
+    images_by_turn,
+    streaming_from_rows,
+    turn_from_row,
 )
 
 MEMORY = ":memory:"
@@ -170,18 +177,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_TURN_COLUMNS = "id, parent_id, role, content, model, created_at"
-
-_CHAIN_SQL = f"""
-WITH RECURSIVE branch({_TURN_COLUMNS}, depth) AS (
-    SELECT {_TURN_COLUMNS}, 1 FROM turns WHERE id = ?
-    UNION ALL
-    SELECT t.id, t.parent_id, t.role, t.content, t.model, t.created_at, b.depth + 1
-    FROM turns AS t JOIN branch AS b ON t.id = b.parent_id
-    WHERE b.depth < ?
-)
-SELECT {_TURN_COLUMNS} FROM branch ORDER BY depth DESC
-"""
+_CHAIN_SQL = chain_sql("?", "?")
 
 
 def sqlite_path_from_url(url: str) -> str:
@@ -216,11 +212,7 @@ async def apply_migrations(
     A database newer than the code raises `StoreError`.
     """
     version = await user_version(conn)
-    if version > len(migrations):
-        raise StoreError(
-            f"database schema version {version} is newer than this code supports "
-            f"({len(migrations)}); upgrade g4f-bridge"
-        )
+    check_schema_version(version, len(migrations))
     for number in range(version + 1, len(migrations) + 1):
         await _apply_one(conn, number, migrations[number - 1])
     return await user_version(conn)
@@ -272,17 +264,6 @@ def unwritable_part(path: Path) -> str | None:
         if part.exists() and not os.access(part, os.W_OK):
             return f"cannot be written: {part.name} is read-only"
     return None
-
-
-def _turn_from_row(row: Any) -> Turn:
-    return Turn(
-        id=int(row[0]),
-        parent_id=None if row[1] is None else int(row[1]),
-        role=as_role(str(row[2])),
-        content=str(row[3]),
-        model=None if row[4] is None else str(row[4]),
-        created_at=float(row[5]),
-    )
 
 
 class SqliteConversationStore:
@@ -344,11 +325,11 @@ class SqliteConversationStore:
         """Insert a turn; raises `TurnNotFoundError` when `parent_id` is unknown."""
         rows = await self._write(
             f"INSERT INTO turns (parent_id, role, content, model, created_at) "
-            f"VALUES (?, ?, ?, ?, ?) RETURNING {_TURN_COLUMNS}",
+            f"VALUES (?, ?, ?, ?, ?) RETURNING {TURN_COLUMNS}",
             (parent_id, as_role(role), content, model, float(created_at)),
             turn_id=parent_id,
         )
-        return _turn_from_row(rows[0])
+        return turn_from_row(rows[0])
 
     async def set_turn_content(self, turn_id: int, content: str) -> None:
         """Replace a turn's text; raises `TurnNotFoundError` when the turn is unknown."""
@@ -360,15 +341,15 @@ class SqliteConversationStore:
 
     async def get_turn(self, turn_id: int) -> Turn | None:
         """The turn with this id, or None."""
-        rows = await self._read(f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = ?", (turn_id,))
-        return _turn_from_row(rows[0]) if rows else None
+        rows = await self._read(f"SELECT {TURN_COLUMNS} FROM turns WHERE id = ?", (turn_id,))
+        return turn_from_row(rows[0]) if rows else None
 
     async def chain(self, turn_id: int, *, limit: int) -> list[Turn]:
         """The branch ending at `turn_id`, oldest first, at most `limit` newest turns."""
         if limit <= 0:
             return []
         rows = await self._read(_CHAIN_SQL, (turn_id, limit))
-        return [_turn_from_row(row) for row in rows]
+        return [turn_from_row(row) for row in rows]
 
     async def link_message(self, key: MessageKey, turn_id: int) -> None:
         """Link a platform message to a turn, replacing an earlier link of the same message."""
@@ -461,23 +442,10 @@ class SqliteConversationStore:
     async def streaming_answers(self, platform: str) -> list[StreamingAnswer]:
         """The answers recorded as streaming on `platform`, oldest first."""
         rows = await self._read(
-            "SELECT chat_id, user_id, question_id, model, messages, answered, updated_at "
-            "FROM streaming "
-            "WHERE platform = ? ORDER BY updated_at",
+            f"SELECT {STREAMING_COLUMNS} FROM streaming WHERE platform = ? ORDER BY updated_at",
             (platform,),
         )
-        return [
-            StreamingAnswer(
-                ChatKey(platform, str(chat_id)),
-                str(user_id),
-                int(question_id),
-                str(model),
-                tuple((str(m), str(t)) for m, t in json.loads(messages)),
-                float(updated_at),
-                bool(answered),
-            )
-            for chat_id, user_id, question_id, model, messages, answered, updated_at in rows
-        ]
+        return streaming_from_rows(platform, rows)
 
     async def record_tokens(
         self,
@@ -541,19 +509,17 @@ class SqliteConversationStore:
 
     async def images_of(self, turn_ids: Sequence[int]) -> dict[int, list[tuple[str, bytes]]]:
         """The images kept with each of `turn_ids` that has any, in the order they were added."""
-        found: dict[int, list[tuple[str, bytes]]] = {}
+        rows: list[Any] = []
         ids = list(turn_ids)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
-            rows = await self._read(
+            rows += await self._read(
                 f"SELECT turn_id, content_type, data FROM turn_images WHERE turn_id IN ({marks}) "
                 "ORDER BY id",
                 chunk,
             )
-            for row in rows:
-                found.setdefault(int(row[0]), []).append((str(row[1]), bytes(row[2])))
-        return found
+        return images_by_turn(rows)
 
     async def _check_writable(self) -> None:
         """Create the directory when missing; `StoreOpenFailed` when anything is unwritable."""
