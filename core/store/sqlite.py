@@ -442,7 +442,8 @@ class SqliteConversationStore:
     async def streaming_answers(self, platform: str) -> list[StreamingAnswer]:
         """The answers recorded as streaming on `platform`, oldest first."""
         rows = await self._read(
-            f"SELECT {STREAMING_COLUMNS} FROM streaming WHERE platform = ? ORDER BY updated_at",
+            f"SELECT {STREAMING_COLUMNS} FROM streaming WHERE platform = ?"
+            " ORDER BY updated_at, answer_key",
             (platform,),
         )
         return streaming_from_rows(platform, rows)
