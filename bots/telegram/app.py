@@ -58,7 +58,7 @@ from core.http import Routes
 from core.menus import ModelMenu, model_menu, parse_page_payload
 from core.notices import ForbiddenNotices
 from core.render.surface import Button, MessageRef
-from core.results import ModelPage, Refusal
+from core.results import Answered, ModelPage, Refusal
 from core.settings import SettingsError
 from core.texts import (
     STALE_BUTTON,
@@ -527,32 +527,45 @@ class TelegramBot:
 
     async def on_regenerate_button(self, update: Update, context: Context) -> None:
         """🔁 Regenerate under an answer: a new answer to the same question."""
-        if (found := _button(update)) is None:
-            return await _answer_stale(update)
-        query, message, user = found
-        origin = origin_of(message.chat, user)
-        ack = CallbackAck(query)
-        asker = message.reply_to_message.message_id if message.reply_to_message else None
-        surface = self.surface(context, message.chat, reply_to=asker, on_first_write=ack)
-        result = await self.bridge.regenerate(origin, str(message.message_id), surface)
-        if isinstance(result, Refusal):
-            await ack(result.shown)
-        else:
-            await ack()
+        await self.answer_pressed(
+            update,
+            context,
+            lambda origin, surface, answer: self.bridge.regenerate(origin, answer, surface),
+            replying_to_answer=False,  # the new answer replies to the asker's message
+        )
 
     async def on_continue_button(self, update: Update, context: Context) -> None:
         """▶️ Continue under an answer cut at the length limit: the rest, replying to it."""
+        await self.answer_pressed(
+            update,
+            context,
+            lambda origin, surface, answer: self.bridge.continue_answer(
+                origin, surface, message_id=answer
+            ),
+            replying_to_answer=True,
+        )
+
+    async def answer_pressed(
+        self,
+        update: Update,
+        context: Context,
+        run: Callable[[Origin, TelegramSurface, str], Awaitable[Answered | Refusal]],
+        *,
+        replying_to_answer: bool,
+    ) -> None:
+        """A button under an answer that writes a new one: `run` the use case with the pressed
+        answer's message id; the press is acknowledged at the first write (or with the
+        refusal). The new answer replies to the pressed one, or to the message it replied to."""
         if (found := _button(update)) is None:
             return await _answer_stale(update)
         query, message, user = found
-        origin = origin_of(message.chat, user)
         ack = CallbackAck(query)
-        surface = self.surface(
-            context, message.chat, reply_to=message.message_id, on_first_write=ack
-        )
-        result = await self.bridge.continue_answer(
-            origin, surface, message_id=str(message.message_id)
-        )
+        if replying_to_answer:
+            reply_to: int | None = message.message_id
+        else:
+            reply_to = message.reply_to_message.message_id if message.reply_to_message else None
+        surface = self.surface(context, message.chat, reply_to=reply_to, on_first_write=ack)
+        result = await run(origin_of(message.chat, user), surface, str(message.message_id))
         if isinstance(result, Refusal):
             await ack(result.shown)
         else:
