@@ -147,6 +147,18 @@ def strip_mention(text: str, username: str) -> str:
     return re.sub(rf"@{re.escape(username)}\b", "", text, flags=re.IGNORECASE).strip()
 
 
+def addressed(
+    text: str, chat: Chat, username: str, mentioned: bool, replied: int | None
+) -> str | None:
+    """The prompt in a message's text: all of it in a private chat; in a group, when it
+    mentions the bot (the mention removed) or replies to one of its messages; else None."""
+    if chat.type == ChatType.PRIVATE:
+        return text
+    if mentioned:
+        return strip_mention(text, username)
+    return text if replied is not None else None
+
+
 def help_text(model: str, username: str) -> str:
     return (
         "🤖 **G4F bridge**: I answer with an AI model.\n\n"
@@ -367,13 +379,11 @@ class TelegramBot:
         if (parts := _parts(update)) is None:
             return
         message, chat, _ = parts
-        text = message.text or ""
         replied = replied_bot_message(message, context.bot.id)
-        if chat.type != ChatType.PRIVATE:
-            if mentions(message, context.bot.username):
-                text = strip_mention(text, context.bot.username)
-            elif replied is None:
-                return  # group chatter not meant for the bot
+        mentioned = mentions(message, context.bot.username)
+        text = addressed(message.text or "", chat, context.bot.username, mentioned, replied)
+        if text is None:
+            return  # group chatter not meant for the bot
         await self.answer(update, context, text, replied)
 
     async def on_media(self, update: Update, context: Context) -> None:
@@ -384,15 +394,14 @@ class TelegramBot:
         message, chat, _ = parts
 
         async def ask(messages: list[Message]) -> None:
-            caption = next((m.caption for m in messages if m.caption), "") or ""
+            given = next((m.caption for m in messages if m.caption), "") or ""
             replied = next(
                 (r for m in messages if (r := replied_bot_message(m, context.bot.id))), None
             )
-            if chat.type != ChatType.PRIVATE:
-                if f"@{context.bot.username}".lower() in caption.lower():
-                    caption = strip_mention(caption, context.bot.username)
-                elif replied is None:
-                    return  # group chatter not meant for the bot
+            mentioned = f"@{context.bot.username}".lower() in given.lower()
+            caption = addressed(given, chat, context.bot.username, mentioned, replied)
+            if caption is None:
+                return  # group chatter not meant for the bot
             if not caption.strip():
                 if chat.type == ChatType.PRIVATE:
                     surface = self.surface(context, chat, reply_to=message.message_id)
