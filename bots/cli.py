@@ -130,12 +130,9 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
                 )
             report(*await _check_completion(client, settings.g4f_default_model))
     sections: PlatformSettings = args.sections
-    for platform, token in (
-        ("Discord", sections.discord.discord_token),
-        ("Telegram", sections.telegram.telegram_token),
-    ):
+    for platform, token in sections.tokens().items():
         state = "token is set" if token else "token not set (platform disabled)"
-        print(f"info {platform}: {state}")
+        print(f"info {platform.capitalize()}: {state}")
     return EXIT_OK if problems == 0 else EXIT_UPSTREAM
 
 

@@ -13,7 +13,7 @@ import getpass
 import itertools
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -314,23 +314,23 @@ class TerminalChat:
         *,
         web_search: bool | None = None,
     ) -> None:
-        surface = self._surface()
-        self._answering = True
-        try:
-            result = await self.bridge.ask(
+        await self._stream(
+            lambda surface: self.bridge.ask(
                 self.origin, prompt, surface, attachments=attachments, web_search=web_search
             )
-        finally:
-            self._answering = False
-            if surface.wrote:
-                self.view.end_answer()
-        self._show(result)
+        )
 
     async def _continue(self) -> None:
+        await self._stream(lambda surface: self.bridge.continue_answer(self.origin, surface))
+
+    async def _stream(
+        self, answer: Callable[[TerminalSurface], Awaitable[Answered | Refusal]]
+    ) -> None:
+        """Run `answer` on a new surface (Ctrl-C stops it meanwhile), then show its result."""
         surface = self._surface()
         self._answering = True
         try:
-            result = await self.bridge.continue_answer(self.origin, surface)
+            result = await answer(surface)
         finally:
             self._answering = False
             if surface.wrote:

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -49,7 +49,7 @@ from core.conversations import Origin
 from core.http import Routes
 from core.menus import model_menu
 from core.notices import ForbiddenNotices
-from core.results import ModelPage, Refusal, StopResult
+from core.results import Answered, ModelPage, Refusal, StopResult
 from core.settings import SettingsError
 from core.texts import STALE_BUTTON, reply_text, stop_text
 
@@ -259,6 +259,26 @@ class BridgeClient(discord.Client):
         finally:
             acknowledge.cancel()
 
+    async def answer(
+        self,
+        interaction: discord.Interaction,
+        run: Callable[[Origin, InteractionSurface], Awaitable[object]],
+        *,
+        ephemeral: bool,
+        text_soon: bool = True,
+    ) -> None:
+        """Unless the user may not use the bot here, `run` the use case on the interaction's
+        `answer_surface`; a refusal it returns replaces the answer."""
+        origin = origin_of_interaction(interaction)
+        if await self.refuse_early(interaction, origin):
+            return
+        async with self.answer_surface(
+            interaction, ephemeral=ephemeral, text_soon=text_soon
+        ) as surface:
+            result = await run(origin, surface)
+            if isinstance(result, Refusal):
+                await surface.refuse(result.message)
+
     # --- slash commands ---------------------------------------------------------------------
     async def cmd_ask(
         self,
@@ -270,29 +290,28 @@ class BridgeClient(discord.Client):
         web: bool = False,
     ) -> None:
         """/ask: defer at once, then stream the answer into the deferred message."""
-        origin = origin_of_interaction(interaction)
-        if await self.refuse_early(interaction, origin):
-            return
-        async with self.answer_surface(interaction, ephemeral=private) as surface:
+
+        async def ask(origin: Origin, surface: InteractionSurface) -> Answered | Refusal:
             files = await attachments_of([image]) if image is not None else []
-            result = await self.bridge.ask(
+            return await self.bridge.ask(
                 origin, prompt, surface, model=model, attachments=files,
                 web_search=True if web else None,
             )  # fmt: skip
-            if isinstance(result, Refusal):
-                await surface.refuse(result.message)
+
+        await self.answer(interaction, ask, ephemeral=private)
 
     async def cmd_imagine(
         self, interaction: discord.Interaction, prompt: str, model: str | None, size: str | None
     ) -> None:
         """/imagine: defer, then the image (or the error) replaces the deferred message."""
-        origin = origin_of_interaction(interaction)
-        if await self.refuse_early(interaction, origin):
-            return
-        async with self.answer_surface(interaction, ephemeral=False, text_soon=False) as surface:
-            result = await self.bridge.imagine(origin, prompt, surface, model=model, size=size)
-            if isinstance(result, Refusal):
-                await surface.refuse(result.message)
+        await self.answer(
+            interaction,
+            lambda origin, surface: self.bridge.imagine(
+                origin, prompt, surface, model=model, size=size
+            ),
+            ephemeral=False,
+            text_soon=False,
+        )
 
     async def cmd_models(self, interaction: discord.Interaction, query: str) -> None:
         """/models: the first page of the (filtered) model list, privately."""
@@ -380,27 +399,23 @@ class BridgeClient(discord.Client):
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
         """Regenerate: answer the same question again, as a new message (a new branch)."""
-        origin = origin_of_interaction(interaction)
-        if await self.refuse_early(interaction, origin):
-            return
-        private = message.flags.ephemeral
-        async with self.answer_surface(interaction, ephemeral=private) as surface:
-            result = await self.bridge.regenerate(origin, str(message.id), surface)
-            if isinstance(result, Refusal):
-                await surface.refuse(result.message)
+        await self.answer(
+            interaction,
+            lambda origin, surface: self.bridge.regenerate(origin, str(message.id), surface),
+            ephemeral=message.flags.ephemeral,
+        )
 
     async def continue_clicked(
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
         """Continue: the rest of an answer cut at the length limit, as a reply to it."""
-        origin = origin_of_interaction(interaction)
-        if await self.refuse_early(interaction, origin):
-            return
-        private = message.flags.ephemeral
-        async with self.answer_surface(interaction, ephemeral=private) as surface:
-            result = await self.bridge.continue_answer(origin, surface, message_id=str(message.id))
-            if isinstance(result, Refusal):
-                await surface.refuse(result.message)
+        await self.answer(
+            interaction,
+            lambda origin, surface: self.bridge.continue_answer(
+                origin, surface, message_id=str(message.id)
+            ),
+            ephemeral=message.flags.ephemeral,
+        )
 
     async def page_clicked(self, interaction: discord.Interaction, page: int, query: str) -> None:
         """Turn a page of a /models list."""

@@ -23,9 +23,15 @@ from core.settings import (
     split_commas,
 )
 
+SHARD_COUNT_FORM = "must be a number of shards (1 or more), auto, or empty"
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
 
 def _numeric_ids(value: tuple[str, ...]) -> tuple[str, ...]:
-    bad = [part for part in value if not (part.isascii() and part.isdigit())]
+    bad = [part for part in value if not _is_number(part)]
     if bad:
         raise ValueError(
             f"guild ids are numbers separated by commas (not {bad[0]!r}); in Discord, "
@@ -59,8 +65,8 @@ class DiscordSettings(SettingsSection):
     def _shard_count(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = value.strip().lower()
-            if value and value != "auto" and not (value.isascii() and value.isdigit()):
-                raise ValueError("must be a number of shards (1 or more), auto, or empty")
+            if value and value != "auto" and not _is_number(value):
+                raise ValueError(SHARD_COUNT_FORM)
             return value or None
         return value
 
@@ -68,13 +74,13 @@ class DiscordSettings(SettingsSection):
     @classmethod
     def _positive_shards(cls, value: int | str | None) -> int | str | None:
         if isinstance(value, int) and value < 1:
-            raise ValueError("must be a number of shards (1 or more), auto, or empty")
+            raise ValueError(SHARD_COUNT_FORM)
         return value
 
     @field_validator("discord_shard_ids")
     @classmethod
     def _shard_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [part for part in value if not (part.isascii() and part.isdigit())]
+        bad = [part for part in value if not _is_number(part)]
         if bad:
             raise ValueError(f"shard ids are numbers separated by commas (not {bad[0]!r})")
         if len(set(map(int, value))) != len(value):

@@ -58,7 +58,7 @@ from core.http import Routes
 from core.menus import ModelMenu, model_menu, parse_page_payload
 from core.notices import ForbiddenNotices
 from core.render.surface import Button, MessageRef
-from core.results import ModelPage, Refusal
+from core.results import Answered, ModelPage, Refusal
 from core.settings import SettingsError
 from core.texts import (
     STALE_BUTTON,
@@ -145,6 +145,18 @@ def mentions(message: Message, username: str) -> bool:
 
 def strip_mention(text: str, username: str) -> str:
     return re.sub(rf"@{re.escape(username)}\b", "", text, flags=re.IGNORECASE).strip()
+
+
+def addressed(
+    text: str, chat: Chat, username: str, mentioned: bool, replied: int | None
+) -> str | None:
+    """The prompt in a message's text: all of it in a private chat; in a group, when it
+    mentions the bot (the mention removed) or replies to one of its messages; else None."""
+    if chat.type == ChatType.PRIVATE:
+        return text
+    if mentioned:
+        return strip_mention(text, username)
+    return text if replied is not None else None
 
 
 def help_text(model: str, username: str) -> str:
@@ -367,13 +379,11 @@ class TelegramBot:
         if (parts := _parts(update)) is None:
             return
         message, chat, _ = parts
-        text = message.text or ""
         replied = replied_bot_message(message, context.bot.id)
-        if chat.type != ChatType.PRIVATE:
-            if mentions(message, context.bot.username):
-                text = strip_mention(text, context.bot.username)
-            elif replied is None:
-                return  # group chatter not meant for the bot
+        mentioned = mentions(message, context.bot.username)
+        text = addressed(message.text or "", chat, context.bot.username, mentioned, replied)
+        if text is None:
+            return  # group chatter not meant for the bot
         await self.answer(update, context, text, replied)
 
     async def on_media(self, update: Update, context: Context) -> None:
@@ -384,15 +394,14 @@ class TelegramBot:
         message, chat, _ = parts
 
         async def ask(messages: list[Message]) -> None:
-            caption = next((m.caption for m in messages if m.caption), "") or ""
+            given = next((m.caption for m in messages if m.caption), "") or ""
             replied = next(
                 (r for m in messages if (r := replied_bot_message(m, context.bot.id))), None
             )
-            if chat.type != ChatType.PRIVATE:
-                if f"@{context.bot.username}".lower() in caption.lower():
-                    caption = strip_mention(caption, context.bot.username)
-                elif replied is None:
-                    return  # group chatter not meant for the bot
+            mentioned = f"@{context.bot.username}".lower() in given.lower()
+            caption = addressed(given, chat, context.bot.username, mentioned, replied)
+            if caption is None:
+                return  # group chatter not meant for the bot
             if not caption.strip():
                 if chat.type == ChatType.PRIVATE:
                     surface = self.surface(context, chat, reply_to=message.message_id)
@@ -527,32 +536,45 @@ class TelegramBot:
 
     async def on_regenerate_button(self, update: Update, context: Context) -> None:
         """🔁 Regenerate under an answer: a new answer to the same question."""
-        if (found := _button(update)) is None:
-            return await _answer_stale(update)
-        query, message, user = found
-        origin = origin_of(message.chat, user)
-        ack = CallbackAck(query)
-        asker = message.reply_to_message.message_id if message.reply_to_message else None
-        surface = self.surface(context, message.chat, reply_to=asker, on_first_write=ack)
-        result = await self.bridge.regenerate(origin, str(message.message_id), surface)
-        if isinstance(result, Refusal):
-            await ack(result.shown)
-        else:
-            await ack()
+        await self.answer_pressed(
+            update,
+            context,
+            lambda origin, surface, answer: self.bridge.regenerate(origin, answer, surface),
+            replying_to_answer=False,  # the new answer replies to the asker's message
+        )
 
     async def on_continue_button(self, update: Update, context: Context) -> None:
         """▶️ Continue under an answer cut at the length limit: the rest, replying to it."""
+        await self.answer_pressed(
+            update,
+            context,
+            lambda origin, surface, answer: self.bridge.continue_answer(
+                origin, surface, message_id=answer
+            ),
+            replying_to_answer=True,
+        )
+
+    async def answer_pressed(
+        self,
+        update: Update,
+        context: Context,
+        run: Callable[[Origin, TelegramSurface, str], Awaitable[Answered | Refusal]],
+        *,
+        replying_to_answer: bool,
+    ) -> None:
+        """A button under an answer that writes a new one: `run` the use case with the pressed
+        answer's message id; the press is acknowledged at the first write (or with the
+        refusal). The new answer replies to the pressed one, or to the message it replied to."""
         if (found := _button(update)) is None:
             return await _answer_stale(update)
         query, message, user = found
-        origin = origin_of(message.chat, user)
         ack = CallbackAck(query)
-        surface = self.surface(
-            context, message.chat, reply_to=message.message_id, on_first_write=ack
-        )
-        result = await self.bridge.continue_answer(
-            origin, surface, message_id=str(message.message_id)
-        )
+        if replying_to_answer:
+            reply_to: int | None = message.message_id
+        else:
+            reply_to = message.reply_to_message.message_id if message.reply_to_message else None
+        surface = self.surface(context, message.chat, reply_to=reply_to, on_first_write=ack)
+        result = await run(origin_of(message.chat, user), surface, str(message.message_id))
         if isinstance(result, Refusal):
             await ack(result.shown)
         else:

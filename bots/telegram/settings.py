@@ -9,6 +9,7 @@ core's settings too (the webhook is served by core's HTTP endpoint).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -27,6 +28,19 @@ from core.settings import (
 
 TELEGRAM_TOKEN_FORM = re.compile(r"\d+:[A-Za-z0-9_-]+")
 WEBHOOK_SECRET_FORM = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what setWebhook's secret_token takes
+
+
+def _secret_in_form(
+    form: re.Pattern[str], problem: str
+) -> Callable[[SecretStr | None], SecretStr | None]:
+    """A field validator: a secret, when set, is all of `form` (else ValueError(`problem`))."""
+
+    def check(value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not form.fullmatch(value.get_secret_value()):
+            raise ValueError(problem)
+        return value
+
+    return check
 
 
 class TelegramSettings(SettingsSection):
@@ -60,19 +74,14 @@ class TelegramSettings(SettingsSection):
             raise ValueError(f"the path {parts.path} is the endpoint's own; choose another")
         return value
 
-    @field_validator("telegram_webhook_secret")
-    @classmethod
-    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not WEBHOOK_SECRET_FORM.fullmatch(value.get_secret_value()):
-            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
-        return value
-
-    @field_validator("telegram_token")
-    @classmethod
-    def _telegram_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not TELEGRAM_TOKEN_FORM.fullmatch(value.get_secret_value()):
-            raise ValueError("must look like 123456789:AAE... (the token @BotFather gave)")
-        return value
+    _webhook_secret = field_validator("telegram_webhook_secret")(
+        _secret_in_form(WEBHOOK_SECRET_FORM, "must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+    )
+    _telegram_token = field_validator("telegram_token")(
+        _secret_in_form(
+            TELEGRAM_TOKEN_FORM, "must look like 123456789:AAE... (the token @BotFather gave)"
+        )
+    )
 
     @model_validator(mode="after")
     def _webhook_complete(self) -> TelegramSettings:
