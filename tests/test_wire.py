@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.render.surface import SurfaceRateLimited
 from core.wire import parse_retry_after, read_capped
 
 DIGITS = st.text("0123456789", min_size=1, max_size=12)
@@ -91,3 +92,10 @@ async def test_read_capped_stops_reading_past_the_limit() -> None:
     data, more = await read_capped(endless(), 25)
     assert (data, more) == (b"x" * 25, True)
     assert len(read) == 3  # the chunk that went past the limit is the last one read
+
+
+def test_a_refusal_without_a_readable_wait_waits_the_default() -> None:
+    """What every adapter passes on from an unreadable Retry-After (None) waits one default."""
+    unreadable = SurfaceRateLimited(parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT"))
+    assert unreadable.retry_after == SurfaceRateLimited.UNSAID_WAIT == 1.0
+    assert SurfaceRateLimited(parse_retry_after("2.5")).retry_after == 2.5

@@ -228,11 +228,10 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, aiohttp.ClientError | OSError | TimeoutError)
 
 
-def _retry_after(exc: discord.HTTPException) -> float:
-    """The Retry-After of a 429 that discord.py passed on; 1 s when it says none."""
+def _retry_after(exc: discord.HTTPException) -> float | None:
+    """The Retry-After of a 429 that discord.py passed on (None: it says none)."""
     raw = exc.response.headers.get("Retry-After") if exc.response is not None else None
-    seconds = parse_retry_after(raw)
-    return 1.0 if seconds is None else seconds
+    return parse_retry_after(raw)
 
 
 _PLATFORM_ERRORS = (discord.DiscordException, aiohttp.ClientError, OSError, TimeoutError)

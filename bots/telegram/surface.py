@@ -157,14 +157,13 @@ class SentMessages:
             self._items.popitem(last=False)
 
 
-def retry_after_seconds(exc: RetryAfter) -> float:
-    """RetryAfter.retry_after in seconds, whether PTB gives an int or a timedelta (1 s when it
-    is unreadable)."""
+def retry_after_seconds(exc: RetryAfter) -> float | None:
+    """RetryAfter.retry_after in seconds, whether PTB gives an int or a timedelta (None when
+    it is unreadable)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PTBDeprecationWarning)
         value = exc.retry_after
-    seconds = parse_retry_after(value)
-    return 1.0 if seconds is None else seconds
+    return parse_retry_after(value)
 
 
 def new_draft_id() -> int:

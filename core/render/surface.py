@@ -107,11 +107,15 @@ class SurfaceError(Exception):
 
 
 class SurfaceRateLimited(SurfaceError):
-    """The platform said: retry after `retry_after` seconds. Nothing was changed."""
+    """The platform said: retry after `retry_after` seconds (None: it said no readable wait,
+    and `UNSAID_WAIT` is waited). Nothing was changed."""
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"rate limited, retry after {retry_after:g}s")
-        self.retry_after = retry_after
+    UNSAID_WAIT = 1.0
+
+    def __init__(self, retry_after: float | None) -> None:
+        wait = self.UNSAID_WAIT if retry_after is None else retry_after
+        super().__init__(f"rate limited, retry after {wait:g}s")
+        self.retry_after = wait
 
 
 class SurfaceUnavailable(SurfaceError):
