@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -36,6 +37,23 @@ def service_missing(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+async def until_ready(task: asyncio.Task[None], ready: asyncio.Event) -> None:
+    """Wait for a started `serve()` to set `ready`; fail with its own error when it ends first."""
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # serve failed: show why
+    assert ready.is_set(), "serve() did not become ready"
+
+
+async def cancel_task(task: asyncio.Task[None]) -> None:
+    """Cancel a running task and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 @pytest.fixture(autouse=True)
 def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Drop bridge variables from the environment and run in an empty directory (no .env)."""
@@ -43,6 +61,19 @@ def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.upper().startswith(SETTING_PREFIXES):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def discord_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve() points discord.py at the emulator; this restores discord.py's defaults afterwards."""
+    import discord
+
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket,
+        "DEFAULT_GATEWAY",
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+    )
 
 
 @pytest.fixture

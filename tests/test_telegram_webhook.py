@@ -9,7 +9,6 @@ when the test needs updates deduplicated across processes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -35,7 +34,7 @@ from core.deliveries import MemoryFirstSeen
 from core.http import HealthServer, serve_bridge
 from core.limits_redis import RedisLimits, open_redis_limits
 from core.store.base import open_store
-from tests.conftest import MakeSettings, service_missing, split_section
+from tests.conftest import MakeSettings, cancel_task, service_missing, split_section, until_ready
 from tests.fakes.balancer import RoundRobin
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
@@ -64,9 +63,7 @@ class Replica:
         return self.http.url + PATH
 
     async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        await cancel_task(self.task)
         await self.http.stop()
         await self.bridge.close()
         if self.shared is not None:
@@ -122,12 +119,7 @@ class Fleet:
         task = asyncio.create_task(serve(bridge, section, ready=ready, routes=http))
         replica = Replica(bridge, http, task, shared)
         self.replicas.append(replica)
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait([task, waiter], timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if task.done():
-            task.result()  # serve failed: show why
-        assert ready.is_set(), "serve() did not become ready"
+        await until_ready(task, ready)
         return replica
 
     async def stop(self) -> None:
