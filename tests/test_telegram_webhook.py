@@ -20,8 +20,6 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from telegram import Bot
 from telegram.error import BadRequest, Conflict
 
@@ -34,7 +32,7 @@ from core.deliveries import MemoryFirstSeen
 from core.http import HealthServer, serve_bridge
 from core.limits_redis import RedisLimits, open_redis_limits
 from core.store.base import open_store
-from tests.conftest import MakeSettings, cancel_task, service_missing, split_section, until_ready
+from tests.conftest import REDIS_URL, MakeSettings, RedisDb, cancel_task, split_section, until_ready
 from tests.fakes.balancer import RoundRobin
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
@@ -45,7 +43,6 @@ from tests.test_cli import api
 FACTOR = 20.0
 PRIVATE = 4242
 PATH = "/telegram/webhook"
-REDIS_URL = "redis://127.0.0.1:6379/15"
 DUPLICATE_LOG = "was handled already"
 
 
@@ -153,22 +150,36 @@ async def fleet(g4f: FakeG4F, make_settings: MakeSettings) -> AsyncIterator[Flee
 
 
 @pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
+def redis_prefix(redis_db: RedisDb) -> str:
     """A random key prefix in the machine's Redis; its keys are deleted afterwards."""
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except (RedisConnectionError, OSError) as exc:
-        await client.aclose()
-        service_missing(f"no Redis at {REDIS_URL}: {exc}")
-    prefix = f"g4f-bridge-test-{secrets.token_hex(4)}:"
-    try:
-        yield prefix
-    finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+    return redis_db.prefix
+
+
+async def _redelivered_update_is_dropped(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture, qa: tuple[str, str]
+) -> None:
+    """`qa`'s question is answered; its update delivered again is acknowledged (200) and dropped
+    as a duplicate (logged)."""
+    fleet.g4f.answers[qa[0]] = qa[1]
+    fleet.fake.push_text(PRIVATE, qa[0])
+    await fleet.answered(PRIVATE, 1)
+    [first] = fleet.fake.webhook_deliveries
+    with caplog.at_level(logging.INFO, logger="bots.telegram.webhook"):
+        assert await fleet.fake.redeliver(first.update_id) == 200  # acknowledged, dropped
+    assert [r for r in caplog.records if DUPLICATE_LOG in r.getMessage()]
+
+
+async def _only_the_next_update_is_answered(
+    fleet: Fleet, qa: tuple[str, str], earlier: str
+) -> None:
+    """A next question is answered: two answers in all, two G4F requests (none for the copy)."""
+    fleet.g4f.answers[qa[0]] = qa[1]
+    fleet.fake.push_text(PRIVATE, qa[0])
+    await fleet.answered(PRIVATE, 2)
+    assert sorted(m.text or "" for m in fleet.fake.bot_messages(PRIVATE)) == sorted(
+        [qa[1], earlier]
+    )
+    assert len(fleet.g4f.chat_requests()) == 2
 
 
 # --- receiving updates ---------------------------------------------------------------------
@@ -226,21 +237,8 @@ async def test_same_update_twice_to_one_replica_is_answered_once(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
     await fleet.start()
-    fleet.g4f.answers["once please"] = "only once"
-    fleet.fake.push_text(PRIVATE, "once please")
-    await fleet.answered(PRIVATE, 1)
-    [first] = fleet.fake.webhook_deliveries
-    with caplog.at_level(logging.INFO, logger="bots.telegram.webhook"):
-        assert await fleet.fake.redeliver(first.update_id) == 200  # acknowledged, dropped
-    assert [r for r in caplog.records if DUPLICATE_LOG in r.getMessage()]
-    fleet.g4f.answers["next"] = "next answer"
-    fleet.fake.push_text(PRIVATE, "next")
-    await fleet.answered(PRIVATE, 2)
-    assert sorted(m.text or "" for m in fleet.fake.bot_messages(PRIVATE)) == [
-        "next answer",
-        "only once",
-    ]
-    assert len(fleet.g4f.chat_requests()) == 2
+    await _redelivered_update_is_dropped(fleet, caplog, ("once please", "only once"))
+    await _only_the_next_update_is_answered(fleet, ("next", "next answer"), "only once")
 
 
 async def test_two_replicas_sharing_redis_answer_a_redelivered_update_once(
@@ -249,24 +247,13 @@ async def test_two_replicas_sharing_redis_answer_a_redelivered_update_once(
     await fleet.start(redis_prefix=redis_prefix, bridge_limits_url=REDIS_URL)
     await fleet.start(redis_prefix=redis_prefix, bridge_limits_url=REDIS_URL)
     assert len(fleet.fake.calls_named("setWebhook")) == 2  # each replica sets the same URL
-    fleet.g4f.answers["shared"] = "answered by one replica"
-    fleet.fake.push_text(PRIVATE, "shared")
-    await fleet.answered(PRIVATE, 1)
-    [first] = fleet.fake.webhook_deliveries
-    with caplog.at_level(logging.INFO, logger="bots.telegram.webhook"):
-        assert await fleet.fake.redeliver(first.update_id) == 200
+    await _redelivered_update_is_dropped(fleet, caplog, ("shared", "answered by one replica"))
     # The balancer took the two deliveries to different replicas: only Redis knew.
     backends = [backend for backend, path, _ in fleet.balancer.forwarded if path == PATH]
     assert len(backends) == 2 and backends[0] != backends[1]
-    assert [r for r in caplog.records if DUPLICATE_LOG in r.getMessage()]
-    fleet.g4f.answers["after"] = "after answer"
-    fleet.fake.push_text(PRIVATE, "after")
-    await fleet.answered(PRIVATE, 2)
-    assert sorted(m.text or "" for m in fleet.fake.bot_messages(PRIVATE)) == [
-        "after answer",
-        "answered by one replica",
-    ]
-    assert len(fleet.g4f.chat_requests()) == 2
+    await _only_the_next_update_is_answered(
+        fleet, ("after", "after answer"), "answered by one replica"
+    )
 
 
 async def test_two_replicas_without_shared_redis_each_deduplicate_only_their_own(
