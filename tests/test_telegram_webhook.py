@@ -36,6 +36,7 @@ from tests.conftest import REDIS_URL, MakeSettings, RedisDb, cancel_task, split_
 from tests.fakes.balancer import RoundRobin
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
+from tests.fakes.served import serve_app
 from tests.fakes.telegram_server import FakeTelegram
 from tests.processes import CLI, ROOT, endpoint_url
 from tests.test_cli import api
@@ -303,11 +304,8 @@ async def test_emulator_webhook_info_conflict_and_retry() -> None:
 
     app = web.Application()
     app.router.add_post("/hook", refuse_then_accept)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    try:
+    async with serve_app(app) as root:
+        url = root + "/hook"
         async with (
             FakeTelegram(webhook_retry_seconds=0.05) as fake,
             Bot(fake.token, base_url=fake.base_url) as bot,
@@ -327,8 +325,6 @@ async def test_emulator_webhook_info_conflict_and_retry() -> None:
             assert await bot.delete_webhook()
             assert (await bot.get_webhook_info()).url == ""
             assert await bot.get_updates() == ()
-    finally:
-        await runner.cleanup()
 
 
 async def test_emulator_can_insist_on_https_like_telegram() -> None:
