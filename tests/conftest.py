@@ -19,10 +19,13 @@ from redis.exceptions import RedisError
 from core.bridge import Bridge
 from core.client import G4FClient
 from core.clock import Clock
+from core.render.renderer import INDICATOR
+from core.render.surface import MessageRef
 from core.settings import Settings, SettingsSection
-from core.store.base import open_store
+from core.store.base import ChatKey, StreamingAnswer, open_store
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
+from tests.fakes.surface import RecordingSurface
 from tests.services import POSTGRES_SERVER, ServiceMissing, admin_sql, scratch_redis_db
 
 SETTING_PREFIXES = ("G4F_", "DISCORD_", "TELEGRAM_", "BRIDGE_", "ALLOWED_", "ADMIN_")
@@ -219,3 +222,22 @@ async def redis_process_db() -> AsyncIterator[str]:
             yield url
     except ServiceMissing as exc:
         service_missing(str(exc))
+
+
+async def leave_streaming(
+    bridge: Bridge, surface: RecordingSurface, name: str, updated_at: float
+) -> MessageRef:
+    """What a replica streaming an answer leaves behind: a message "<name> text" with the
+    streaming indicator, and the store's record of it (question `name`, user u1 in the chat
+    test/room) last refreshed at `updated_at`. Returns the message."""
+    ref = await surface.send(f"{name} text" + INDICATOR)
+    question = await bridge.store.add_turn(
+        parent_id=None, role="user", content=name, model=None, created_at=bridge.clock.wall()
+    )
+    await bridge.store.save_streaming(
+        StreamingAnswer(
+            ChatKey("test", "room"), "u1", question.id, "m",
+            ((ref.id, f"{name} text" + INDICATOR),), updated_at,
+        )
+    )  # fmt: skip
+    return ref
