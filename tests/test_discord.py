@@ -711,10 +711,9 @@ async def test_a_cut_answer_offers_continue_which_asks_for_the_rest(world: World
     assert button_ids(cut) == ["g4f:continue", REGEN]
     # The message is linked to the stored turn just after its final write: wait for it.
     key = MessageKey("discord", str(world.channel), str(cut.id))
-    for _ in range(500):
-        if await world.bridge.store.turn_for_message(key) is not None:
-            break
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        while await world.bridge.store.turn_for_message(key) is None:
+            await asyncio.sleep(0.01)
     g4f.length_limit_words = 0
     g4f.answers[CONTINUE_PROMPT] = "four five"
     click = await fake.click(cut.id, "g4f:continue")

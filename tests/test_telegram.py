@@ -661,10 +661,9 @@ async def test_a_cut_answer_offers_continue_which_asks_for_the_rest(tg: Harness)
     # just after it: wait for the link, as a user's press would come after it.
     assert tg.bridge is not None
     store, key = tg.bridge.store, MessageKey("telegram", str(GROUP), str(cut.message_id))
-    for _ in range(500):
-        if await store.turn_for_message(key) is not None:
-            break
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        while await store.turn_for_message(key) is None:
+            await asyncio.sleep(0.01)
     tg.g4f.length_limit_words = 0
     tg.g4f.answers[CONTINUE_PROMPT] = "four five"
     tg.fake.push_callback(GROUP, cut.message_id, "cont", user_id=ANN)
