@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -18,10 +19,13 @@ from redis.exceptions import RedisError
 from core.bridge import Bridge
 from core.client import G4FClient
 from core.clock import Clock
+from core.render.renderer import INDICATOR
+from core.render.surface import MessageRef
 from core.settings import Settings, SettingsSection
-from core.store.base import open_store
+from core.store.base import ChatKey, StreamingAnswer, open_store
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
+from tests.fakes.surface import RecordingSurface
 from tests.services import POSTGRES_SERVER, ServiceMissing, admin_sql, scratch_redis_db
 
 SETTING_PREFIXES = ("G4F_", "DISCORD_", "TELEGRAM_", "BRIDGE_", "ALLOWED_", "ADMIN_")
@@ -36,6 +40,23 @@ def service_missing(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+async def until_ready(task: asyncio.Task[None], ready: asyncio.Event) -> None:
+    """Wait for a started `serve()` to set `ready`; fail with its own error when it ends first."""
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # serve failed: show why
+    assert ready.is_set(), "serve() did not become ready"
+
+
+async def cancel_task(task: asyncio.Task[None]) -> None:
+    """Cancel a running task and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 @pytest.fixture(autouse=True)
 def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Drop bridge variables from the environment and run in an empty directory (no .env)."""
@@ -43,6 +64,19 @@ def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.upper().startswith(SETTING_PREFIXES):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def discord_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve() points discord.py at the emulator; this restores discord.py's defaults afterwards."""
+    import discord
+
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket,
+        "DEFAULT_GATEWAY",
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+    )
 
 
 @pytest.fixture
@@ -188,3 +222,22 @@ async def redis_process_db() -> AsyncIterator[str]:
             yield url
     except ServiceMissing as exc:
         service_missing(str(exc))
+
+
+async def leave_streaming(
+    bridge: Bridge, surface: RecordingSurface, name: str, updated_at: float
+) -> MessageRef:
+    """What a replica streaming an answer leaves behind: a message "<name> text" with the
+    streaming indicator, and the store's record of it (question `name`, user u1 in the chat
+    test/room) last refreshed at `updated_at`. Returns the message."""
+    ref = await surface.send(f"{name} text" + INDICATOR)
+    question = await bridge.store.add_turn(
+        parent_id=None, role="user", content=name, model=None, created_at=bridge.clock.wall()
+    )
+    await bridge.store.save_streaming(
+        StreamingAnswer(
+            ChatKey("test", "room"), "u1", question.id, "m",
+            ((ref.id, f"{name} text" + INDICATOR),), updated_at,
+        )
+    )  # fmt: skip
+    return ref

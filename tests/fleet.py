@@ -365,6 +365,23 @@ class _Asked:
     expected: str
 
 
+def _replica_env(
+    g4f: FakeG4F, store_url: str, redis_url: str, plan: Plan, **platform: str
+) -> dict[str, str]:
+    """One replica's environment: the shared store and Redis, the plan's cap and lease, and
+    the platform's own variables."""
+    return run_env(
+        g4f,
+        G4F_DEFAULT_MODEL="trickle",
+        BRIDGE_STORE_URL=store_url,
+        BRIDGE_LIMITS_URL=redis_url,
+        BRIDGE_MAX_CONCURRENCY=str(plan.cap),
+        BRIDGE_REPLICA_LEASE=f"{plan.lease:g}",
+        BRIDGE_SHUTDOWN_GRACE="2",
+        **platform,
+    )
+
+
 async def run_telegram(
     g4f: FakeG4F, store_url: str, redis_url: str, workdir: Path, plan: Plan = Plan()
 ) -> Figures:
@@ -377,14 +394,11 @@ async def run_telegram(
         RoundRobin() as balancer,
         ClientSession(timeout=ClientTimeout(total=10)) as http,
     ):
-        env = run_env(
+        env = _replica_env(
             g4f,
-            G4F_DEFAULT_MODEL="trickle",
-            BRIDGE_STORE_URL=store_url,
-            BRIDGE_LIMITS_URL=redis_url,
-            BRIDGE_MAX_CONCURRENCY=str(plan.cap),
-            BRIDGE_REPLICA_LEASE=f"{plan.lease:g}",
-            BRIDGE_SHUTDOWN_GRACE="2",
+            store_url,
+            redis_url,
+            plan,
             TELEGRAM_TOKEN=telegram.token,
             TELEGRAM_BASE_URL=telegram.base_url,
             TELEGRAM_BASE_FILE_URL=telegram.base_file_url,
@@ -608,14 +622,11 @@ async def run_discord(
         # Channels alternate between the two guilds: half of them on each shard.
         channels = [fake.add_channel(guild_id=guilds[k % 2]) for k in range(plan.chats)]
         envs = [
-            run_env(
+            _replica_env(
                 g4f,
-                G4F_DEFAULT_MODEL="trickle",
-                BRIDGE_STORE_URL=store_url,
-                BRIDGE_LIMITS_URL=redis_url,
-                BRIDGE_MAX_CONCURRENCY=str(plan.cap),
-                BRIDGE_REPLICA_LEASE=f"{plan.lease:g}",
-                BRIDGE_SHUTDOWN_GRACE="2",
+                store_url,
+                redis_url,
+                plan,
                 DISCORD_TOKEN=fake.token,
                 DISCORD_API_BASE_URL=fake.api_base,
                 DISCORD_GATEWAY_URL=fake.gateway_url,

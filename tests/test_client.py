@@ -27,6 +27,7 @@ from core.errors import (
 from tests.conftest import MakeSettings
 from tests.fakes.clock import InstantClock
 from tests.fakes.g4f_server import FakeG4F
+from tests.fakes.served import serve_app
 
 HELLO = [ChatMessage(role="user", content="hello there")]
 
@@ -219,16 +220,11 @@ async def test_a_proxy_500_says_to_try_again(make_settings: MakeSettings) -> Non
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", bad_gateway)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    try:
+    async with serve_app(app) as root:
+        url = root + "/v1"
         async with G4FClient(make_settings(g4f_base_url=url)) as client:
             with pytest.raises(ProviderFailed) as caught:
                 await collect(client, "gpt-4o")
-    finally:
-        await runner.cleanup()
     assert caught.value.user_message == (
         "The AI server (or a proxy in front of it) failed with HTTP 502. Try again in a minute."
     )

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from core.bridge import STALE_AFTER, Bridge
 from core.render.renderer import INDICATOR
-from core.store.base import ChatKey, StreamingAnswer
-from tests.conftest import MakeSettings, RedisDb
+from tests.conftest import MakeSettings, RedisDb, leave_streaming
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface
 from tests.fakes.telegram_server import FakeTelegram
@@ -126,16 +125,7 @@ async def test_with_replicas_sharing_the_store_only_stale_records_are_ended(
         now = bridge.clock.wall()
         refs = {}
         for name, updated_at in (("alive", now), ("dead", now - 2 * STALE_AFTER)):
-            ref = refs[name] = await s.send(f"{name} text" + INDICATOR)
-            question = await bridge.store.add_turn(
-                parent_id=None, role="user", content=name, model=None, created_at=now
-            )
-            await bridge.store.save_streaming(
-                StreamingAnswer(
-                    ChatKey("test", "room"), "u1", question.id, "m",
-                    ((ref.id, f"{name} text" + INDICATOR),), updated_at,
-                )
-            )  # fmt: skip
+            refs[name] = await leave_streaming(bridge, s, name, updated_at)
         assert await bridge.end_interrupted("test", lambda chat_id: s) == 0  # the sweep's job
         async with asyncio.timeout(10):
             while not chat.messages[refs["dead"].id].endswith("Interrupted: ask again."):

@@ -26,7 +26,7 @@ from core.conversations import Origin
 from core.render.split import join_parts, unwrap_parts
 from core.results import Status
 from core.store.base import MessageKey, open_store
-from tests.conftest import MakeSettings, split_section
+from tests.conftest import MakeSettings, cancel_task, split_section, until_ready
 from tests.fakes.clock import ScaledClock
 from tests.fakes.discord_server import FakeDiscord, FakeMessage, Interaction
 from tests.fakes.g4f_server import FakeG4F
@@ -53,24 +53,11 @@ class World:
 Start = Callable[..., Awaitable[World]]
 
 
-async def _stop_task(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 @pytest.fixture
 async def start(
-    make_settings: MakeSettings, g4f: FakeG4F, monkeypatch: pytest.MonkeyPatch
+    make_settings: MakeSettings, g4f: FakeG4F, discord_defaults: None
 ) -> AsyncIterator[Start]:
     """Start FakeDiscord, a Bridge and `serve` (settings overrides as keyword arguments)."""
-    # serve() points discord.py at the emulator; monkeypatch restores the defaults afterwards.
-    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
-    monkeypatch.setattr(
-        discord.gateway.DiscordWebSocket,
-        "DEFAULT_GATEWAY",
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
-    )
     g4f.trickle_interval = 0.02
     async with contextlib.AsyncExitStack() as stack:
 
@@ -98,12 +85,8 @@ async def start(
             task = asyncio.create_task(
                 serve(bridge, section, ready=ready, guild_ready_timeout=0.05)
             )
-            stack.push_async_callback(_stop_task, task)
-            waiter = asyncio.create_task(ready.wait())
-            await asyncio.wait({waiter, task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            if not ready.is_set():
-                raise AssertionError(f"bot not ready: {task.exception() if task.done() else ''}")
+            stack.push_async_callback(cancel_task, task)
+            await until_ready(task, ready)
             return World(fake, g4f, bridge, clock, task)
 
         yield start_
@@ -595,9 +578,7 @@ async def test_serve_stops_cleanly_and_never_logs_the_token(
     world = await start()
     inter = await world.fake.slash("ask", {"prompt": "hello"})
     await world.fake.wait_for(finished(world))
-    world.task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await world.task
+    await cancel_task(world.task)
     await settled(world, world.channel)
     left = asyncio.all_tasks() - before - {asyncio.current_task()}
     assert [t for t in left if _runs_bot_code(t)] == []  # the emulators' own tasks may remain
@@ -615,9 +596,7 @@ async def test_shutdown_stops_streaming_answers_with_a_final_edit(start: Start) 
     await fake.wait_for(
         lambda: sum("word2 " in m.content for m in bot_messages(world)) == 2, timeout=10
     )
-    world.task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await world.task
+    await cancel_task(world.task)
     messages = bot_messages(world)
     assert len(messages) == 2 and messages[0].id == inter.original_message_id
     for msg in messages:
@@ -732,10 +711,9 @@ async def test_a_cut_answer_offers_continue_which_asks_for_the_rest(world: World
     assert button_ids(cut) == ["g4f:continue", REGEN]
     # The message is linked to the stored turn just after its final write: wait for it.
     key = MessageKey("discord", str(world.channel), str(cut.id))
-    for _ in range(500):
-        if await world.bridge.store.turn_for_message(key) is not None:
-            break
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        while await world.bridge.store.turn_for_message(key) is None:
+            await asyncio.sleep(0.01)
     g4f.length_limit_words = 0
     g4f.answers[CONTINUE_PROMPT] = "four five"
     click = await fake.click(cut.id, "g4f:continue")

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import discord
 import pytest
 
 from bots.discord.app import BridgeClient, ShardedBridgeClient, build_client, serve
@@ -17,7 +16,7 @@ from bots.discord.settings import DiscordSettings
 from core.bridge import Bridge
 from core.client import G4FClient
 from core.store.base import open_store
-from tests.conftest import MakeSettings, split_section
+from tests.conftest import MakeSettings, cancel_task, split_section, until_ready
 from tests.fakes.clock import ScaledClock
 from tests.fakes.discord_server import FakeDiscord, shard_of
 from tests.fakes.g4f_server import FakeG4F
@@ -54,22 +53,10 @@ class Fleet:
         return len([c for c in self.fake.calls if c.path == path])
 
 
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 @pytest.fixture
 async def fleet(
-    make_settings: MakeSettings, g4f: FakeG4F, monkeypatch: pytest.MonkeyPatch
+    make_settings: MakeSettings, g4f: FakeG4F, discord_defaults: None
 ) -> AsyncIterator[Fleet]:
-    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
-    monkeypatch.setattr(
-        discord.gateway.DiscordWebSocket,
-        "DEFAULT_GATEWAY",
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
-    )
     g4f.trickle_interval = 0.02
     clock = ScaledClock(FACTOR)
     async with (
@@ -97,12 +84,8 @@ async def fleet(
             task = asyncio.create_task(
                 serve(bridge, section, ready=ready, guild_ready_timeout=0.05)
             )
-            stack.push_async_callback(_stop, task)
-            waiter = asyncio.create_task(ready.wait())
-            await asyncio.wait({waiter, task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            if not ready.is_set():
-                raise AssertionError(f"not ready: {task.exception() if task.done() else ''}")
+            stack.push_async_callback(cancel_task, task)
+            await until_ready(task, ready)
             return Process(bridge, task)
 
         yield Fleet(fake, g4f, start)

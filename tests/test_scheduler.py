@@ -21,6 +21,7 @@ from core.render.renderer import INDICATOR, Outcome, RenderOptions, RenderResult
 from core.render.scheduler import WriteScheduler
 from core.render.surface import Button, WriteLimits
 from tests.fakes.clock import ManualClock
+from tests.fakes.served import serve_app
 from tests.fakes.surface import ChatServer, RecordingSurface, RollingLimit, ScriptedStream, words
 
 T0 = 1000.0
@@ -346,16 +347,11 @@ async def test_discord_rate_limit_headers_reach_the_scheduler_by_limit_key() -> 
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", reply)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     seen: list[tuple[str, int, float]] = []
-    try:
+    async with serve_app(app) as root:
         trace = rate_limit_observer(lambda *args: seen.append(args))
         async with ClientSession(trace_configs=[trace]) as session:
-            base = f"http://127.0.0.1:{port}/api/v10"
+            base = root + "/api/v10"
             for method, path in (
                 ("POST", "/channels/5/messages"),
                 ("PATCH", "/channels/5/messages/9"),
@@ -364,8 +360,6 @@ async def test_discord_rate_limit_headers_reach_the_scheduler_by_limit_key() -> 
             ):
                 async with session.request(method, base + path) as response:
                     await response.read()
-    finally:
-        await runner.cleanup()
     token_key = token_limits("tok-a").edit[0].key
     assert seen == [("discord:5:create", 0, 1.5), ("discord:5:edit", 0, 1.5), (token_key, 0, 1.5)]
     assert "tok-a" not in token_key  # the token is a secret: its key is a digest

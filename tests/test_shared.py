@@ -26,8 +26,7 @@ from core.render.scheduler import WriteScheduler
 from core.render.surface import WriteLimits
 from core.results import Answered, StopResult
 from core.shared.fleet import Fleet, open_fleet
-from core.store.base import ChatKey, StreamingAnswer
-from tests.conftest import MakeSettings, RedisDb
+from tests.conftest import MakeSettings, RedisDb, leave_streaming
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.surface import ChatServer, RecordingSurface, RollingLimit, ScriptedStream, words
@@ -282,16 +281,7 @@ async def test_answers_no_live_replica_holds_are_ended_by_the_sweep_or_a_stop_pr
         now = bridge.clock.wall()
         refs = {}
         for name, age in (("held", 5.0), ("abandoned", 5.0), ("pressed", JUST_STARTED + 0.5)):
-            ref = refs[name] = await surface.send(f"{name} text" + INDICATOR)
-            question = await bridge.store.add_turn(
-                parent_id=None, role="user", content=name, model=None, created_at=now
-            )
-            await bridge.store.save_streaming(
-                StreamingAnswer(
-                    ChatKey("test", "room"), "u1", question.id, "m",
-                    ((ref.id, f"{name} text" + INDICATOR),), now - age,
-                )
-            )  # fmt: skip
+            refs[name] = await leave_streaming(bridge, surface, name, now - age)
         live.answers.add(f"message:test:room:{refs['held'].id}", "u1")
         asker = Origin("test", "room", "u1")
         async with asyncio.timeout(5):

@@ -21,7 +21,7 @@ from bots.telegram.settings import TelegramSettings
 from core.bridge import Bridge
 from core.client import G4FClient
 from core.store.base import MessageKey, open_store
-from tests.conftest import MakeSettings, split_section
+from tests.conftest import MakeSettings, cancel_task, split_section, until_ready
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
 from tests.fakes.telegram_server import FakeMessage, FakeTelegram
@@ -64,18 +64,11 @@ class Harness:
         self.bridge = Bridge(settings, client=client, store=store, clock=self.clock)
         ready = asyncio.Event()
         self.task = asyncio.create_task(serve(self.bridge, section, ready=ready))
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait([self.task, waiter], timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if self.task.done():
-            self.task.result()  # serve failed: show why
-        assert ready.is_set(), "serve() did not become ready"
+        await until_ready(self.task, ready)
 
     async def stop(self) -> None:
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await cancel_task(self.task)
             self.task = None
         if self.bridge is not None:
             await self.bridge.close()
@@ -668,10 +661,9 @@ async def test_a_cut_answer_offers_continue_which_asks_for_the_rest(tg: Harness)
     # just after it: wait for the link, as a user's press would come after it.
     assert tg.bridge is not None
     store, key = tg.bridge.store, MessageKey("telegram", str(GROUP), str(cut.message_id))
-    for _ in range(500):
-        if await store.turn_for_message(key) is not None:
-            break
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        while await store.turn_for_message(key) is None:
+            await asyncio.sleep(0.01)
     tg.g4f.length_limit_words = 0
     tg.g4f.answers[CONTINUE_PROMPT] = "four five"
     tg.fake.push_callback(GROUP, cut.message_id, "cont", user_id=ANN)

@@ -9,7 +9,6 @@ when the test needs updates deduplicated across processes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -21,8 +20,6 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from telegram import Bot
 from telegram.error import BadRequest, Conflict
 
@@ -35,10 +32,11 @@ from core.deliveries import MemoryFirstSeen
 from core.http import HealthServer, serve_bridge
 from core.limits_redis import RedisLimits, open_redis_limits
 from core.store.base import open_store
-from tests.conftest import MakeSettings, service_missing, split_section
+from tests.conftest import REDIS_URL, MakeSettings, RedisDb, cancel_task, split_section, until_ready
 from tests.fakes.balancer import RoundRobin
 from tests.fakes.clock import ScaledClock
 from tests.fakes.g4f_server import FakeG4F
+from tests.fakes.served import serve_app
 from tests.fakes.telegram_server import FakeTelegram
 from tests.processes import CLI, ROOT, endpoint_url
 from tests.test_cli import api
@@ -46,7 +44,6 @@ from tests.test_cli import api
 FACTOR = 20.0
 PRIVATE = 4242
 PATH = "/telegram/webhook"
-REDIS_URL = "redis://127.0.0.1:6379/15"
 DUPLICATE_LOG = "was handled already"
 
 
@@ -64,9 +61,7 @@ class Replica:
         return self.http.url + PATH
 
     async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        await cancel_task(self.task)
         await self.http.stop()
         await self.bridge.close()
         if self.shared is not None:
@@ -122,12 +117,7 @@ class Fleet:
         task = asyncio.create_task(serve(bridge, section, ready=ready, routes=http))
         replica = Replica(bridge, http, task, shared)
         self.replicas.append(replica)
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait([task, waiter], timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if task.done():
-            task.result()  # serve failed: show why
-        assert ready.is_set(), "serve() did not become ready"
+        await until_ready(task, ready)
         return replica
 
     async def stop(self) -> None:
@@ -161,22 +151,36 @@ async def fleet(g4f: FakeG4F, make_settings: MakeSettings) -> AsyncIterator[Flee
 
 
 @pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
+def redis_prefix(redis_db: RedisDb) -> str:
     """A random key prefix in the machine's Redis; its keys are deleted afterwards."""
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except (RedisConnectionError, OSError) as exc:
-        await client.aclose()
-        service_missing(f"no Redis at {REDIS_URL}: {exc}")
-    prefix = f"g4f-bridge-test-{secrets.token_hex(4)}:"
-    try:
-        yield prefix
-    finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+    return redis_db.prefix
+
+
+async def _redelivered_update_is_dropped(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture, qa: tuple[str, str]
+) -> None:
+    """`qa`'s question is answered; its update delivered again is acknowledged (200) and dropped
+    as a duplicate (logged)."""
+    fleet.g4f.answers[qa[0]] = qa[1]
+    fleet.fake.push_text(PRIVATE, qa[0])
+    await fleet.answered(PRIVATE, 1)
+    [first] = fleet.fake.webhook_deliveries
+    with caplog.at_level(logging.INFO, logger="bots.telegram.webhook"):
+        assert await fleet.fake.redeliver(first.update_id) == 200  # acknowledged, dropped
+    assert [r for r in caplog.records if DUPLICATE_LOG in r.getMessage()]
+
+
+async def _only_the_next_update_is_answered(
+    fleet: Fleet, qa: tuple[str, str], earlier: str
+) -> None:
+    """A next question is answered: two answers in all, two G4F requests (none for the copy)."""
+    fleet.g4f.answers[qa[0]] = qa[1]
+    fleet.fake.push_text(PRIVATE, qa[0])
+    await fleet.answered(PRIVATE, 2)
+    assert sorted(m.text or "" for m in fleet.fake.bot_messages(PRIVATE)) == sorted(
+        [qa[1], earlier]
+    )
+    assert len(fleet.g4f.chat_requests()) == 2
 
 
 # --- receiving updates ---------------------------------------------------------------------
@@ -234,21 +238,8 @@ async def test_same_update_twice_to_one_replica_is_answered_once(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
     await fleet.start()
-    fleet.g4f.answers["once please"] = "only once"
-    fleet.fake.push_text(PRIVATE, "once please")
-    await fleet.answered(PRIVATE, 1)
-    [first] = fleet.fake.webhook_deliveries
-    with caplog.at_level(logging.INFO, logger="bots.telegram.webhook"):
-        assert await fleet.fake.redeliver(first.update_id) == 200  # acknowledged, dropped
-    assert [r for r in caplog.records if DUPLICATE_LOG in r.getMessage()]
-    fleet.g4f.answers["next"] = "next answer"
-    fleet.fake.push_text(PRIVATE, "next")
-    await fleet.answered(PRIVATE, 2)
-    assert sorted(m.text or "" for m in fleet.fake.bot_messages(PRIVATE)) == [
-        "next answer",
-        "only once",
-    ]
-    assert len(fleet.g4f.chat_requests()) == 2
+    await _redelivered_update_is_dropped(fleet, caplog, ("once please", "only once"))
+    await _only_the_next_update_is_answered(fleet, ("next", "next answer"), "only once")
 
 
 async def test_two_replicas_sharing_redis_answer_a_redelivered_update_once(
@@ -257,24 +248,13 @@ async def test_two_replicas_sharing_redis_answer_a_redelivered_update_once(
     await fleet.start(redis_prefix=redis_prefix, bridge_limits_url=REDIS_URL)
     await fleet.start(redis_prefix=redis_prefix, bridge_limits_url=REDIS_URL)
     assert len(fleet.fake.calls_named("setWebhook")) == 2  # each replica sets the same URL
-    fleet.g4f.answers["shared"] = "answered by one replica"
-    fleet.fake.push_text(PRIVATE, "shared")
-    await fleet.answered(PRIVATE, 1)
-    [first] = fleet.fake.webhook_deliveries
-    with caplog.at_level(logging.INFO, logger="bots.telegram.webhook"):
-        assert await fleet.fake.redeliver(first.update_id) == 200
+    await _redelivered_update_is_dropped(fleet, caplog, ("shared", "answered by one replica"))
     # The balancer took the two deliveries to different replicas: only Redis knew.
     backends = [backend for backend, path, _ in fleet.balancer.forwarded if path == PATH]
     assert len(backends) == 2 and backends[0] != backends[1]
-    assert [r for r in caplog.records if DUPLICATE_LOG in r.getMessage()]
-    fleet.g4f.answers["after"] = "after answer"
-    fleet.fake.push_text(PRIVATE, "after")
-    await fleet.answered(PRIVATE, 2)
-    assert sorted(m.text or "" for m in fleet.fake.bot_messages(PRIVATE)) == [
-        "after answer",
-        "answered by one replica",
-    ]
-    assert len(fleet.g4f.chat_requests()) == 2
+    await _only_the_next_update_is_answered(
+        fleet, ("after", "after answer"), "answered by one replica"
+    )
 
 
 async def test_two_replicas_without_shared_redis_each_deduplicate_only_their_own(
@@ -324,11 +304,8 @@ async def test_emulator_webhook_info_conflict_and_retry() -> None:
 
     app = web.Application()
     app.router.add_post("/hook", refuse_then_accept)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    try:
+    async with serve_app(app) as root:
+        url = root + "/hook"
         async with (
             FakeTelegram(webhook_retry_seconds=0.05) as fake,
             Bot(fake.token, base_url=fake.base_url) as bot,
@@ -348,8 +325,6 @@ async def test_emulator_webhook_info_conflict_and_retry() -> None:
             assert await bot.delete_webhook()
             assert (await bot.get_webhook_info()).url == ""
             assert await bot.get_updates() == ()
-    finally:
-        await runner.cleanup()
 
 
 async def test_emulator_can_insist_on_https_like_telegram() -> None:

@@ -8,15 +8,15 @@ Backends are added after they start (their ports are free ports chosen at start)
 from __future__ import annotations
 
 import itertools
-from types import TracebackType
-from typing import Self
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
+
+from tests.fakes.served import Served
 
 HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 
-class RoundRobin:
+class RoundRobin(Served):
     """Forwards each request to the next of `backends` (base URLs such as http://127.0.0.1:P)."""
 
     def __init__(self) -> None:
@@ -53,18 +53,6 @@ class RoundRobin:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _forward(self, request: web.Request) -> web.Response:
         assert self._session is not None

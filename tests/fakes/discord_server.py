@@ -49,10 +49,11 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import BodyPartReader, WSMsgType, web
+
+from tests.fakes.served import Served
 
 JsonObj = dict[str, Any]
 
@@ -430,7 +431,7 @@ def _truthy(value: str | None) -> bool:
 # --------------------------------------------------------------------------- the server
 
 
-class FakeDiscord:
+class FakeDiscord(Served):
     """Emulated Discord REST API + gateway for the real discord.py client (loopback only)."""
 
     def __init__(
@@ -516,18 +517,6 @@ class FakeDiscord:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def port(self) -> int:

@@ -55,11 +55,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from types import TracebackType
-from typing import Any, ClassVar, Self, TypeGuard
+from typing import Any, ClassVar, TypeGuard
 from urllib.parse import urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
+
+from tests.fakes.served import Served
 
 __all__ = ["ApiCall", "DraftShown", "FakeMessage", "FakeTelegram", "WebhookDelivery"]
 
@@ -750,7 +751,7 @@ Handler = Callable[[Params, dict[str, bytes]], Awaitable[Any]]
 # --------------------------------------------------------------------------- the server
 
 
-class FakeTelegram:
+class FakeTelegram(Served):
     """An emulated Telegram Bot API server; see the module docstring."""
 
     def __init__(
@@ -827,18 +828,6 @@ class FakeTelegram:
         await self._stop_webhook_task()
         runner, self._runner = self._runner, None
         await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def root_url(self) -> str:
